@@ -1,0 +1,1 @@
+"""Platforms, ELF, qemu-user discovery and binfmt_misc for rootless."""

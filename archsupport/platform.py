@@ -1,0 +1,150 @@
+"""OCI platforms: os/arch/variant, normalisation, the host's platform.
+
+``parse("linux/arm64")``, ``normalize_arch("aarch64") -> ("arm64", "")``,
+``host_platform()``, ``native_platforms(host)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from rootless.errors import UsageError
+
+# uname -m / common aliases -> (OCI arch, variant)
+_ARCH_ALIASES: dict[str, tuple[str, str]] = {
+    "x86_64": ("amd64", ""), "x86-64": ("amd64", ""), "amd64": ("amd64", ""),
+    "aarch64": ("arm64", ""), "arm64": ("arm64", ""), "armv8": ("arm64", ""), "armv8l": ("arm", "v7"),
+    "armv7l": ("arm", "v7"), "armv7": ("arm", "v7"), "armhf": ("arm", "v7"), "arm": ("arm", "v7"),
+    "armv6l": ("arm", "v6"), "armv6": ("arm", "v6"), "armel": ("arm", "v5"), "armv5l": ("arm", "v5"),
+    "i386": ("386", ""), "i486": ("386", ""), "i586": ("386", ""), "i686": ("386", ""), "386": ("386", ""),
+    "riscv64": ("riscv64", ""), "ppc64le": ("ppc64le", ""), "ppc64el": ("ppc64le", ""),
+    "s390x": ("s390x", ""), "mips64le": ("mips64le", ""), "mips64el": ("mips64le", ""),
+    "loong64": ("loong64", ""), "loongarch64": ("loong64", ""),
+}
+
+# OCI arch -> qemu-user / uname -m name
+QEMU_ARCH: dict[str, str] = {
+    "amd64": "x86_64", "arm64": "aarch64", "arm": "arm", "386": "i386", "riscv64": "riscv64",
+    "ppc64le": "ppc64le", "s390x": "s390x", "mips64le": "mips64el", "loong64": "loongarch64",
+}
+
+KNOWN_ARCHES = tuple(QEMU_ARCH)
+KNOWN_OS = ("linux",)
+
+
+@dataclass(frozen=True, order=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str = ""
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+    @property
+    def uname_machine(self) -> str:
+        """What ``uname -m`` prints on this platform (arm/v7 -> armv7l)."""
+        if self.architecture == "arm":
+            return {"v6": "armv6l", "v5": "armv5tel"}.get(self.variant, "armv7l")
+        return QEMU_ARCH.get(self.architecture, self.architecture)
+
+    def matches(self, other: "Platform") -> bool:
+        """Does an image for ``other`` satisfy a request for ``self``?
+
+        An empty variant on either side matches any variant (arm64 images
+        carry "v8" or nothing).
+        """
+        if self.os != other.os or self.architecture != other.architecture:
+            return False
+        return not self.variant or not other.variant or normalize_variant(self.architecture, self.variant) == \
+            normalize_variant(other.architecture, other.variant)
+
+    def to_json(self) -> dict:
+        d = {"os": self.os, "architecture": self.architecture}
+        if self.variant:
+            d["variant"] = self.variant
+        return d
+
+
+def normalize_variant(arch: str, variant: str) -> str:
+    if arch == "arm64" and variant in ("v8", "8"):
+        return ""
+    if variant and not variant.startswith("v") and variant.isdigit():
+        return "v" + variant
+    return variant
+
+
+def normalize_arch(arch: str, variant: str = "") -> tuple[str, str]:
+    a = arch.strip().lower()
+    if a not in _ARCH_ALIASES:
+        raise UsageError(f"unknown architecture {arch!r}",
+                         hint="known: " + ", ".join(sorted(set(k for k in KNOWN_ARCHES))))
+    oci, default_variant = _ARCH_ALIASES[a]
+    v = normalize_variant(oci, variant.strip().lower()) if variant else default_variant
+    if oci == "arm64":
+        v = normalize_variant("arm64", v)
+    return oci, v
+
+
+def parse(spec: str, *, default_os: str = "linux") -> Platform:
+    """``linux/arm64``, ``linux/arm/v7``, ``arm64``, ``linux/x86_64`` -> Platform."""
+    s = spec.strip()
+    if not s:
+        raise UsageError("empty platform", hint="use os/arch[/variant], e.g. linux/arm64")
+    parts = s.split("/")
+    if len(parts) == 1:
+        os_, arch, variant = default_os, parts[0], ""
+    elif len(parts) == 2:
+        os_, arch, variant = parts[0], parts[1], ""
+    elif len(parts) == 3:
+        os_, arch, variant = parts
+    else:
+        raise UsageError(f"invalid platform {spec!r}", hint="use os/arch[/variant], e.g. linux/arm64")
+    os_ = os_.lower()
+    if os_ not in KNOWN_OS:
+        raise UsageError(f"unknown platform {spec!r}: os {os_!r} is not supported",
+                         hint="known: " + ", ".join(known_platform_strings()))
+    try:
+        a, v = normalize_arch(arch, variant)
+    except UsageError:
+        raise UsageError(f"unknown platform {spec!r}",
+                         hint="known: " + ", ".join(known_platform_strings())) from None
+    return Platform(os_, a, v)
+
+
+def known_platform_strings() -> list[str]:
+    out = []
+    for a in KNOWN_ARCHES:
+        if a == "arm":
+            out += ["linux/arm/v7", "linux/arm/v6"]
+        else:
+            out.append(f"linux/{a}")
+    return out
+
+
+def host_platform(machine: str | None = None) -> Platform:
+    m = machine or os.uname().machine
+    a, v = normalize_arch(m)
+    return Platform("linux", a, v)
+
+
+def native_platforms(host: Platform | None = None) -> tuple[Platform, ...]:
+    """Platforms the host CPU runs without emulation."""
+    host = host or host_platform()
+    out = [host]
+    if host.architecture == "amd64":
+        out.append(Platform("linux", "386"))
+    elif host.architecture == "arm64" and _arm32_supported():
+        out += [Platform("linux", "arm", "v7"), Platform("linux", "arm", "v6")]
+    return tuple(out)
+
+
+def _arm32_supported() -> bool:
+    """Does this arm64 CPU execute AArch32 code (cpuinfo lists 32-bit features)?"""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return False
+    return "CPU architecture: 7" in text or " thumb" in text or "half thumb" in text or "edsp" in text

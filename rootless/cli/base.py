@@ -1,0 +1,93 @@
+"""What every command module uses: the Context, Command, a parser factory."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+from rootless.errors import UsageError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (exit 125) instead of exiting 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}", hint=f"See '{self.prog} --help'.")
+
+
+def make_parser(prog: str, summary: str, usage: str | None = None) -> Parser:
+    return Parser(prog=prog, description=summary, usage=usage, allow_abbrev=False)
+
+
+@dataclass(frozen=True)
+class Command:
+    summary: str
+    setup: Callable[[Parser], None]
+    handler: Callable[["Context", argparse.Namespace], int | None]
+    usage: str | None = None
+
+    def parser(self, prog: str) -> Parser:
+        p = make_parser(prog, self.summary, self.usage)
+        self.setup(p)
+        return p
+
+
+@dataclass
+class Context:
+    """What a command handler gets: environment, streams, lazily the Config."""
+
+    env: dict[str, str]
+    out: object = field(default_factory=lambda: sys.stdout)
+    err: object = field(default_factory=lambda: sys.stderr)
+    _config: object = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            from rootless.config import load_config
+
+            self._config = load_config(self.env)
+        return self._config
+
+    def warn(self, msg: str) -> None:
+        print(f"WARNING: {msg}", file=self.err)
+
+    def reporter(self, quiet: bool = False):
+        from rootless.report import make_reporter
+
+        return make_reporter(self.err if not quiet else None, tty=_isatty(self.err))
+
+
+def _isatty(stream) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def command(registry: dict[str, Command], name: str, summary: str, usage: str | None = None):
+    """Decorator: ``@command(COMMANDS, "run", "Run a command in a new container")``.
+
+    The decorated function is the handler; its ``setup`` is given with
+    ``@handler.setup`` or by the ``setup=`` attribute set afterwards.
+    """
+
+    def deco(fn):
+        setup = getattr(fn, "_setup", lambda p: None)
+        registry[name] = Command(summary, setup, fn, usage)
+        return fn
+
+    return deco
+
+
+def arguments(setup: Callable[[Parser], None]):
+    """Attach a parser set-up function to a handler (use above @command)."""
+
+    def deco(fn):
+        fn._setup = setup
+        return fn
+
+    return deco

@@ -1,0 +1,237 @@
+"""Configuration: TOML files, XDG paths and environment overrides.
+
+Order of precedence (highest first):
+
+1. environment: ``ROOTLESS_ROOT`` (store root), ``ROOTLESS_RUNTIME_DIR``,
+   ``ROOTLESS_CONFIG`` (the user's config file, instead of the XDG one);
+2. the user's file ``$XDG_CONFIG_HOME/rootless/config.toml``
+   (``~/.config/rootless/config.toml``);
+3. the system file ``/etc/rootless/config.toml``;
+4. built-in defaults.
+
+Example::
+
+    [storage]
+    root = "/scratch/me/rootless"      # default ~/.local/share/rootless
+    driver = "auto"                   # auto | overlay | fuse-overlayfs | vfs
+
+    [network]
+    backend = "auto"                  # auto | pasta | slirp4netns
+    host_containers_internal = true
+
+    [registries]
+    insecure = ["registry.lan:5000"]  # plain HTTP / no TLS verification
+
+    [pull]
+    parallel = 4
+
+    [emulation]
+    mode = "auto"                     # auto | host | sandboxed | none
+    [emulation.qemu]
+    arm64 = "/opt/qemu/bin/qemu-aarch64"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rootless.errors import ConfigError
+
+SYSTEM_CONFIG = Path("/etc/rootless/config.toml")
+
+STORAGE_DRIVERS = ("auto", "overlay", "fuse-overlayfs", "vfs")
+NETWORK_BACKENDS = ("auto", "pasta", "slirp4netns")
+EMULATION_MODES = ("auto", "host", "sandboxed", "none")
+
+
+@dataclass(frozen=True)
+class Config:
+    data_root: Path
+    runtime_dir: Path
+    config_dir: Path
+    config_files: tuple[Path, ...] = ()
+    storage_driver: str = "auto"
+    network_backend: str = "auto"
+    host_containers_internal: bool = True
+    insecure_registries: tuple[str, ...] = ()
+    pull_parallel: int = 4
+    emulation_mode: str = "auto"
+    qemu_paths: tuple[tuple[str, str], ...] = ()
+    auth_file: Path = field(default=Path())
+    home: Path = field(default=Path())
+
+    def qemu_path(self, arch: str) -> str | None:
+        for a, p in self.qemu_paths:
+            if a == arch:
+                return p
+        return None
+
+    @property
+    def docker_auth_file(self) -> Path:
+        return self.home / ".docker" / "config.json"
+
+
+def _home(env: dict[str, str]) -> Path:
+    h = env.get("HOME")
+    if h:
+        return Path(h)
+    import pwd
+
+    return Path(pwd.getpwuid(os.getuid()).pw_dir)
+
+
+def _xdg(env: dict[str, str], var: str, default: Path) -> Path:
+    v = env.get(var)
+    return Path(v) if v and os.path.isabs(v) else default
+
+
+def default_runtime_dir(env: dict[str, str]) -> Path:
+    """``$XDG_RUNTIME_DIR/rootless``, else a private directory under /tmp.
+
+    The fallback ``/tmp/rootless-run-UID`` is created mode 0700 and must be
+    owned by us (another user could have pre-created it to spy on us).
+    """
+    x = env.get("XDG_RUNTIME_DIR")
+    if x and os.path.isdir(x) and os.access(x, os.W_OK):
+        return Path(x) / "rootless"
+    return Path(env.get("TMPDIR") or "/tmp") / f"rootless-run-{os.getuid()}"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700) if needed and check that we own it."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.lstat()
+    except OSError as e:
+        raise ConfigError(f"cannot create {path}: {e.strerror}",
+                          hint="set XDG_RUNTIME_DIR or ROOTLESS_RUNTIME_DIR to a writable directory") from None
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise ConfigError(f"{path} is not a directory owned by you",
+                          hint="remove it or set ROOTLESS_RUNTIME_DIR to another directory")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+_LINE_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def _read_toml(path: Path) -> dict:
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except PermissionError:
+        raise ConfigError(f"cannot read config file {path}: permission denied") from None
+    except tomllib.TOMLDecodeError as e:
+        text = str(e)
+        m = _LINE_RE.search(text)
+        reason = _LINE_RE.sub("", text).strip()
+        where = f"{path}:{m.group(1)}" if m else str(path)
+        raise ConfigError(f"malformed config file {where}: {reason}" + (f" (line {m.group(1)})" if m else ""),
+                          hint=f"fix the TOML syntax in {path}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"malformed config file {path}: not UTF-8 text") from None
+
+
+_SCHEMA: dict[str, dict[str, type | tuple]] = {
+    "storage": {"root": str, "driver": str},
+    "network": {"backend": str, "host_containers_internal": bool},
+    "registries": {"insecure": list},
+    "pull": {"parallel": int},
+    "emulation": {"mode": str, "qemu": dict},
+}
+
+
+def _validate(path: Path, data: dict) -> None:
+    for section, body in data.items():
+        if section not in _SCHEMA:
+            raise ConfigError(f"config file {path}: unknown section [{section}]",
+                              hint="known sections: " + ", ".join(f"[{s}]" for s in _SCHEMA))
+        if not isinstance(body, dict):
+            raise ConfigError(f"config file {path}: '{section}' must be a table ([{section}])")
+        for key, value in body.items():
+            want = _SCHEMA[section].get(key)
+            if want is None:
+                raise ConfigError(f"config file {path}: unknown key '{key}' in [{section}]",
+                                  hint="known keys: " + ", ".join(_SCHEMA[section]))
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise ConfigError(f"config file {path}: [{section}] {key} must be of type {want.__name__}")
+
+
+def _choice(path: Path, name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"config file {path}: {name} = {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def load_config(env: dict[str, str] | None = None) -> Config:
+    """Build the :class:`Config` from files and environment (pure but for reads)."""
+    env = dict(os.environ) if env is None else env
+    home = _home(env)
+    config_dir = _xdg(env, "XDG_CONFIG_HOME", home / ".config") / "rootless"
+    data_home = _xdg(env, "XDG_DATA_HOME", home / ".local" / "share")
+    user_file = Path(env["ROOTLESS_CONFIG"]) if env.get("ROOTLESS_CONFIG") else config_dir / "config.toml"
+    if env.get("ROOTLESS_CONFIG") and not user_file.is_file():
+        raise ConfigError(f"ROOTLESS_CONFIG points at {user_file}, which does not exist")
+
+    merged: dict[str, dict] = {}
+    origin: dict[tuple[str, str], Path] = {}
+    files: list[Path] = []
+    # system first, then the user's file on top of it
+    for path in (SYSTEM_CONFIG, user_file):
+        data = _read_toml(path)
+        if not data and not path.is_file():
+            continue
+        files.append(path)
+        _validate(path, data)
+        for section, body in data.items():
+            merged.setdefault(section, {}).update(body)
+            for key in body:
+                origin[(section, key)] = path
+
+    def get(section: str, key: str, default):
+        return merged.get(section, {}).get(key, default)
+
+    def src(section: str, key: str) -> Path:
+        return origin.get((section, key), Path("<defaults>"))
+
+    root = env.get("ROOTLESS_ROOT") or get("storage", "root", None)
+    data_root = Path(os.path.expanduser(root)) if root else data_home / "rootless"
+    if not data_root.is_absolute():
+        raise ConfigError(f"storage root {data_root} must be an absolute path")
+    runtime_dir = Path(env["ROOTLESS_RUNTIME_DIR"]) if env.get("ROOTLESS_RUNTIME_DIR") else default_runtime_dir(env)
+
+    insecure = get("registries", "insecure", [])
+    if not all(isinstance(x, str) for x in insecure):
+        raise ConfigError(f"config file {src('registries', 'insecure')}: [registries] insecure must be a list of strings")
+    qemu = get("emulation", "qemu", {})
+    if not all(isinstance(v, str) for v in qemu.values()):
+        raise ConfigError(f"config file {src('emulation', 'qemu')}: [emulation.qemu] values must be paths (strings)")
+    parallel = get("pull", "parallel", 4)
+    if parallel < 1 or parallel > 64:
+        raise ConfigError(f"config file {src('pull', 'parallel')}: [pull] parallel must be between 1 and 64")
+
+    return Config(
+        data_root=data_root,
+        runtime_dir=runtime_dir,
+        config_dir=config_dir,
+        config_files=tuple(files),
+        storage_driver=_choice(src("storage", "driver"), "[storage] driver", get("storage", "driver", "auto"), STORAGE_DRIVERS),
+        network_backend=_choice(src("network", "backend"), "[network] backend", get("network", "backend", "auto"), NETWORK_BACKENDS),
+        host_containers_internal=get("network", "host_containers_internal", True),
+        insecure_registries=tuple(insecure),
+        pull_parallel=parallel,
+        emulation_mode=_choice(src("emulation", "mode"), "[emulation] mode", get("emulation", "mode", "auto"), EMULATION_MODES),
+        qemu_paths=tuple(sorted(qemu.items())),
+        auth_file=config_dir / "auth.json",
+        home=home,
+    )

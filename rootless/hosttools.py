@@ -1,0 +1,124 @@
+"""The one wrapper around external host programs.
+
+newuidmap, newgidmap, pasta, slirp4netns, fuse-overlayfs, qemu-*, mke2fs ...
+are found once (``find``), run with a human description (``run``), and a
+failure raises :class:`HelperFailed` naming what was attempted and the
+package that provides the program when it is missing.
+
+``spawn_wait`` uses ``os.posix_spawn`` directly: it keeps ``subprocess``
+(and its imports) off the start-up path of ``rootless run``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from rootless.errors import HelperFailed, HostError
+
+# program -> Debian/Ubuntu package that provides it
+PACKAGES = {
+    "newuidmap": "uidmap",
+    "newgidmap": "uidmap",
+    "pasta": "passt",
+    "slirp4netns": "slirp4netns",
+    "fuse-overlayfs": "fuse-overlayfs",
+    "fusermount3": "fuse3",
+    "fusermount": "fuse",
+    "mke2fs": "e2fsprogs",
+    "qemu-img": "qemu-utils",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "mmdebstrap": "mmdebstrap",
+}
+
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_cache: dict[str, str | None] = {}
+
+
+def package_for(name: str) -> str:
+    if name in PACKAGES:
+        return PACKAGES[name]
+    if name.startswith("qemu-system-"):
+        arch = name[len("qemu-system-"):]
+        return {"x86_64": "qemu-system-x86", "aarch64": "qemu-system-arm", "arm": "qemu-system-arm"}.get(arch, "qemu-system")
+    if name.startswith("qemu-"):
+        return "qemu-user-static"
+    return name
+
+
+def find(name: str, env_path: str | None = None) -> str | None:
+    """Absolute path of ``name`` on PATH (plus the sbin dirs), or None."""
+    if "/" in name:
+        return name if os.access(name, os.X_OK) else None
+    key = name if env_path is None else f"{name}\0{env_path}"
+    if key in _cache:
+        return _cache[key]
+    path = env_path if env_path is not None else os.environ.get("PATH", "")
+    found = None
+    seen = set()
+    for d in path.split(os.pathsep) + _DEFAULT_PATH.split(":"):
+        if not d or d in seen:
+            continue
+        seen.add(d)
+        p = os.path.join(d, name)
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            found = p
+            break
+    _cache[key] = found
+    return found
+
+
+def require(name: str, purpose: str) -> str:
+    p = find(name)
+    if p is None:
+        raise HostError(f"{name} not found: needed to {purpose}",
+                        hint=f"install it: apt-get install {package_for(name)}")
+    return p
+
+
+def spawn_wait(argv: list[str], desc: str, *, stdin_null: bool = True) -> None:
+    """Run argv to completion; raise HelperFailed with its stderr on failure."""
+    r, w = os.pipe()
+    fa = [(os.POSIX_SPAWN_DUP2, w, 2), (os.POSIX_SPAWN_CLOSE, r)]
+    if stdin_null:
+        fa.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+    try:
+        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=fa)
+    except OSError as e:
+        os.close(r)
+        os.close(w)
+        raise HelperFailed(desc, None, e.strerror or str(e),
+                           hint=f"install it: apt-get install {package_for(os.path.basename(argv[0]))}") from None
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise HelperFailed(desc, code, b"".join(chunks).decode(errors="replace"))
+
+
+def run(argv: list[str], desc: str, *, input: bytes | None = None, timeout: float | None = None,
+        check: bool = True, env: dict[str, str] | None = None, cwd: str | None = None):
+    """Run a helper program and capture its output (``subprocess.run``)."""
+    import subprocess
+
+    exe = argv[0] if "/" in argv[0] else find(argv[0])
+    if exe is None:
+        raise HostError(f"{argv[0]} not found: needed to {desc}",
+                        hint=f"install it: apt-get install {package_for(argv[0])}")
+    try:
+        cp = subprocess.run([exe, *argv[1:]], input=input, capture_output=True, timeout=timeout,
+                            env=env, cwd=cwd, stdin=None if input is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise HelperFailed(desc, None, f"timed out after {timeout} s") from None
+    except OSError as e:
+        raise HelperFailed(desc, None, e.strerror or str(e)) from None
+    if check and cp.returncode != 0:
+        raise HelperFailed(desc, cp.returncode, cp.stderr.decode(errors="replace"))
+    return cp

@@ -1,0 +1,48 @@
+"""Doctor checks that need root to set up the host state (run by ci/run-tests as root)."""
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+
+import pytest
+
+NOSUB = os.environ.get("ROOTLESS_TEST_NOSUB_USER", "rltest-nosub")
+USER = os.environ.get("ROOTLESS_TEST_USER", "rltest")
+
+
+@pytest.fixture(autouse=True)
+def need_root():
+    if os.getuid() != 0:
+        pytest.skip("needs root (ci/run-tests runs this part as root)")
+
+
+def doctor_as(user: str, *args: str) -> subprocess.CompletedProcess:
+    pw = pwd.getpwnam(user)
+    env = {"HOME": pw.pw_dir, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+    return subprocess.run(["runuser", "-u", user, "--", sys.executable, "-m", "rootless", "doctor", *args],
+                          capture_output=True, text=True, env=env, cwd="/")
+
+
+def test_user_without_subids_fails_with_fix():
+    cp = doctor_as(NOSUB)
+    assert cp.returncode == 1, cp.stdout
+    line = next(l for l in cp.stdout.splitlines() if l.split()[1:2] == ["subuid"])
+    assert line.startswith("FAIL")
+    assert f"sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {NOSUB}" in line
+
+
+def test_tun_0600_reported_with_fix():
+    mode = os.stat("/dev/net/tun").st_mode & 0o777
+    os.chmod("/dev/net/tun", 0o600)
+    try:
+        cp = doctor_as(USER, "--json")
+    finally:
+        os.chmod("/dev/net/tun", mode)
+    d = json.loads(cp.stdout)
+    tun = next(c for c in d["checks"] if c["name"] == "tun")
+    assert tun["status"] == "FAIL"
+    assert "0o600" in tun["detail"]
+    assert "chmod 0666 /dev/net/tun" in tun["fix"]
+    assert cp.returncode == 1

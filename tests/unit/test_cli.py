@@ -1,0 +1,70 @@
+import subprocess
+import sys
+
+import pytest
+
+from rootless import __version__
+from rootless.cli.main import GROUPS, TOP, main
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "rootless", *args], capture_output=True, text=True, env=env)
+
+
+def test_version():
+    cp = run_cli("--version")
+    assert cp.returncode == 0
+    assert cp.stdout.strip() == f"rootless version {__version__}"
+
+
+def test_help_lists_command_groups():
+    cp = run_cli("--help")
+    assert cp.returncode == 0
+    for g in ("container", "image", "network", "volume", "machine", "system"):
+        assert f"\n  {g} " in cp.stdout
+    for c in ("run", "pull", "ps", "doctor"):
+        assert f"\n  {c} " in cp.stdout
+
+
+def test_command_help():
+    cp = run_cli("doctor", "--help")
+    assert cp.returncode == 0
+    assert "--json" in cp.stdout
+
+
+def test_unknown_command_is_usage_error_without_traceback():
+    cp = run_cli("frobnicate")
+    assert cp.returncode == 125
+    assert "Traceback" not in cp.stderr
+    assert "'frobnicate' is not a rootless command" in cp.stderr
+
+
+def test_bad_flag_is_usage_error():
+    cp = run_cli("doctor", "--no-such-flag")
+    assert cp.returncode == 125
+    assert "unrecognized arguments: --no-such-flag" in cp.stderr
+    assert "Traceback" not in cp.stderr
+    cp = run_cli("--no-such-global")
+    assert cp.returncode == 125
+    assert "unknown flag" in cp.stderr
+
+
+def test_malformed_config_is_one_line_error(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[storage\n")
+    import os
+
+    cp = run_cli("info", env=dict(os.environ, ROOTLESS_CONFIG=str(cfg)))
+    assert cp.returncode == 125
+    assert cp.stderr.startswith(f"Error: malformed config file {cfg}:1")
+    assert "Traceback" not in cp.stderr
+
+
+def test_every_group_subcommand_maps_to_a_top_module():
+    modules = {m for m, _ in TOP.values()} | {m for m, _ in GROUPS.values()}
+    assert "containers" in modules and "images" in modules
+
+
+def test_main_in_process_returns_code(capsys):
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out

@@ -1,0 +1,38 @@
+import pytest
+
+from rootless.cli.format import output, render
+from rootless.errors import UsageError
+
+OBJ = {"Id": "abc123", "Names": ["web", "www"], "Labels": {"tier": "front"},
+       "Config": {"Env": ["A=1", "B=2"], "Cmd": None}, "Running": True}
+
+
+@pytest.mark.parametrize("tmpl,want", [
+    ("{{.Id}}", "abc123"),
+    ("{{.ID}}", "abc123"),
+    ("{{json .Config.Env}}", '["A=1","B=2"]'),
+    ('{{index .Labels "tier"}}', "front"),
+    ('{{join .Names ","}}', "web,www"),
+    ("{{.Running}}", "true"),
+    ("{{len .Names}}", "2"),
+    ("{{.Config.Cmd}}", "<no value>"),
+    ("{{upper .Id}}-{{.Config.Env}}", "ABC123-[A=1 B=2]"),
+    ("{{.Id}}\\t{{.Running}}", "abc123\ttrue"),
+])
+def test_render(tmpl, want):
+    assert render(tmpl, OBJ) == want
+
+
+def test_unknown_field_is_usage_error():
+    with pytest.raises(UsageError, match="can't evaluate field Nope"):
+        render("{{.Nope}}", OBJ)
+
+
+def test_output_modes():
+    items = [{"ID": "a", "Name": "x"}, {"ID": "b", "Name": "y"}]
+    assert output(items, None, ["ID", "NAME"], lambda i: [i["ID"], i["Name"]]).splitlines() == \
+        ["ID   NAME", "a    x", "b    y"]
+    assert output(items, "{{.Name}}", [], None) == "x\ny"
+    assert '"ID": "a"' in output(items, "json", [], None)
+    assert output(items, None, [], None, quiet_field="ID", quiet=True) == "a\nb"
+    assert output(items, "table {{.ID}}\\t{{.Name}}", [], None).splitlines()[0].split() == ["ID", "NAME"]
