@@ -182,7 +182,8 @@ class RL:
         self.root = base / "store"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ROOTLESS_", "XDG_"))}
         self.env.update(HOME=str(self.home), XDG_RUNTIME_DIR=str(self.runtime), ROOTLESS_ROOT=str(self.root),
-                        XDG_CONFIG_HOME=str(self.home / ".config"), PYTHONDONTWRITEBYTECODE="1")
+                        XDG_CONFIG_HOME=str(self.home / ".config"), PYTHONDONTWRITEBYTECODE="1",
+                        PYTHONPATH=str(ROOT))
         if "ROOTLESS_TEST_IMAGES" in os.environ:
             self.env["ROOTLESS_TEST_IMAGES"] = os.environ["ROOTLESS_TEST_IMAGES"]
 
