@@ -12,6 +12,7 @@ package that provides the program when it is missing.
 from __future__ import annotations
 
 import os
+import signal
 
 from rootless.errors import HelperFailed, HostError
 
@@ -83,7 +84,8 @@ def spawn_wait(argv: list[str], desc: str, *, stdin_null: bool = True) -> None:
     if stdin_null:
         fa.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
     try:
-        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=fa)
+        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=fa,
+                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))  # Python ignores them; helpers must not
     except OSError as e:
         os.close(r)
         os.close(w)
