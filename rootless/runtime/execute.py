@@ -550,6 +550,20 @@ def _run_init(proc, user, envd: dict, ctx: dict, err_w: int) -> None:
 # ---------------------------------------------------------------------------
 # error reporting across the fork
 
+def preload(tty: bool = False) -> None:
+    """Import now what runs after the switch to the container's root (pivot_root, setns):
+    from there on the host's Python library is out of reach."""
+    import fcntl  # noqa: F401
+    import json  # noqa: F401
+    import signal  # noqa: F401
+    import stat  # noqa: F401
+    import struct  # noqa: F401
+
+    import rootless.runtime.spec  # noqa: F401
+    if tty:
+        import socket  # noqa: F401
+
+
 def report_error(fd: int, e: BaseException) -> None:
     import json
 
@@ -558,10 +572,12 @@ def report_error(fd: int, e: BaseException) -> None:
     elif isinstance(e, OSError):
         d = {"type": "HostError", "message": str(e), "hint": None, "code": 125}
     else:
-        import traceback
-
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
         d = {"type": "RootlessError", "message": f"internal error: {type(e).__name__}: {e}",
-             "hint": traceback.format_exc().strip().splitlines()[-1], "code": 125}
+             "hint": f"at {where}" if where else None, "code": 125}
     try:
         os.write(fd, json.dumps(d).encode() + b"\n")
     except OSError:
@@ -656,6 +672,7 @@ def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict) -> Launched:
     """
     from rootless.userns import apply_mapping
 
+    preload(bool(ctx.get("tty_sock")))
     ctx.setdefault("cap_last", _cap_last())
     ctx["single_mapping"] = mapping.single
     r_sync, w_sync = os.pipe()
@@ -770,6 +787,7 @@ def exec_in(pid: int, proc, ctx: dict) -> tuple[int, int]:
     (a pid namespace applies to children) and waits for the command, exiting
     with its status (128+N for signal N).
     """
+    preload(proc.tty)
     ctx.setdefault("cap_last", _cap_last())
     fds = {}
     for ns in NS_ORDER:

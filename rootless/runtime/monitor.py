@@ -558,9 +558,11 @@ def _pump(pid: int, pipes: dict, master, log, tty_sock, attach: bool) -> int:
                 except OSError:
                     data = b""
                 if not data:
+                    # the CLI detached (or died): let go of its terminal
                     attached_out = False
                     poller.unregister(sock_fd)
                     sock_fd = -1
+                    _release_stdio()
                 continue
             if fd == master:
                 try:
@@ -599,6 +601,13 @@ def _pump(pid: int, pipes: dict, master, log, tty_sock, attach: bool) -> int:
     for fd in open_pipes:
         os.close(fd)
     return status
+
+
+def _release_stdio() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for i in (0, 1, 2):
+        os.dup2(null, i)
+    os.close(null)
 
 
 def _reap_all() -> None:
