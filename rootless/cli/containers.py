@@ -16,10 +16,20 @@ from rootless.errors import (ContainerError, ContainerNotFound, ContainerStateEr
 
 COMMANDS: dict[str, Command] = {}
 
+PROXY_SIGNALS = (1, 2, 3, 10, 12, 15, 28)   # HUP INT QUIT USR1 USR2 TERM WINCH
+
 
 def _cmd(name: str, summary: str, setup, usage: str | None = None):
     def deco(fn):
-        COMMANDS[name] = Command(summary, setup, fn, usage)
+        handler = fn
+        if name not in ("run", "create"):
+            # Docker: a missing container is status 1 outside run/create
+            def handler(ctx, args, _fn=fn):
+                try:
+                    return _fn(ctx, args)
+                except ContainerNotFound as e:
+                    raise ContainerNotFound(e.message, e.hint, exit_code=1) from None
+        COMMANDS[name] = Command(summary, setup, handler, usage)
         return fn
     return deco
 
@@ -287,10 +297,25 @@ def _attach_foreground(ctx, ctr, started, *, detach_keys: str = "ctrl-p,ctrl-q",
             except OSError:
                 pass
 
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-                  signal.SIGWINCH):
+        for s in PROXY_SIGNALS:
             signal.signal(s, fwd)
+        # signals that arrived while the container was starting were held: deliver them now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, PROXY_SIGNALS)
     return started.wait_exit()
+
+
+def _hold_signals() -> None:
+    """From before the monitor starts until the forwarding is in place, hold the
+    signals `run` forwards (they would otherwise kill the CLI, not the container)."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, PROXY_SIGNALS)
+
+
+def _release_signals() -> None:
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, PROXY_SIGNALS)
 
 
 def cmd_run(ctx, args) -> int:
@@ -304,8 +329,14 @@ def cmd_run(ctx, args) -> int:
         from rootless.runtime.tty import get_winsize
 
         winsize = get_winsize(0)
-    started = monitor.start(ctx.config, ctr, attach=not args.detach, winsize=winsize,
-                            stdin_attached=args.interactive)
+    if not args.detach and not ctr.spec.tty:
+        _hold_signals()
+    try:
+        started = monitor.start(ctx.config, ctr, attach=not args.detach, winsize=winsize,
+                                stdin_attached=args.interactive)
+    except BaseException:
+        _release_signals()
+        raise
     _print_warnings(started)
     if args.detach:
         print(ctr.id)
@@ -357,7 +388,13 @@ def cmd_start(ctx, args) -> int:
             from rootless.runtime.tty import get_winsize
 
             winsize = get_winsize(0)
-        started = monitor.start(ctx.config, ctr, attach=True, winsize=winsize, stdin_attached=args.interactive)
+        if not ctr.spec.tty:
+            _hold_signals()
+        try:
+            started = monitor.start(ctx.config, ctr, attach=True, winsize=winsize, stdin_attached=args.interactive)
+        except BaseException:
+            _release_signals()
+            raise
         _print_warnings(started)
         return _attach_foreground(ctx, ctr, started, detach_keys=args.detach_keys)
 

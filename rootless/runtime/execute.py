@@ -79,6 +79,37 @@ def secure_join(root: str, path: str, *, max_links: int = 40) -> str:
     return root + ("/" + "/".join(resolved) if resolved else "")
 
 
+def _spawn_daemon(argv: list[str], log: str, desc: str, hint: str | None) -> None:
+    """Run a helper that daemonizes (fuse-overlayfs): wait for the foreground
+    process only; its stderr goes to a log file (the daemon keeps it open)."""
+    import signal
+
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        pid = os.posix_spawn(argv[0], argv, os.environ,
+                             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                           (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                                           (os.POSIX_SPAWN_DUP2, fd, 2)],
+                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+    except OSError as e:
+        os.close(fd)
+        from rootless.errors import HelperFailed
+
+        raise HelperFailed(desc, None, e.strerror or str(e), hint=hint) from None
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        from rootless.errors import HelperFailed
+
+        try:
+            with open(log, errors="replace") as f:
+                err = f.read()
+        except OSError:
+            err = ""
+        raise HelperFailed(desc, code, err, hint=hint)
+
+
 def _check(step, fn, *args, hint=None):
     try:
         return fn(*args)
@@ -230,11 +261,11 @@ class Executor:
             raise HostError("fuse-overlayfs is not usable: cannot mount the container's root filesystem",
                             hint="install fuse-overlayfs (apt-get install fuse-overlayfs) and make /dev/fuse "
                                  "usable (mode 0666)")
-        from rootless import hosttools
         from rootless.storage import fuse_overlayfs_argv
 
         argv = fuse_overlayfs_argv(s.fuse, s.lowers, s.upper, s.work, s.target, s.uidmapping, s.gidmapping)
-        hosttools.spawn_wait(argv, "fuse-overlayfs (mounting the container's root filesystem)")
+        _spawn_daemon(argv, os.path.join(os.path.dirname(s.upper), "userdata", "fuse-overlayfs.log"),
+                      "fuse-overlayfs (mounting the container's root filesystem)", s.hint)
 
     def do_Binfmt(self, s) -> None:
         emu = self.ctx.get("emulation")

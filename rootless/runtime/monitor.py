@@ -392,6 +392,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     store = ContainerStore(config)
     os.setsid()
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for s in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(s, signal.SIG_IGN)
     keep = {ctl_w}
