@@ -163,6 +163,8 @@ def _dest_plan(dest: str, src_is_dir: bool, contents: bool, in_container: bool) 
 def _run_inside(config, ctr, fn, *args) -> None:
     """Run fn(*args) as root with the container's root as '/'."""
     import json  # noqa: F401 (needed after the switch of root)
+    import pickle  # noqa: F401
+    import traceback  # noqa: F401
     import tarfile  # noqa: F401
     import shutil  # noqa: F401
 

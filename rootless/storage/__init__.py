@@ -102,11 +102,11 @@ def keep_id_fuse_mapping(me: int, total: int) -> str:
     = the subordinate range). In a keep-id namespace the user is ``me`` and
     the subordinate ids are container ids 0..me-1, me+1..; fuse-overlayfs
     runs there and must present each file with its store id again. Each
-    triple is ``presented:underlying:count``.
+    triple is ``underlying:presented:count`` (as fuse-overlayfs reads it).
     """
-    parts = [f"0:{me}:1"]
+    parts = [f"{me}:0:1"]
     if me > 0:
-        parts.append(f"1:0:{me}")
+        parts.append(f"0:1:{me}")
     rest = total - me - 1
     if rest > 0:
         parts.append(f"{me + 1}:{me + 1}:{rest}")

@@ -452,6 +452,7 @@ def test_cp_both_directions_preserving_modes(rl, bbroot, tmp_path):
     (src / "sub" / "run.sh").write_text("#!/bin/sh\necho ran\n")
     os.chmod(src / "sub" / "run.sh", 0o750)
     (src / "plain").write_text("plain\n")
+    rl.ok("exec", "cpt", "mkdir", "/opt")
     rl.ok("cp", str(src), "cpt:/opt")
     out = rl.ok("exec", "cpt", "sh", "-c", "/opt/tree/sub/run.sh; stat -c '%a %u' /opt/tree/sub/run.sh /opt/tree/plain")
     assert out.splitlines() == ["ran", "750 0", "644 0"]
