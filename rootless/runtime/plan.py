@@ -264,6 +264,10 @@ def plan(spec, host: Host) -> list[Step]:
         elif m.kind == "bind":
             steps.append(Bind(m.source, m.target, readonly=m.readonly, kind="auto"))
         else:
+            if m.target not in vols:
+                from rootless.errors import VolumeError
+
+                raise VolumeError(f"the volume for {m.target} was not prepared")
             d, new = vols[m.target]
             steps.append(Bind(d, m.target, readonly=m.readonly, copy_up=new))
 
