@@ -319,11 +319,14 @@ def _release_signals() -> None:
 
 
 def cmd_run(ctx, args) -> int:
-    from rootless.runtime import monitor
+    from rootless.runtime import monitor, trace
+
+    trace("cli: run")
 
     if args.detach and args.rm and False:
         pass
     ctr = _create(ctx, args)
+    trace("cli: created")
     winsize = None
     if ctr.spec.tty:
         from rootless.runtime.tty import get_winsize
@@ -337,6 +340,7 @@ def cmd_run(ctx, args) -> int:
     except BaseException:
         _release_signals()
         raise
+    trace("cli: started")
     _print_warnings(started)
     if args.detach:
         print(ctr.id)

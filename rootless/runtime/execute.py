@@ -791,8 +791,12 @@ def _container_main(steps, host, ctx: dict, err_w: int, go_r: int) -> None:
             os.setsid()
         except OSError:
             pass
+        from rootless.runtime import trace
+
+        trace("container: set-up")
         ex = Executor(host, ctx)
         ex.run(steps)
+        trace("container: set up")
         if ex.fuse_fallback:
             ctx.setdefault("warnings", []).append(f"kernel overlay failed ({ex.fuse_fallback}); used fuse-overlayfs")
         if os.read(go_r, 1) != b"g":

@@ -240,8 +240,11 @@ def start(config, ctr, *, attach: bool, reporter=None, winsize: bytes | None = N
     """Fork the container's monitor; return once the command runs (or raise its error)."""
     from rootless.runtime.state import proc_start_time
 
+    from rootless.runtime import trace
+
     spec = ctr.spec
     prep = prepare(config, ctr, reporter)
+    trace("cli: prepared")
     ctl_r, ctl_w = os.pipe()
     tty_parent = tty_child = None
     if spec.tty and attach:
@@ -431,8 +434,12 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
 
     store.update_state(ctr.id, status="starting", monitor_pid=os.getpid(),
                        monitor_start=proc_start_time(os.getpid()), error="", exit_code=None)
+    from rootless.runtime import trace
+
+    trace("monitor: spawning")
     try:
         launched = spawn(prep.steps, prep.host, prep.mapping, new_netns=prep.netplan.new_netns, ctx=ctx)
+        trace("monitor: spawned")
     except BaseException as e:
         for fd in child_ends:
             os.close(fd)
@@ -456,7 +463,9 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
             from rootless.runtime import cgroups
 
             cgroups.apply(spec, pid, ctr.id)
+        trace("monitor: network up")
         launched.go()
+        trace("monitor: exec'ed")
     except RootlessError as e:
         early = launched.early_error() if not isinstance(e, (ContainerError,)) else None
         launched.abort()
@@ -493,6 +502,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     if not foreground_direct:
         log = _LogWriter(str(ctr.dir / "ctr.log"))
     status = _pump(pid, pipes, master, log, tty_sock, attach)
+    trace("monitor: container exited")
     if log is not None:
         log.close()
     code = os.waitstatus_to_exitcode(status)
@@ -510,6 +520,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
                        attached=False)
     if spec.auto_remove:
         _auto_remove(config, store, ctr)
+    trace("monitor: cleaned up")
     if ctl_w >= 0:
         _send(ctl_w, b"X %d" % code)
     _ = State
