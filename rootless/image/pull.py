@@ -273,6 +273,14 @@ def _fetch_layers(store, client, path: str, jobs: list[LayerJob], reporter: Repo
     return worker.created_blobs, worker.created_layers
 
 
+def extract_layers(store, jobs: list[LayerJob], reporter: Reporter) -> tuple[list[str], list[str]]:
+    """Extract layers whose blobs are already in the store (load), in the user namespace."""
+    from rootless.userns import default_mapping, run_in_userns
+
+    mapping = default_mapping()
+    return run_in_userns(_fetch_layers, store, None, "", jobs, reporter, store.config.pull_parallel, mapping)
+
+
 # ---------------------------------------------------------------------------
 # the parent
 

@@ -127,9 +127,9 @@ class RegistryClient:
                 if not self.verify and netloc == self.host:
                     ctx.check_hostname = False
                     ctx.verify_mode = ssl.CERT_NONE
-                c = http.client.HTTPSConnection(netloc, timeout=TIMEOUT, context=ctx)
+                c = http.client.HTTPSConnection(netloc, timeout=TIMEOUT, context=ctx, blocksize=1 << 20)
             else:
-                c = http.client.HTTPConnection(netloc, timeout=TIMEOUT)
+                c = http.client.HTTPConnection(netloc, timeout=TIMEOUT, blocksize=1 << 20)
             conns[key] = c
             with self._lock:
                 self._all_conns.append(c)

@@ -458,3 +458,142 @@ class Store:
         self.clean_stale(in_userns=in_userns)
         nl = sum(1 for r in removed if r in layers)
         return len(removed) - nl, nl
+
+    # tags and removal --------------------------------------------------------
+    def tag(self, source: str, target: str, platform: Platform | None = None, reporter=None) -> None:
+        """Tag an image (every stored platform of a tag, or one image by ID)."""
+        img = self.resolve(source, platform, reporter)
+        dest = refmod.parse(target)
+        if dest.digest:
+            raise InvalidReference(f"cannot tag with a digest: {target}", hint="use NAME[:TAG]")
+        src_plats: dict[str, str] = {}
+        src_index = None
+        if platform is None and not refmod.ID_RE.match(source):
+            try:
+                r = refmod.parse(source)
+                if not r.digest:
+                    src_plats = dict(self.db()["tags"].get(r.tagged, {}))
+                    src_index = self.db().get("indexes", {}).get(r.tagged)
+            except InvalidReference:
+                pass
+        if img.id not in src_plats.values():
+            src_plats = {platform_key(img.platform): img.id}
+            src_index = None
+
+        def change(db):
+            for iid in src_plats.values():
+                if iid not in db["images"]:
+                    raise ImageNotFound(f"No such image: {source}")
+            db["tags"][dest.tagged] = dict(src_plats)
+            if src_index:
+                db.setdefault("indexes", {})[dest.tagged] = src_index
+            else:
+                db.setdefault("indexes", {}).pop(dest.tagged, None)
+
+        self.update(change)
+
+    def remove(self, names: list[str], *, force: bool = False, reporter=None) -> list[tuple[str, str]]:
+        """``rmi``: untag / delete images; returns [("Untagged"|"Deleted", what)].
+
+        Refuses (StoreError) while a container uses an image that would be
+        deleted. Layers and blobs nothing references any more are removed.
+        """
+        from rootless.errors import ImageError
+
+        events: list[tuple[str, str]] = []
+        users = self.list_containers_using()
+
+        def change(db):
+            for name in names:
+                m = refmod.ID_RE.match(name)
+                tag_key = None
+                iid = None
+                if m:
+                    iid = "sha256:" + m.group(1)
+                else:
+                    try:
+                        r = refmod.parse(name)
+                        if not r.digest and r.tagged in db["tags"]:
+                            tag_key = r.tagged
+                    except InvalidReference:
+                        pass
+                    if tag_key is None:
+                        iid = self._by_id_prefix(db, name)
+                        if iid is None:
+                            try:
+                                iid = self.resolve(name).id
+                            except (ImageNotFound, InvalidReference):
+                                raise ImageNotFound(f"No such image: {name}") from None
+                if iid is not None and iid not in db["images"]:
+                    raise ImageNotFound(f"No such image: {name}")
+                if tag_key is not None:
+                    ids = set(db["tags"][tag_key].values())
+                    doomed = [i for i in ids if not any(i in p.values() for t, p in db["tags"].items() if t != tag_key)]
+                    for i in doomed:
+                        if i in users:
+                            raise ImageError(f"unable to remove {name}: image {i[7:19]} is in use by container "
+                                             f"{', '.join(users[i])}",
+                                             hint=f"remove the container first: rootless rm {users[i][0]}")
+                    del db["tags"][tag_key]
+                    db.get("indexes", {}).pop(tag_key, None)
+                    t_name, t_tag = tag_key.rsplit(":", 1)
+                    events.append(("Untagged", f"{refmod.familiar_name(t_name)}:{t_tag}"))
+                    for i in sorted(doomed):
+                        del db["images"][i]
+                        events.append(("Deleted", i))
+                    continue
+                tags = [t for t, p in db["tags"].items() if iid in p.values()]
+                if len(tags) > 1 and not force:
+                    raise ImageError(f"unable to delete {iid[7:19]} (must be forced): image is referenced in "
+                                     f"multiple repositories",
+                                     hint=f"use rootless rmi -f {name}, or remove the tags one by one")
+                if iid in users:
+                    raise ImageError(f"unable to delete {iid[7:19]}: image is in use by container "
+                                     f"{', '.join(users[iid])}",
+                                     hint=f"remove the container first: rootless rm {users[iid][0]}")
+                for t in tags:
+                    p = db["tags"][t]
+                    for k in [k for k, v in p.items() if v == iid]:
+                        del p[k]
+                    if not p:
+                        del db["tags"][t]
+                        db.get("indexes", {}).pop(t, None)
+                    t_name, t_tag = t.rsplit(":", 1)
+                    events.append(("Untagged", f"{refmod.familiar_name(t_name)}:{t_tag}"))
+                del db["images"][iid]
+                events.append(("Deleted", iid))
+
+        self.update(change)
+        if any(e[0] == "Deleted" for e in events):
+            self.gc()
+        return events
+
+    def prune(self, *, all_images: bool = False) -> tuple[list[str], int]:
+        """Remove dangling images (every unused one with ``all_images``); (ids, bytes freed)."""
+        users = self.list_containers_using()
+        removed: list[str] = []
+        freed = 0
+
+        def change(db):
+            nonlocal freed
+            tagged = {i for p in db["tags"].values() for i in p.values()}
+            for iid in list(db["images"]):
+                if iid in users:
+                    continue
+                if iid in tagged and not all_images:
+                    continue
+                freed += int(db["images"][iid].get("size", 0))
+                del db["images"][iid]
+                removed.append(iid)
+            if all_images:
+                for t in list(db["tags"]):
+                    p = db["tags"][t]
+                    for k in [k for k, v in p.items() if v in removed]:
+                        del p[k]
+                    if not p:
+                        del db["tags"][t]
+                        db.get("indexes", {}).pop(t, None)
+
+        self.update(change)
+        self.gc()
+        return removed, freed
