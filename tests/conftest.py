@@ -253,3 +253,40 @@ def require(*names: str) -> None:
 def unprivileged():
     if os.getuid() == 0:
         pytest.skip("integration tests run as an unprivileged user (ci/run-tests does it)")
+
+
+# --- registries with authentication (images tests) --------------------------
+
+AUTH_USER, AUTH_PASSWORD = "tester", "s3cret-pass"
+
+
+@pytest.fixture(scope="session")
+def basic_registry(images, tmp_path_factory) -> Registry:
+    """docker-registry with htpasswd (bcrypt) Basic auth; busybox pushed."""
+    work = tmp_path_factory.mktemp("basic-registry")
+    cp = subprocess.run(["htpasswd", "-Bbn", AUTH_USER, AUTH_PASSWORD], capture_output=True, text=True, check=True)
+    (work / "htpasswd").write_text(cp.stdout)
+    reg = Registry(work, auth={"htpasswd": {"realm": "rootless-test", "path": str(work / "htpasswd")}})
+    try:
+        push_all(reg, images, ("busybox",), creds=f"{AUTH_USER}:{AUTH_PASSWORD}")
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry(images, tmp_path_factory):
+    """docker-registry with `auth: token` and our own token server on 127.0.0.1; busybox pushed.
+
+    Yields (registry, token_server)."""
+    from tests.imgtools import TokenServer
+
+    work = tmp_path_factory.mktemp("token-registry")
+    ts = TokenServer(work, {AUTH_USER: AUTH_PASSWORD})
+    reg = Registry(work, auth=ts.registry_auth())
+    try:
+        push_all(reg, images, ("busybox",), creds=f"{AUTH_USER}:{AUTH_PASSWORD}")
+        yield reg, ts
+    finally:
+        reg.stop()
+        ts.stop()

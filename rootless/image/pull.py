@@ -154,7 +154,7 @@ class LayerWorker:
         digest, size = job.blob.digest, job.blob.size
         partial = store.partial_path(digest)
         fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        f = os.fdopen(fd, "r+b")
+        f = os.fdopen(fd, "r+b", buffering=0)
         usize = 0
         resp = None
         try:
@@ -196,7 +196,14 @@ class LayerWorker:
             tee = HashReader(src if src is not None else _Empty(), sink=f, progress=progress, start=offset,
                              hasher=hasher)
             if extract_to is not None and offset == 0:
-                usize = self._extract(tee, job, extract_to)
+                try:
+                    usize = self._extract(tee, job, extract_to)
+                except (LayerError, DigestMismatch, ImageError):
+                    # corrupt bytes look like a broken tar: the digest tells which it is
+                    tee.drain()
+                    if size < 0 or tee.count == size:
+                        check_digest(tee.digest(), digest, "blob")
+                    raise
                 tee.drain()
             else:
                 tee.drain()
