@@ -89,12 +89,15 @@ class RegistryClient:
         self.host = "registry-1.docker.io" if domain == "docker.io" else domain
         insecure_list = tuple(config.insecure_registries) if config is not None else ()
         self.local = is_localhost(self.host)
-        self.insecure = tls_verify is False or self.host in insecure_list or domain in insecure_list
+        listed = self.host in insecure_list or domain in insecure_list
+        self.insecure = tls_verify is False or (listed and tls_verify is None)
         self.verify = not self.insecure
-        if self.local and tls_verify is not True:
-            self.schemes = ["http"]
+        if tls_verify is True:
+            self.schemes = ["https"]
         elif self.insecure:
-            self.schemes = ["https", "http"]
+            self.schemes = ["https", "http"]   # HTTPS without verification, else plain HTTP
+        elif self.local:
+            self.schemes = ["http"]            # as Docker: localhost and 127.0.0.0/8 speak plain HTTP
         else:
             self.schemes = ["https"]
         self.scheme = self.schemes[0]

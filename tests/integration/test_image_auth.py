@@ -89,3 +89,20 @@ def test_bearer_token_auth(rl, token_registry):
     rl.ok("rmi", "-f", ref, reg.ref("mine", "v2"))
     rl.ok("pull", "-q", reg.ref("mine", "v2"))
     assert json.loads(rl.ok("image", "inspect", reg.ref("mine", "v2")))[0]["Id"] == d1
+
+
+def test_tls_registry_verification(rl, tls_registry):
+    ref = tls_registry.ref("busybox")
+    # 127.0.0.1 speaks plain HTTP by default: this one answers HTTPS only
+    cp = rl("pull", "--tls-verify=true", ref)
+    assert cp.returncode == 125
+    assert "not trusted" in cp.stderr and "--tls-verify=false" in cp.stderr
+    cp = rl("pull", "-q", "--tls-verify=false", ref)
+    assert cp.returncode == 0, cp.stderr
+    rl.ok("rmi", ref)
+    # the same through the config's insecure list
+    (rl.home / ".config" / "rootless").mkdir(parents=True, exist_ok=True)
+    (rl.home / ".config" / "rootless" / "config.toml").write_text(
+        f'[registries]\ninsecure = ["{tls_registry.host}"]\n')
+    cp = rl("pull", "-q", ref)
+    assert cp.returncode == 0, cp.stderr
