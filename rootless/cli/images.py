@@ -323,7 +323,7 @@ def cmd_history(ctx, args) -> int:
     img = store.resolve(args.image, _platform(args.platform), reporter=ctx.reporter())
     human = str(args.human).lower() not in ("false", "0", "no")
     rows = []
-    for r in history_rows(img):
+    for r in history_rows(img, store):
         iid = r["ID"] if (args.no_trunc or r["ID"] == "<missing>") else r["ID"][7:19]
         by = r["CreatedBy"]
         if not args.no_trunc and len(by) > 45:
