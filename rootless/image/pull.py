@@ -85,8 +85,13 @@ class LayerWorker:
         import threading
 
         self._lock = threading.Lock()
+        self._warned: set[str] = set()
 
     def warn(self, msg: str) -> None:
+        with self._lock:
+            if msg in self._warned:
+                return  # once per pull, not once per layer
+            self._warned.add(msg)
         self.reporter.warn(msg)
 
     def run(self, job: LayerJob) -> None:

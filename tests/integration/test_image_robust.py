@@ -208,3 +208,24 @@ def test_progress_on_a_tty_and_plain_lines_otherwise(rl, registry):
     child.close()
     assert child.exitstatus == 0, out
     assert "\x1b[" in out and "Pull complete" in out
+
+
+def test_prune_removes_abandoned_partial_downloads(rl, proxy, images):
+    man = json.loads((Path(images.layout("busybox")) / "blobs" / "sha256" /
+                      images.info("busybox")["manifests"][f"linux/{images.host_arch}"][7:]).read_text())
+    big = max(man["layers"], key=lambda l: l["size"])
+    proxy.stall[big["digest"]] = 1000
+    p = rl.popen("pull", f"{proxy.host}/busybox", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proxy.stalled.wait(30)
+    partial = rl.root / "blobs" / "partial" / big["digest"][7:]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < 1000):
+        time.sleep(0.05)
+    # while the download runs, prune leaves it alone
+    rl.ok("image", "prune", "-f")
+    assert partial.exists()
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    time.sleep(0.2)
+    out = rl.ok("image", "prune", "-f")
+    assert not partial.exists() and "Total reclaimed space: 1kB" in out
