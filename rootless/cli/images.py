@@ -496,3 +496,15 @@ def cmd_logout(ctx, args) -> int:
 
 
 COMMANDS["logout"] = Command("Log out from a registry", _logout_setup, cmd_logout)
+
+
+# `rootless image build` is `rootless build` (owned by rootless.cli.build) -----
+
+def _build_cmd():
+    from rootless.cli.main import _load
+
+    return _load("build").COMMANDS["build"]
+
+
+COMMANDS["build"] = Command("Build an image from a Dockerfile (same as `rootless build`)",
+                            lambda p: _build_cmd().setup(p), lambda ctx, args: _build_cmd().handler(ctx, args))
