@@ -87,6 +87,13 @@ def save(store, names: list[str], out, fmt: str = "docker-archive", *, platform=
         raise UsageError(f"unknown archive format {fmt!r}", hint="use docker-archive or oci-archive")
     reporter = reporter or Reporter()
     targets = _targets(store, names, platform, reporter)
+    from rootless.errors import StoreError
+
+    for img, _refs in targets:
+        for d in [img.id] + [b.digest for b in img.blobs]:
+            if not store.has_blob(d):
+                raise StoreError(f"blob {d} of image {img.short_id} is missing from the store",
+                                 hint="pull the image again (rootless pull IMAGE), then save it")
     tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
     try:
         if fmt == "docker-archive":

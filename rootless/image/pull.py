@@ -251,7 +251,8 @@ class _Empty:
         return b""
 
 
-def _fetch_layers(store, client, path: str, jobs: list[LayerJob], reporter: Reporter, parallel: int, mapping):
+def _fetch_layers(store, client, path: str, jobs: list[LayerJob], reporter: Reporter, parallel: int, mapping,
+                  parent: int):
     """Runs in the user-namespace child."""
     import signal
     from concurrent.futures import ThreadPoolExecutor
@@ -259,6 +260,8 @@ def _fetch_layers(store, client, path: str, jobs: list[LayerJob], reporter: Repo
     from rootless import syscalls
 
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)  # the parent is already gone
     store.clean_stale(in_userns=True)
     staging = Staging(store.root / "tmp")
     worker = LayerWorker(store, client, path, reporter, mapping, staging)
@@ -290,7 +293,8 @@ def extract_layers(store, jobs: list[LayerJob], reporter: Reporter) -> tuple[lis
     from rootless.userns import default_mapping, run_in_userns
 
     mapping = default_mapping()
-    return run_in_userns(_fetch_layers, store, None, "", jobs, reporter, store.config.pull_parallel, mapping)
+    return run_in_userns(_fetch_layers, store, None, "", jobs, reporter, store.config.pull_parallel, mapping,
+                         os.getpid())
 
 
 # ---------------------------------------------------------------------------
@@ -385,7 +389,7 @@ def pull(store, ref_str: str, *, platform: Platform | None = None, reporter: Rep
             mapping = default_mapping()
             client.close()  # the child opens its own connections
             blobs, layers = run_in_userns(_fetch_layers, store, client, ref.path, list(jobs.values()), reporter,
-                                          store.config.pull_parallel, mapping)
+                                          store.config.pull_parallel, mapping, os.getpid())
             for d in blobs:
                 pins.pin(store.blob_path(d))
             for d in layers:
