@@ -390,13 +390,11 @@ def pull(store, ref_str: str, *, platform: Platform | None = None, reporter: Rep
             client.close()  # the child opens its own connections
             blobs, layers = run_in_userns(_fetch_layers, store, client, ref.path, list(jobs.values()), reporter,
                                           store.config.pull_parallel, mapping, os.getpid())
-            for d in blobs:
-                pins.pin(store.blob_path(d))
-            for d in layers:
-                pins.pin(store.layer_path(d) / "layer.json")
             created_blobs += blobs
             for j in jobs.values():
-                if not store.has_layer(j.diff_id) or not store.has_blob(j.blob.digest):
+                # ours or another pull's: pinned until images.json references them
+                if not (pins.pin(store.layer_path(j.diff_id) / "layer.json")
+                        and pins.pin(store.blob_path(j.blob.digest))):
                     raise RootlessError(f"layer {j.diff_id} was removed while it was being pulled",
                                         hint="another rootless process removed it (rmi/prune); pull again")
         for img in images:
