@@ -206,9 +206,7 @@ def _create(ctx, args):
         if not os.path.isdir(path):
             raise UsageError(f"--rootfs {args.image}: not a directory")
         image_config, image_id, image_ref, platform = None, "", path, ""
-        from dataclasses import replace
-
-        opts = replace(opts, rootfs=path)
+        opts = opts.replace(rootfs=path)
     else:
         image_config, image_id, image_ref, platform = _image(ctx, args)
     from rootless.network import plan_network

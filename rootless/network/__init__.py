@@ -16,9 +16,8 @@ container's network namespace exists and before the command is exec'ed;
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-
 from rootless.errors import NetworkError, UsageError
+from rootless.runtime.record import Record
 
 PASTA_DNS_FORWARD = "169.254.1.1"
 SLIRP_DNS = "10.0.2.3"
@@ -26,8 +25,7 @@ SLIRP_GATEWAY = "10.0.2.2"
 SLIRP_ADDR = "10.0.2.100"
 
 
-@dataclass(frozen=True)
-class NetworkPlan:
+class NetworkPlan(Record):
     mode: str                                   # pasta | slirp4netns | none | host
     ports: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()                   # --dns servers (else from the host)
@@ -36,7 +34,7 @@ class NetworkPlan:
     host_resolv: str = ""                       # the host's resolv.conf text (read by plan_network)
     host_hosts: str = ""                        # the host's /etc/hosts (for --network host)
     exe: str = ""                               # pasta / slirp4netns path
-    extra: dict = field(default_factory=dict)
+    extra: dict = {}
 
     @property
     def new_netns(self) -> bool:

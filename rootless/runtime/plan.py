@@ -14,9 +14,8 @@ before the list runs (execute.py), since they need the parent's help.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from rootless import syscalls as sc
+from rootless.runtime.record import Record
 
 # OCI runtime-spec defaults (runc/crun/Podman)
 MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -33,8 +32,7 @@ HINT_OVERLAY = ("kernel overlayfs in a user namespace needs Linux >= 5.11; insta
 HINT_PROC = "the host's /proc must be fully visible (no over-mounts) to mount a new one in a user namespace"
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(Record):
     """Base of all steps; ``what`` names the step in errors."""
 
     @property
@@ -44,7 +42,6 @@ class Step:
     hint = None
 
 
-@dataclass(frozen=True)
 class MountRootfs(Step):
     driver: str                       # overlay | fuse-overlayfs | vfs
     lowers: tuple[str, ...]           # lowest first
@@ -63,7 +60,6 @@ class MountRootfs(Step):
     hint = HINT_OVERLAY
 
 
-@dataclass(frozen=True)
 class Binfmt(Step):
     """Register qemu-user in a sandboxed binfmt_misc (archsupport) for a foreign image."""
     platform: str
@@ -73,7 +69,6 @@ class Binfmt(Step):
         return f"registering emulation for {self.platform} (sandboxed binfmt_misc)"
 
 
-@dataclass(frozen=True)
 class Mount(Step):
     target: str                       # inside the container
     fstype: str
@@ -88,7 +83,6 @@ class Mount(Step):
         return f"mounting {self.fstype} on {self.target}"
 
 
-@dataclass(frozen=True)
 class Bind(Step):
     source: str                       # host path (before pivot_root)
     target: str                       # inside the container
@@ -103,7 +97,6 @@ class Bind(Step):
         return f"bind-mounting {self.source} on {self.target}"
 
 
-@dataclass(frozen=True)
 class Symlink(Step):
     path: str
     link: str
@@ -113,7 +106,6 @@ class Symlink(Step):
         return f"creating the symlink {self.path} -> {self.link}"
 
 
-@dataclass(frozen=True)
 class Mask(Step):
     path: str
 
@@ -122,7 +114,6 @@ class Mask(Step):
         return f"masking {self.path}"
 
 
-@dataclass(frozen=True)
 class ReadOnly(Step):
     path: str
 
@@ -131,7 +122,6 @@ class ReadOnly(Step):
         return f"making {self.path} read-only"
 
 
-@dataclass(frozen=True)
 class Mkdir(Step):
     path: str
 
@@ -140,28 +130,24 @@ class Mkdir(Step):
         return f"creating the working directory {self.path}"
 
 
-@dataclass(frozen=True)
 class LoopbackUp(Step):
     @property
     def what(self) -> str:
         return "bringing up the loopback interface"
 
 
-@dataclass(frozen=True)
 class RootReadonly(Step):
     @property
     def what(self) -> str:
         return "making the root filesystem read-only (--read-only)"
 
 
-@dataclass(frozen=True)
 class PivotRoot(Step):
     @property
     def what(self) -> str:
         return "pivot_root into the container's root filesystem"
 
 
-@dataclass(frozen=True)
 class Hostname(Step):
     name: str
 
@@ -170,7 +156,6 @@ class Hostname(Step):
         return f"setting the hostname to {self.name}"
 
 
-@dataclass(frozen=True)
 class Process(Step):
     """The last step: who runs what (done by execute after the mounts)."""
     argv: tuple[str, ...]
@@ -187,8 +172,7 @@ class Process(Step):
         return "starting the container process"
 
 
-@dataclass(frozen=True)
-class Host:
+class Host(Record):
     """What the plan needs to know about the host and the store (no I/O in plan)."""
     container_dir: str
     store_dir: str                    # relative lower paths are resolved from here
@@ -201,7 +185,7 @@ class Host:
     foreign_platform: str = ""        # set when the image needs emulation
     keep_id: tuple[int, int, int] = (0, 0, 0)             # (uid, gid, total ids) with --userns=keep-id
     cgroup2_unified: bool = False     # /sys/fs/cgroup is a cgroup2 mount (pure v2 host)
-    extra: dict = field(default_factory=dict)
+    extra: dict = {}
 
     @property
     def rootfs(self) -> str:

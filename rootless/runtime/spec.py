@@ -11,9 +11,8 @@ read back (``from_json``).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
-
 from rootless.errors import UsageError
+from rootless.runtime.record import Record
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -92,8 +91,7 @@ def effective_caps(add: tuple[str, ...], drop: tuple[str, ...]) -> tuple[str, ..
     return tuple(sorted(caps, key=lambda c: CAP_NUMBERS[c]))
 
 
-@dataclass(frozen=True)
-class MountSpec:
+class MountSpec(Record):
     """A volume, bind mount or tmpfs in the container.
 
     kind: ``bind`` (source = absolute host path), ``volume`` (source = volume
@@ -276,8 +274,7 @@ def parse_bytes(s: str, what: str) -> int:
     return int(float(m.group(1)) * mult)
 
 
-@dataclass(frozen=True)
-class ContainerSpec:
+class ContainerSpec(Record):
     """Everything needed to set up and run one container (stored in config.json)."""
     image_id: str
     image_ref: str
@@ -314,14 +311,14 @@ class ContainerSpec:
     image_volumes: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        d = self.to_dict()
         d["mounts"] = [m.to_json() for m in self.mounts]
         d["labels"] = dict(self.labels)
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "ContainerSpec":
-        known = {f.name for f in fields(cls)}
+        known = set(cls._fields)
         kw = {}
         for k, v in d.items():
             if k not in known:
@@ -336,11 +333,10 @@ class ContainerSpec:
         return cls(**kw)
 
     def with_(self, **kw) -> "ContainerSpec":
-        return replace(self, **kw)
+        return self.replace(**kw)
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(Record):
     """The user's options for run/create, already split into lists (from the CLI)."""
     command: tuple[str, ...] = ()
     entrypoint: str | None = None     # "" clears the image's entrypoint
@@ -369,7 +365,7 @@ class RunOptions:
     memory: int = 0
     cpus: float = 0.0
     pids_limit: int = 0
-    extra: dict = field(default_factory=dict)
+    extra: dict = {}
 
 
 def _seq(x) -> tuple[str, ...] | None:
@@ -468,8 +464,7 @@ def build_spec(image_config, opts: RunOptions, *, image_id: str, image_ref: str,
 # ---------------------------------------------------------------------------
 # users: "name", "uid", "name:group", "uid:gid" against the image's passwd/group
 
-@dataclass(frozen=True)
-class ResolvedUser:
+class ResolvedUser(Record):
     uid: int
     gid: int
     groups: tuple[int, ...]

@@ -17,10 +17,10 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rootless.errors import ContainerNotFound, NameInUse, StoreError, UsageError
+from rootless.runtime.record import Record
 from rootless.runtime.spec import ContainerSpec
 
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -99,8 +99,7 @@ def alive(pid: int | None, start: int | None) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class State:
+class State(Record):
     status: str = "created"            # created | running | exited | removing
     pid: int = 0
     pid_start: int | None = None
@@ -110,7 +109,7 @@ class State:
     started_at: str = ""
     finished_at: str = ""
     error: str = ""
-    network: dict = field(default_factory=dict)
+    network: dict = {}
     attached: bool = False
 
     def to_json(self) -> dict:
@@ -121,7 +120,7 @@ class State:
 
     @classmethod
     def from_json(cls, d: dict) -> "State":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: v for k, v in d.items() if k in cls._fields})
 
     @property
     def running(self) -> bool:
@@ -133,15 +132,14 @@ class State:
     def truth(self) -> "State":
         """The state as /proc says it is (no ghosts)."""
         if self.status in ("running", "stopping") and not alive(self.pid, self.pid_start):
-            return replace(self, status="exited", pid=0,
+            return self.replace(status="exited", pid=0,
                            exit_code=self.exit_code if self.exit_code is not None else 255)
         if self.status == "starting" and not self.monitor_alive():
-            return replace(self, status="created")
+            return self.replace(status="created")
         return self
 
 
-@dataclass(frozen=True)
-class Container:
+class Container(Record):
     id: str
     name: str
     image_id: str
@@ -310,7 +308,7 @@ class ContainerStore:
             created = now_iso()
             cfg = {"id": cid, "name": name, "image_id": spec.image_id, "image_ref": spec.image_ref,
                    "created": created, "spec": spec.to_json(), "anon_volumes": list(anon_volumes)}
-            _atomic_write(tmp / "config.json", json.dumps(cfg, indent=1).encode(), sync=True)
+            _atomic_write(tmp / "config.json", json.dumps(cfg, indent=1).encode())
             _atomic_write(tmp / "state.json", json.dumps(State().to_json()).encode())
             os.rename(tmp, d)
         return Container(cid, name, spec.image_id, spec.image_ref, created, spec, State(), d, anon_volumes)
@@ -325,7 +323,7 @@ class ContainerStore:
                 st = State.from_json(json.loads((self.root / cid / "state.json").read_bytes()))
             except (OSError, ValueError, TypeError):
                 st = State()
-            st = replace(st, **changes)
+            st = st.replace(**changes)
             self.write_state(cid, st)
             return st
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from rootless.errors import UsageError, VolumeError
+from rootless.runtime.record import Record
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-@dataclass(frozen=True)
-class Volume:
+class Volume(Record):
     name: str
     path: Path              # the volume's directory (…/volumes/<name>)
     created: str
