@@ -251,9 +251,15 @@ def _image(ctx, args):
     store = Store(ctx.config)
     pull = "missing" if args.pull == "newer" else args.pull
     try:
-        if pull == "never":
-            img = store.resolve(args.image, platform=plat)
-        else:
+        img = None
+        if pull in ("never", "missing"):
+            try:
+                img = store.resolve(args.image, platform=plat)
+            except ImageNotFound:
+                if pull == "never":
+                    raise
+        if img is None:
+            # only a pull needs the progress reporter (and its imports)
             img = store.ensure_image(args.image, pull=pull, platform=plat, reporter=ctx.reporter())
     except ImageNotFound as e:
         if pull == "never":
@@ -343,8 +349,16 @@ def cmd_run(ctx, args) -> int:
     if args.detach:
         print(ctr.id)
         return 0
-    return _attach_foreground(ctx, ctr, started, detach_keys=args.detach_keys,
+    code = _attach_foreground(ctx, ctr, started, detach_keys=args.detach_keys,
                               sig_proxy=args.sig_proxy.lower() not in ("false", "0"))
+    trace("cli: exit")
+    # the container is gone and recorded: skip the interpreter's teardown (a few ms)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return code
+    os._exit(code)
 
 
 _cmd("run", "Create and run a new container from an image", _run_setup)(cmd_run)

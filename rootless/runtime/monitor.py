@@ -516,10 +516,11 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         from rootless.runtime import cgroups
 
         cgroups.cleanup(ctr.id)
-    store.update_state(ctr.id, status="exited", pid=0, exit_code=code, finished_at=now_iso(), network={},
-                       attached=False)
     if spec.auto_remove:
-        _auto_remove(config, store, ctr)
+        _auto_remove(config, store, ctr)   # (no "exited" state to write first: it goes)
+    else:
+        store.update_state(ctr.id, status="exited", pid=0, exit_code=code, finished_at=now_iso(), network={},
+                           attached=False)
     trace("monitor: cleaned up")
     if ctl_w >= 0:
         _send(ctl_w, b"X %d" % code)

@@ -272,13 +272,14 @@ class ContainerStore:
     # -- writing -----------------------------------------------------------
 
     def _random_name(self, taken: set[str]) -> str:
-        import random
+        def pick(seq):
+            return seq[int.from_bytes(os.urandom(2), "big") % len(seq)]
 
         for _ in range(100):
-            n = f"{random.choice(_ADJ)}_{random.choice(_NAMES)}"
+            n = f"{pick(_ADJ)}_{pick(_NAMES)}"
             if n not in taken:
                 return n
-        return f"{random.choice(_ADJ)}_{random.choice(_NAMES)}{random.randint(1, 99999)}"
+        return f"{pick(_ADJ)}_{pick(_NAMES)}{int.from_bytes(os.urandom(3), 'big')}"
 
     @staticmethod
     def new_id() -> str:

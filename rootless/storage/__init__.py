@@ -119,30 +119,14 @@ def remove_tree(path, mapping=None) -> None:
     Tries as the user first (a container that wrote nothing as another id is
     removed without a user namespace), then inside the user namespace.
     """
-    import shutil
-
     p = os.fspath(path)
     if not os.path.lexists(p):
         return
-
-    def onerror(fn, name, exc):
-        # overlay's work/work is mode 000: open it up and retry once
-        try:
-            os.chmod(name if fn is not os.rmdir else os.path.dirname(name), 0o700)
-            os.chmod(name, 0o700)
-        except OSError:
-            pass
-        raise exc[1]
-
     try:
-        shutil.rmtree(p, onerror=onerror)
+        _rmtree_fast(p)
         return
     except FileNotFoundError:
         return
-    except OSError:
-        pass
-    try:
-        shutil.rmtree(p, ignore_errors=True)
     except OSError:
         pass
     if not os.path.lexists(p):
@@ -150,6 +134,30 @@ def remove_tree(path, mapping=None) -> None:
     from rootless.userns import run_in_userns
 
     run_in_userns(_rmtree_as_root, p, mapping=mapping)
+
+
+def _rmtree_fast(p: str) -> None:
+    """rmtree without shutil (its import costs ~2 ms on `run --rm`); overlay's
+    work/work is mode 000, so a directory that cannot be read is opened up."""
+    import stat as st
+
+    try:
+        entries = list(os.scandir(p))
+    except PermissionError:
+        os.chmod(p, 0o700)
+        entries = list(os.scandir(p))
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            _rmtree_fast(e.path)
+        else:
+            os.unlink(e.path)
+    try:
+        os.rmdir(p)
+    except PermissionError:
+        if not st.S_ISDIR(os.lstat(p).st_mode):
+            raise
+        os.chmod(os.path.dirname(p), 0o700)
+        os.rmdir(p)
 
 
 def _rmtree_as_root(p: str) -> None:
