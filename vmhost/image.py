@@ -47,7 +47,7 @@ PACKAGES = (
     "python3", "python3-pyroute2", "uidmap", "passt", "slirp4netns", "fuse-overlayfs", "fuse3",
     "qemu-user-static", "iproute2", "procps", "ca-certificates",
     # the VM itself
-    "openssh-server", "busybox-static", "kmod", "e2fsprogs",
+    "openssh-server", "busybox-static", "kmod", "e2fsprogs", "nftables",
 )
 
 # qemu-user interpreters kept in the guest (OCI platforms Docker Hub publishes)
