@@ -9,8 +9,9 @@ What the forwarding adds, decided by the pure ``plan_forward``:
 * ``-p [IP:]HOSTPORT:PORT`` of run/create: the guest publishes HOSTPORT and
   QEMU forwards the host's IP:HOSTPORT to it (QMP ``hostfwd_add``), so the
   port answers on the host as it would without a VM. A host port already
-  taken is an error before anything runs. Foreground ``run --rm`` forwards
-  are removed when it ends; others stay until the machine stops.
+  taken is an error before anything runs. The forwards of a foreground
+  ``run`` (and of a failed command) are removed when it ends; those of
+  ``run -d`` and ``create`` stay until the machine stops.
 * image references to a registry on the host's loopback
   (``localhost:5000/img``, ``127.0.0.1:5000/img``): the same address works
   in the guest through an SSH reverse forward for the command's duration.
@@ -46,7 +47,7 @@ class ForwardPlan:
     tty: bool = False                   # the command asks for a TTY (-t)
     stdin: bool = True                  # the command reads stdin
     ports: tuple[tuple[str, str, int, int], ...] = ()   # (proto, host ip, host port, guest port)
-    remove_ports_after: bool = False
+    keep_ports: bool = False            # the container outlives the command (run -d, create)
     reverse: tuple[tuple[str, int], ...] = ()           # (host name, port) of loopback registries
     cwd: str = ""                       # cd here in the guest ("" = the guest's default)
     errors: tuple[str, ...] = field(default=())
@@ -140,7 +141,7 @@ def plan_forward(argv: list[str], cwd: str, share: str, home: str = "") -> Forwa
     stdin = True
     ports: list[tuple[str, str, int, int]] = []
     errors: list[str] = []
-    rm = detach = False
+    detach = False
     in_share = bool(share) and (cwd == share or cwd.startswith(share.rstrip("/") + "/"))
 
     def host_path(p: str) -> str:
@@ -171,10 +172,8 @@ def plan_forward(argv: list[str], cwd: str, share: str, home: str = "") -> Forwa
                             break
                         val = remote[i + 1]
                     if name == "--publish" and cmd != "exec":
-                        fw = parse_publish(val)
-                        if fw:
-                            ports += fw
-                            val = guest_publish(val)
+                        ports += parse_publish(val) or []
+                        val = guest_publish(val)
                     elif name == "--volume":
                         src = _bind_source(val)
                         if src:
@@ -194,8 +193,6 @@ def plan_forward(argv: list[str], cwd: str, share: str, home: str = "") -> Forwa
                     tty = tty or val.lower() not in ("false", "0")
                 elif name == "--interactive":
                     stdin = stdin or val.lower() not in ("false", "0")
-                elif name == "--rm":
-                    rm = True
                 elif name == "--detach":
                     detach = True
                 takes_value = not eq and name not in _BOOL_LONG
@@ -219,10 +216,8 @@ def plan_forward(argv: list[str], cwd: str, share: str, home: str = "") -> Forwa
                         else:
                             break
                         if c == "p" and cmd != "exec":
-                            fw = parse_publish(val)
-                            if fw:
-                                ports += fw
-                                val = guest_publish(val)
+                            ports += parse_publish(val) or []
+                            val = guest_publish(val)
                         elif c == "v":
                             src = _bind_source(val)
                             if src:
@@ -246,7 +241,7 @@ def plan_forward(argv: list[str], cwd: str, share: str, home: str = "") -> Forwa
     if cmd in ("load", "import", "login", "build", "push", "cp", "save"):
         stdin = True
     return ForwardPlan(remote_argv=tuple(remote), tty=tty, stdin=stdin, ports=tuple(ports),
-                       remove_ports_after=bool(ports) and cmd == "run" and rm and not detach,
+                       keep_ports=(cmd == "run" and detach) or cmd == "create",
                        reverse=tuple(reverse), cwd=cwd if in_share else "", errors=tuple(errors))
 
 
@@ -312,10 +307,13 @@ def forward(connection: str, argv: list[str], env: dict[str, str]) -> int:
             extra += ["-R", f"{host}:{port}:{host}:{port}"]
         tty = plan.tty and sys.stdin.isatty()
         argv_ssh = ms.ssh_argv(connection, state=st, tty=tty, extra=extra) + ["--", remote_command(plan)]
-        return run_passthrough(argv_ssh, stdin_null=not plan.stdin and not tty)
-    finally:
-        if plan.remove_ports_after and added:
-            ms.remove_forwards(connection, added)
+        rc = run_passthrough(argv_ssh, stdin_null=not plan.stdin and not tty)
+    except BaseException:
+        ms.remove_forwards(connection, added)
+        raise
+    if added and not (plan.keep_ports and rc == 0):
+        ms.remove_forwards(connection, added)
+    return rc
 
 
 def _isatty(stream) -> bool:
