@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -130,17 +131,76 @@ def host_platform(machine: str | None = None) -> Platform:
 
 
 def native_platforms(host: Platform | None = None) -> tuple[Platform, ...]:
-    """Platforms the host CPU runs without emulation."""
+    """Platforms the host CPU runs without emulation.
+
+    Besides the host's own: 386 on amd64 and arm (v7, v6) on arm64, when the
+    kernel and CPU really execute them (Linux may be booted with
+    ia32_emulation=0; many arm64 CPUs have no AArch32).
+    """
     host = host or host_platform()
     out = [host]
-    if host.architecture == "amd64":
+    if host.architecture == "amd64" and _secondary_runs("386"):
         out.append(Platform("linux", "386"))
-    elif host.architecture == "arm64" and _arm32_supported():
+    elif host.architecture == "arm64" and _secondary_runs("arm"):
         out += [Platform("linux", "arm", "v7"), Platform("linux", "arm", "v6")]
     return tuple(out)
 
 
-def _arm32_supported() -> bool:
+@functools.lru_cache(maxsize=4)
+def _secondary_runs(arch: str) -> bool:
+    """Does the host execute ``arch`` programs without qemu?
+
+    Executes the tiny ``exit(42)`` program of archsupport.probe directly. A
+    host binfmt_misc registration for ``arch`` would make the probe succeed
+    through qemu, so then (and when the probe cannot be run at all) the
+    answer comes from /proc/cpuinfo and the kernel's config instead.
+    """
+    from archsupport.binfmt import read_state
+
+    if read_state().any_entry_for(arch) is None:
+        got = _exec_probe(arch)
+        if got is not None:
+            return got
+    if arch == "386":
+        return True       # x86-64 CPUs run i386 code; kernels have IA32 emulation unless disabled
+    return _arm32_in_cpuinfo()
+
+
+def _exec_probe(arch: str) -> bool | None:
+    """True/False if the probe ran/failed with ENOEXEC; None if it could not be tried."""
+    import errno
+    import tempfile
+
+    from archsupport.probe import EXIT_CODE, probe_elf
+
+    for d in (os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir(), "/dev/shm"):
+        if not d or not os.path.isdir(d):
+            continue
+        try:
+            fd, path = tempfile.mkstemp(prefix=".rootless-probe-", dir=d)
+        except OSError:
+            continue
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(probe_elf(arch))
+            os.chmod(path, 0o700)
+            try:
+                pid = os.posix_spawn(path, [path], {})
+            except OSError as e:
+                if e.errno == errno.ENOEXEC:
+                    return False
+                continue      # noexec mount, EACCES: try the next directory
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status) == EXIT_CODE
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    return None
+
+
+def _arm32_in_cpuinfo() -> bool:
     """Does this arm64 CPU execute AArch32 code (cpuinfo lists 32-bit features)?"""
     try:
         with open("/proc/cpuinfo") as f:
