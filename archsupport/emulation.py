@@ -39,6 +39,8 @@ class EmulationFacts:
     qemu: object = None                # archsupport.qemu.QemuUser or None
     qemu_reason: str = ""              # where it came from / why there is none
     preserve_argv0: bool = False       # qemu and kernel support binfmt flag P
+    sandbox_ok: bool | None = None     # a probe mounted binfmt_misc in a user namespace (None: not tried)
+    sandbox_why: str = ""              # why that probe failed
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,11 @@ def decide(platform: Platform, facts: EmulationFacts, setting: str = "auto") -> 
                          reason=f"Linux {k} cannot register qemu inside a user namespace (sandboxed binfmt_misc "
                                 f"needs Linux >= 6.7); and {host_why}",
                          hint=f"upgrade to Linux >= 6.7, or {admin_fix}")
+    if facts.sandbox_ok is False:
+        return Emulation("none", platform,
+                         reason=f"binfmt_misc cannot be mounted in a user namespace here ({facts.sandbox_why}); "
+                                f"and {host_why}",
+                         hint=admin_fix)
     flags = "FP" if facts.preserve_argv0 else "F"
     extra = ""
     shadow = state.any_entry_for(arch) if state is not None and state.mounted else None
@@ -157,7 +164,8 @@ def _host_why_not(arch: str, state) -> str:
     return f"the host's binfmt_misc entry {e.name} lacks flag F (its interpreter would be looked up in the image)"
 
 
-def gather(platform: Platform, config, *, host: Platform | None = None) -> EmulationFacts:
+def gather(platform: Platform, config, *, host: Platform | None = None, sandbox_ok: bool | None = None,
+           sandbox_why: str = "") -> EmulationFacts:
     """Read what ``decide`` needs about the host; cheap for native platforms."""
     from archsupport.platform import host_platform, native_platforms
     from rootless.doctor import kernel_version
@@ -179,7 +187,7 @@ def gather(platform: Platform, config, *, host: Platform | None = None) -> Emula
     # the version (a tiny subprocess) only matters when the sandboxed mode may be used
     if q is not None and q.static and state.entry_for(arch, need_flags="F") is None:
         preserve = q.supports_preserve_argv0(kernel)
-    return EmulationFacts(host, native, kernel, state, q, why, preserve)
+    return EmulationFacts(host, native, kernel, state, q, why, preserve, sandbox_ok, sandbox_why)
 
 
 def choose(platform: Platform, config, facts: EmulationFacts | None = None) -> Emulation:
@@ -188,14 +196,20 @@ def choose(platform: Platform, config, facts: EmulationFacts | None = None) -> E
     return decide(platform, facts or gather(platform, config), setting)
 
 
-def emulation_table(config) -> dict:
+def arch_platform(arch: str) -> Platform:
+    """The platform a bare architecture name stands for in tables (arm -> linux/arm/v7)."""
+    return Platform("linux", arch, "v7" if arch == "arm" else "")
+
+
+def emulation_table(config, *, sandbox_ok: bool | None = None, sandbox_why: str = "") -> dict:
     """Per known architecture: the mode ``run`` would use, the interpreter and why (``rootless info``)."""
     from archsupport.platform import KNOWN_ARCHES
 
+    setting = getattr(config, "emulation_mode", "auto") if config is not None else "auto"
     out = {}
     for arch in KNOWN_ARCHES:
-        variant = "v7" if arch == "arm" else ""
-        emu = choose(Platform("linux", arch, variant), config)
+        p = arch_platform(arch)
+        emu = decide(p, gather(p, config, sandbox_ok=sandbox_ok, sandbox_why=sandbox_why), setting)
         row = {"mode": emu.mode}
         if emu.interpreter:
             row["interpreter"] = emu.interpreter
