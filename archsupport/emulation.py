@@ -221,3 +221,32 @@ def emulation_table(config, *, sandbox_ok: bool | None = None, sandbox_why: str 
             row["fix"] = emu.hint
         out[arch] = row
     return out
+
+
+def exec_format_error(cmd: str, image_platform: Platform, *, path_env: str | None = None, root: str = "/",
+                      host: Platform | None = None):
+    """A CannotExecute (126) explaining why exec(cmd) failed with ENOEXEC, from its ELF header.
+
+    Called by the runtime in the container (``root="/"``) or on its rootfs
+    before pivot_root: "exec /bin/app: exec format error: /bin/app is arm64
+    (ELF 64-bit LSB AArch64), the host is amd64, but the image says linux/amd64".
+    """
+    from archsupport.elf import binary_architecture, explain_mismatch
+    from archsupport.platform import host_platform
+    from rootless.errors import CannotExecute
+
+    host = host or host_platform()
+    path, hdr = binary_architecture(root, cmd, path_env) if path_env else binary_architecture(root, cmd)
+    first = f"exec {cmd}: exec format error"
+    if hdr is None:
+        return CannotExecute(f"{first}: it is not a program rootless knows (no ELF header, or a script whose "
+                             "interpreter is missing)", hint="check the image's entrypoint and command")
+    arch = hdr.architecture
+    if arch is None:
+        return CannotExecute(f"{first}: it is {hdr.describe()}, an architecture rootless cannot emulate")
+    what = explain_mismatch(cmd, hdr, host.architecture)
+    if arch != image_platform.architecture:
+        return CannotExecute(f"{first}: {what}, but the image says {image_platform} (mislabelled image)",
+                             hint=f"run it as what it is: --platform linux/{arch}")
+    return CannotExecute(f"{first}: {what}, and {arch} emulation is not in effect",
+                         hint="run `rootless doctor` to see the emulation mode for " + arch)

@@ -208,3 +208,78 @@ def _arm32_in_cpuinfo() -> bool:
     except OSError:
         return False
     return "CPU architecture: 7" in text or " thumb" in text or "half thumb" in text or "edsp" in text
+
+
+def requested(platform: str | None = None, arch: str | None = None, variant: str | None = None,
+              os_: str | None = None) -> Platform | None:
+    """The platform asked for by ``--platform`` and/or Podman's ``--arch``/``--variant``/``--os``.
+
+    ``--arch``/``--variant``/``--os`` override the parts of ``--platform``;
+    None when nothing was asked (the host's platform is then preferred).
+    Unknown values raise UsageError (exit 125) listing the known platforms.
+    """
+    if not (platform or arch or variant or os_):
+        return None
+    base = parse(platform) if platform else None
+    o = (os_ or (base.os if base else "linux")).lower()
+    if o not in KNOWN_OS:
+        raise UsageError(f"unknown platform os {o!r}", hint="known: " + ", ".join(known_platform_strings()))
+    if arch:
+        try:
+            a, v = normalize_arch(arch, variant or "")
+        except UsageError:
+            raise UsageError(f"unknown architecture {arch!r}",
+                             hint="known: " + ", ".join(known_platform_strings())) from None
+    elif base:
+        a, v = base.architecture, (normalize_variant(base.architecture, variant) if variant else base.variant)
+    else:
+        h = host_platform()
+        a, v = h.architecture, (normalize_variant(h.architecture, variant) if variant else h.variant)
+    return Platform(o, a, v)
+
+
+def mismatch_warning(wanted: Platform | None, actual: Platform, host: Platform | None = None) -> str | None:
+    """The warning pull/run/create print when the image's platform is not the one asked for.
+
+    With no platform asked for, Docker's warning when the image does not
+    match the host; None when all is well.
+    """
+    host = host or host_platform()
+    if wanted is not None:
+        if wanted.matches(actual):
+            return None
+        return f"image platform ({actual}) does not match the expected platform ({wanted})"
+    if any(n.matches(actual) for n in (host,)):
+        return None
+    return (f"the image's platform ({actual}) does not match the host platform ({host}) and no specific "
+            "platform was requested: it runs emulated")
+
+
+def select(available: list[Platform], wanted: Platform | None, host: Platform | None = None,
+           ref: str = "the image") -> Platform:
+    """Pick the entry of an index for ``wanted`` (or the host); raise PlatformNotFound listing the others.
+
+    Without ``wanted``: the host's platform, else another natively run one
+    (386 on amd64), else - like Docker - fail rather than silently emulate.
+    """
+    from rootless.errors import PlatformNotFound
+
+    host = host or host_platform()
+    linux = [p for p in available if p.os == "linux"] or list(available)
+    if wanted is not None:
+        exact = [p for p in linux if p == wanted]
+        if exact:
+            return exact[0]
+        loose = [p for p in linux if wanted.matches(p)]
+        if loose:
+            return loose[0]
+    else:
+        for cand in (host, *native_platforms(host)[1:]):
+            for p in linux:
+                if cand.matches(p):
+                    return p
+    have = ", ".join(sorted({str(p) for p in available})) or "none"
+    want = str(wanted or host)
+    raise PlatformNotFound(f"{ref} has no {want} image (it has: {have})",
+                           hint=f"choose one with --platform, e.g. --platform {sorted(str(p) for p in available)[0]}"
+                           if available else None)

@@ -134,3 +134,24 @@ def test_to_json():
     d = decide(ARM64, facts()).to_json()
     assert d["mode"] == "sandboxed" and d["platform"] == "linux/arm64" and d["qemu"] == QEMU.path
     assert isinstance(Emulation("native", AMD64).to_json(), dict)
+
+
+def test_exec_format_error_explains_from_elf(tmp_path):
+    import os
+
+    from archsupport.emulation import exec_format_error
+    from archsupport.probe import probe_elf
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "app").write_bytes(probe_elf("arm64"))
+    (tmp_path / "bin" / "data").write_text("hello")
+    os.symlink("app", tmp_path / "bin" / "sh")
+    e = exec_format_error("sh", Platform("linux", "amd64"), root=str(tmp_path), host=AMD64)
+    assert e.exit_code == 126
+    assert e.message == ("exec sh: exec format error: sh is arm64 (ELF 64-bit LSB AArch64 (arm64)), the host is "
+                         "amd64, but the image says linux/amd64 (mislabelled image)")
+    assert e.hint == "run it as what it is: --platform linux/arm64"
+    e = exec_format_error("/bin/app", ARM64, root=str(tmp_path), host=AMD64)
+    assert "arm64 emulation is not in effect" in e.message
+    e = exec_format_error("/bin/data", AMD64, root=str(tmp_path), host=AMD64)
+    assert "not a program" in e.message

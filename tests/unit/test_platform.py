@@ -83,3 +83,45 @@ def test_native_platforms(monkeypatch):
 def test_known_platform_strings():
     k = P.known_platform_strings()
     assert "linux/amd64" in k and "linux/arm64" in k and "linux/arm/v7" in k
+
+
+def test_requested_from_flags():
+    assert P.requested() is None
+    assert P.requested("linux/arm64") == Platform("linux", "arm64")
+    assert P.requested(arch="aarch64") == Platform("linux", "arm64")
+    assert P.requested("linux/amd64", arch="arm64") == Platform("linux", "arm64")      # --arch overrides
+    assert P.requested(arch="arm", variant="v6") == Platform("linux", "arm", "v6")
+    assert P.requested("linux/arm", variant="6") == Platform("linux", "arm", "v6")
+    assert P.requested(variant="v8").architecture == host_platform().architecture
+
+
+@pytest.mark.parametrize("kw", [{"platform": "linux/sparc"}, {"arch": "sparc"}, {"os_": "windows"}])
+def test_requested_unknown_lists_known(kw):
+    with pytest.raises(UsageError) as ei:
+        P.requested(**kw)
+    assert ei.value.exit_code == 125 and "linux/arm64" in ei.value.hint
+
+
+def test_select_from_index():
+    from rootless.errors import PlatformNotFound
+
+    amd, arm = Platform("linux", "amd64"), Platform("linux", "arm64", "v8")
+    host = Platform("linux", "amd64")
+    assert P.select([arm, amd], None, host) == amd
+    assert P.select([amd, arm], Platform("linux", "arm64"), host) == arm
+    with pytest.raises(PlatformNotFound) as ei:
+        P.select([amd, arm], Platform("linux", "riscv64"), host, ref="busybox")
+    assert ei.value.message == "busybox has no linux/riscv64 image (it has: linux/amd64, linux/arm64/v8)"
+    assert ei.value.exit_code == 125 and "--platform" in ei.value.hint
+    # without --platform an index lacking the host's platform is an error too (no silent emulation)
+    with pytest.raises(PlatformNotFound):
+        P.select([arm], None, host)
+
+
+def test_mismatch_warning():
+    amd, arm = Platform("linux", "amd64"), Platform("linux", "arm64")
+    assert P.mismatch_warning(arm, Platform("linux", "arm64", "v8"), amd) is None
+    assert P.mismatch_warning(arm, amd, amd) == \
+        "image platform (linux/amd64) does not match the expected platform (linux/arm64)"
+    assert P.mismatch_warning(None, amd, amd) is None
+    assert "no specific platform was requested" in P.mismatch_warning(None, arm, amd)
