@@ -150,19 +150,24 @@ def native_platforms(host: Platform | None = None) -> tuple[Platform, ...]:
 def _secondary_runs(arch: str) -> bool:
     """Does the host execute ``arch`` programs without qemu?
 
-    Executes the tiny ``exit(42)`` program of archsupport.probe directly. A
-    host binfmt_misc registration for ``arch`` would make the probe succeed
-    through qemu, so then (and when the probe cannot be run at all) the
-    answer comes from /proc/cpuinfo and the kernel's config instead.
+    386 on amd64: unless the kernel was booted with ``ia32_emulation=0``
+    (cheap: this is on every `run`'s path). arm on arm64: executes the tiny
+    ``exit(42)`` program of archsupport.probe directly. A host binfmt_misc
+    registration for arm would make that probe succeed through qemu, so then
+    (and when the probe cannot be run at all) /proc/cpuinfo decides.
     """
+    if arch == "386":
+        try:
+            with open("/proc/cmdline") as f:
+                return "ia32_emulation=0" not in f.read().split()
+        except OSError:
+            return True
     from archsupport.binfmt import read_state
 
     if read_state().any_entry_for(arch) is None:
         got = _exec_probe(arch)
         if got is not None:
             return got
-    if arch == "386":
-        return True       # x86-64 CPUs run i386 code; kernels have IA32 emulation unless disabled
     return _arm32_in_cpuinfo()
 
 
