@@ -14,6 +14,7 @@ explain exec failures (ENOEXEC), so it imports nothing heavy.
 from __future__ import annotations
 
 import os
+import stat as _stat
 import struct
 from dataclasses import dataclass
 
@@ -139,8 +140,6 @@ def resolve_in_root(root: str, path: str, *, max_links: int = 40) -> str | None:
             st = os.lstat(cur)
         except OSError:
             return None
-        import stat as _stat
-
         if _stat.S_ISLNK(st.st_mode):
             links += 1
             if links > max_links:

@@ -23,7 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archsupport.platform import Platform
+# elf is imported here (cheap) so that exec_format_error works after pivot_root,
+# when nothing can be imported from the host's filesystem any more
+from archsupport import elf as _elf
+from archsupport.platform import Platform, host_platform
+from rootless.errors import CannotExecute
 
 MODES = ("native", "host", "sandboxed", "none")
 SANDBOX_KERNEL = (6, 7)
@@ -231,12 +235,8 @@ def exec_format_error(cmd: str, image_platform: Platform, *, path_env: str | Non
     before pivot_root: "exec /bin/app: exec format error: /bin/app is arm64
     (ELF 64-bit LSB AArch64), the host is amd64, but the image says linux/amd64".
     """
-    from archsupport.elf import binary_architecture, explain_mismatch
-    from archsupport.platform import host_platform
-    from rootless.errors import CannotExecute
-
     host = host or host_platform()
-    path, hdr = binary_architecture(root, cmd, path_env) if path_env else binary_architecture(root, cmd)
+    path, hdr = _elf.binary_architecture(root, cmd, path_env) if path_env else _elf.binary_architecture(root, cmd)
     first = f"exec {cmd}: exec format error"
     if hdr is None:
         return CannotExecute(f"{first}: it is not a program rootless knows (no ELF header, or a script whose "
@@ -244,7 +244,7 @@ def exec_format_error(cmd: str, image_platform: Platform, *, path_env: str | Non
     arch = hdr.architecture
     if arch is None:
         return CannotExecute(f"{first}: it is {hdr.describe()}, an architecture rootless cannot emulate")
-    what = explain_mismatch(cmd, hdr, host.architecture)
+    what = _elf.explain_mismatch(cmd, hdr, host.architecture)
     if arch != image_platform.architecture:
         return CannotExecute(f"{first}: {what}, but the image says {image_platform} (mislabelled image)",
                              hint=f"run it as what it is: --platform linux/{arch}")
