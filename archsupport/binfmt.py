@@ -392,6 +392,14 @@ def sandbox_register(emu, rootfs: str) -> str:
     if emu.mode != "sandboxed" or emu.qemu is None:
         raise EmulationError(f"sandbox_register called for emulation mode {emu.mode!r}")
     fmt = format_for(emu.platform.architecture)
+    # never a registration that could catch qemu itself or a native program (cheap: three small reads)
+    from archsupport.platform import host_platform
+
+    check_safe(fmt, emu.qemu.path, {host_platform().architecture})
+    proc = os.path.join(rootfs, "proc")
+    if os.path.islink(proc) or (os.path.lexists(proc) and not os.path.isdir(proc)):
+        raise EmulationError("the image's /proc is not a directory (a symbolic link or a file): cannot set up "
+                             "emulation", hint="fix the image: /proc must be an empty directory")
     where = sandbox_mountpoint(rootfs)
     if not os.path.isdir(where):
         try:

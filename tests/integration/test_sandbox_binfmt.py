@@ -210,3 +210,21 @@ def test_own_instance_shadows_and_umount_drops_entries(arm64_rootfs, sandboxed, 
     got = run_in_userns(inner, sandboxed, str(arm64_rootfs))
     assert got == {"registered": 0, "nested own instance": errno.ENOEXEC, "covered": 0,
                    "unmounted": errno.ENOEXEC, "remounted entries": ["register", "status"]}
+
+
+def test_hostile_proc_symlink_is_refused(arm64_rootfs, sandboxed, tmp_path, unprivileged):
+    import shutil
+
+    from rootless.errors import EmulationError
+
+    root = tmp_path / "hostile"
+    shutil.copytree(arm64_rootfs, root, symlinks=True)
+    (root / "proc").rmdir()
+    os.symlink("/etc", root / "proc")
+
+    def inner(emu, rootfs):
+        syscalls.mount(rootfs, rootfs, None, syscalls.MS_BIND | syscalls.MS_REC)
+        sandbox_register(emu, rootfs)
+
+    with pytest.raises(EmulationError, match="/proc is not a directory"):
+        run_in_userns(inner, sandboxed, str(root))
