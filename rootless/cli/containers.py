@@ -77,6 +77,8 @@ def _run_flags(p, *, run: bool) -> None:
     p.add_argument("--init", action="store_true", help="run an init that reaps zombies and forwards signals")
     p.add_argument("--pull", default="missing", choices=("always", "missing", "never", "newer"))
     p.add_argument("--platform", default="", help="os/arch[/variant] of the image")
+    p.add_argument("--arch", default="", help="architecture of the image (overrides --platform's), e.g. arm64")
+    p.add_argument("--variant", default="", help="architecture variant of the image, e.g. v7")
     p.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--stop-signal", default="", help="signal to stop the container (default SIGTERM)")
     p.add_argument("--stop-timeout", type=int, default=None, help="seconds before SIGKILL on stop")
@@ -243,11 +245,9 @@ def _image(ctx, args):
     except ImportError:
         raise RootlessError("this build of rootless has no image store yet",
                             hint="use --rootfs DIR to run a root filesystem directory") from None
-    plat = None
-    if args.platform:
-        from archsupport.platform import parse
+    from archsupport.platform import mismatch_warning, requested
 
-        plat = parse(args.platform)
+    plat = requested(args.platform or None, getattr(args, "arch", "") or None, getattr(args, "variant", "") or None)
     store = Store(ctx.config)
     pull = "missing" if args.pull == "newer" else args.pull
     try:
@@ -266,6 +266,8 @@ def _image(ctx, args):
             raise ImageNotFound(f"{args.image}: image not known",
                                 hint="pull it first (rootless pull) or use --pull=missing") from None
         raise e
+    if plat is not None and (w := mismatch_warning(plat, img.platform)):
+        ctx.warn(w)
     return img.config, img.id, args.image, str(img.platform)
 
 
@@ -1018,7 +1020,17 @@ _cmd("exec", "Run a command in a running container", _exec_setup)(cmd_exec)
 # ---------------------------------------------------------------------------
 # inspect / wait / top / port
 
-def _inspect_json(c) -> dict:
+def _emulation_json(platform: str, config) -> dict:
+    """The emulation mode the container uses (archsupport.emulation), for inspect."""
+    if not platform or config is None:
+        return {"mode": "native"}
+    from archsupport.emulation import choose
+    from archsupport.platform import parse
+
+    return choose(parse(platform), config).to_json()
+
+
+def _inspect_json(c, config=None) -> dict:
     spec = c.spec
     st = c.state
     binds = [f"{m.source}:{m.target}" + (":ro" if m.readonly else "") for m in spec.mounts if m.kind == "bind"]
@@ -1069,7 +1081,8 @@ def _inspect_json(c) -> dict:
         "GraphDriver": {"Name": "overlay", "Data": {"UpperDir": str(c.dir / "upper"),
                                                     "WorkDir": str(c.dir / "work"),
                                                     "MergedDir": str(c.dir / "rootfs")}},
-        "Rootless": {"Caps": list(spec.caps), "Platform": spec.platform, "Rootfs": spec.rootfs},
+        "Rootless": {"Caps": list(spec.caps), "Platform": spec.platform, "Rootfs": spec.rootfs,
+                     "Emulation": _emulation_json(spec.platform, config)},
     }
 
 
@@ -1109,7 +1122,7 @@ def cmd_inspect(ctx, args) -> int:
     for n in args.names:
         if args.type != "image":
             try:
-                items.append(_inspect_json(store.lookup(n)))
+                items.append(_inspect_json(store.lookup(n), ctx.config))
                 continue
             except ContainerNotFound:
                 if args.type == "container":
@@ -1163,7 +1176,7 @@ def cmd_container_inspect(ctx, args) -> int:
     items = []
 
     def one(ref):
-        items.append(_inspect_json(store.lookup(ref)))
+        items.append(_inspect_json(store.lookup(ref), ctx.config))
 
     status = _each(args.names, one)
     if items:

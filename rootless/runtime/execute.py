@@ -274,7 +274,7 @@ class Executor:
         from archsupport.binfmt import sandbox_register
 
         try:
-            sandbox_register(emu)
+            sandbox_register(emu, self.root)
         except OSError as e:
             raise SyscallError(s.what, e.errno or 0,
                                "Linux >= 6.7 mounts binfmt_misc in a user namespace; or an admin runs "
@@ -427,7 +427,7 @@ def _setup_tty(ctx: dict, uid: int) -> int:
     return slave
 
 
-def _exec_error(argv0: str, e: OSError) -> RootlessError:
+def _exec_error(argv0: str, e: OSError, ctx: dict | None = None, path_env: str | None = None) -> RootlessError:
     if e.errno in (2, 20):  # ENOENT, ENOTDIR
         if "/" in argv0:
             return CommandNotFound(f"exec: {argv0}: no such file or directory",
@@ -437,6 +437,11 @@ def _exec_error(argv0: str, e: OSError) -> RootlessError:
     if e.errno == 13:
         return CannotExecute(f"exec: {argv0}: permission denied", hint="the file is not executable in the image")
     if e.errno == 8:
+        emu = (ctx or {}).get("emulation")
+        if emu is not None:     # archsupport is loaded (before pivot_root): name the binary's architecture
+            from archsupport.emulation import exec_format_error
+
+            return exec_format_error(argv0, emu.platform, path_env=path_env)
         return CannotExecute(f"exec: {argv0}: exec format error",
                              hint="the binary is for another architecture or a script without #! line")
     return CannotExecute(f"exec: {argv0}: {os.strerror(e.errno or 0)}")
@@ -533,7 +538,7 @@ def _become(proc, user, envd: dict, ctx: dict, err_w: int) -> None:
     try:
         os.execvpe(proc.argv[0], list(proc.argv), envd)
     except OSError as e:
-        raise _exec_error(proc.argv[0], e) from None
+        raise _exec_error(proc.argv[0], e, ctx, envd.get("PATH")) from None
 
 
 def _run_init(proc, user, envd: dict, ctx: dict, err_w: int) -> None:

@@ -73,11 +73,7 @@ def choose_emulation(config, platform: str):
                              hint="pull the image for the host's platform (--platform)") from None
     from archsupport.platform import parse
 
-    emu = choose(parse(platform), config)
-    if emu.mode == "none":
-        raise EmulationError(f"cannot run {platform} images here: {emu.reason}",
-                             hint="install qemu-user-static (apt-get install qemu-user-static)")
-    return emu
+    return choose(parse(platform), config).require()
 
 
 def mapping_for(spec):
@@ -407,7 +403,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         for i in (0, 1, 2):
             os.dup2(null, i)
     foreground_direct = attach and spec.auto_remove and not spec.tty
-    ctx: dict = {"emulation": prep.emulation}
+    ctx: dict = {"emulation": prep.emulation, "platform": prep.spec.platform}
     log = None
     pipes: dict[int, tuple[str, int | None]] = {}
     child_ends = []

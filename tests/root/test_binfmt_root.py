@@ -184,3 +184,59 @@ def test_status_as_user_without_registrations(host_restored):
     assert "Emulation used by `rootless run`" in cp.stdout
     cp = rl_user("binfmt", "install", "--arch", "arm64")
     assert cp.returncode == 125 and "must run as root" in cp.stderr
+
+
+@pytest.fixture
+def user_dir():
+    """A directory the unprivileged user can reach (pytest's tmp_path is under a 0700 directory)."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="rootless-root-test-"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_run_uses_the_host_registration(host_restored, registry, user_dir):
+    """With an admin's registration present, `rootless run` uses mode host: no binfmt_misc in the container."""
+    if read_state().entry_for("arm64") is not None:
+        pytest.skip("this host already has an arm64 registration")
+    pw = pwd.getpwnam(USER)
+    base = user_dir / "user"
+    base.mkdir()
+    for d in ("home", "run"):
+        (base / d).mkdir()
+    for p in (base, base / "home", base / "run"):
+        os.chown(p, pw.pw_uid, pw.pw_gid)
+    os.chmod(base / "run", 0o700)
+    env = {"HOME": str(base / "home"), "XDG_RUNTIME_DIR": str(base / "run"), "ROOTLESS_ROOT": str(base / "store"),
+           "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8", "PYTHONPATH": str(ROOT)}
+
+    def user(*args):
+        return subprocess.run(["runuser", "-u", USER, "--", "env", *(f"{k}={v}" for k, v in env.items()),
+                               sys.executable, "-m", "rootless", *args],
+                              capture_output=True, text=True, cwd="/", timeout=300)
+
+    ref = registry.ref("busybox")
+    cp = rl_root("binfmt", "install", "--arch", "arm64")
+    assert cp.returncode == 0, cp.stderr
+    try:
+        out = user("run", "--rm", "--platform", "linux/arm64", ref, "sh", "-c", "uname -m; cat /proc/self/mountinfo")
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0] == "aarch64"
+        assert not any(" - binfmt_misc " in l for l in lines), out.stdout     # mode host: nothing mounted
+        user("create", "--name", "hostmode", "--platform", "linux/arm64", ref, "true")
+        d = json.loads(user("inspect", "hostmode").stdout)[0]
+        assert d["Rootless"]["Emulation"]["mode"] == "host"
+        assert d["Rootless"]["Emulation"]["host_entry"] == "rootless-qemu-aarch64"
+    finally:
+        user("rm", "-f", "hostmode")
+        user("unshare", "rm", "-rf", str(base / "store"))
+        rl_root("binfmt", "uninstall")
+    # and without it, the same run registers in the container (sandboxed)
+    out = user("run", "--rm", "--platform", "linux/arm64", ref, "sh", "-c", "uname -m; cat /proc/self/mountinfo")
+    assert out.stdout.splitlines()[0] == "aarch64"
+    assert any(" - binfmt_misc " in l for l in out.stdout.splitlines())
+    user("unshare", "rm", "-rf", str(base / "store"))
