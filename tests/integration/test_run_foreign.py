@@ -140,3 +140,17 @@ def test_missing_qemu_exits_125_naming_the_package(rl, registry, foreign, unpriv
     cp = rl("run", "--rm", "--platform", plat, registry.ref("busybox"), "uname", "-m")
     assert cp.returncode == 125
     assert "/nonexistent" in cp.stderr and "qemu-user-static" in cp.stderr
+
+
+def test_exec_format_error_names_the_binarys_architecture(rl, registry, foreign, tmp_path, unprivileged):
+    """A program of a third architecture in an emulated container: 126 with what it is and the fix."""
+    from archsupport.probe import probe_elf
+
+    plat, _, _ = foreign
+    prog = tmp_path / "prog"
+    prog.write_bytes(probe_elf("s390x"))
+    prog.chmod(0o755)
+    cp = rl("run", "--rm", "--platform", plat, "-v", f"{prog}:/prog:ro", registry.ref("busybox"), "/prog")
+    assert cp.returncode == 126, cp.stderr
+    assert "exec /prog: exec format error: /prog is s390x (ELF 64-bit MSB IBM S/390 (s390x))" in cp.stderr
+    assert f"but the image says {plat}" in cp.stderr and "--platform linux/s390x" in cp.stderr
