@@ -266,6 +266,11 @@ class Executor:
         argv = fuse_overlayfs_argv(s.fuse, s.lowers, s.upper, s.work, s.target, s.uidmapping, s.gidmapping)
         _spawn_daemon(argv, os.path.join(os.path.dirname(s.upper), "userdata", "fuse-overlayfs.log"),
                       "fuse-overlayfs (mounting the container's root filesystem)", s.hint)
+        # The FUSE daemon must keep the host's root: pivot_root would also move its
+        # root onto its own mount, and its next path lookup (/proc/self/fd/N/...)
+        # would wait for itself. The container continues in a copy of this mount
+        # namespace (which has the FUSE mount); the daemon stays in this one.
+        _check(s, sc.unshare, sc.CLONE_NEWNS)
 
     def do_Binfmt(self, s) -> None:
         emu = self.ctx.get("emulation")

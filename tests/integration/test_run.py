@@ -492,10 +492,10 @@ def test_interactive_tty_with_pexpect(rl, bbroot):
     child = pexpect.spawn(rl.argv0[0], [*rl.argv0[1:], "run", "-it", "--name", "tty1", "--network", "none",
                                         "--rootfs", bbroot, "sh"], env=rl.env, timeout=20, dimensions=(30, 100))
     child.expect("# ")
-    child.sendline("tty; echo S$(stty size)E")
+    child.sendline("tty; ls /dev/console; echo S$(stty size)E")
     child.expect(r"S(\d+ \d+)E")
     assert child.match.group(1) == b"30 100"
-    assert b"/dev/pts/0" in child.before
+    assert b"/dev/pts/0" in child.before and b"/dev/console" in child.before
     child.setwinsize(40, 120)      # SIGWINCH reaches the container
     time.sleep(0.3)
     child.sendline("echo W$(stty size)W")
@@ -525,3 +525,26 @@ def test_interactive_tty_with_pexpect(rl, bbroot):
     child.close()
     assert child.exitstatus == 5
     rl.ok("rm", "-f", "tty1")
+
+
+@pytest.mark.parametrize("driver,fstype", [("fuse-overlayfs", "fuse.fuse-overlayfs"), ("vfs", None),
+                                           ("overlay", "overlay")])
+def test_storage_drivers(rl, bbroot, driver, fstype):
+    cfg = rl.home / ".config" / "rootless" / "config.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(f'[storage]\ndriver = "{driver}"\n')
+    assert json.loads(rl.ok("info", "--format", "json"))["store"]["storage_driver"] == driver
+    out = run(rl, bbroot, "--name", "d", "sh", "-c", "stat -c %u /home/tester/owned-by-1000; echo x > /f; "
+              "rm /etc/passwd; grep ' / ' /proc/mounts | cut -d' ' -f3", check=True).stdout.split()
+    assert out[0] == "1000"
+    if fstype:
+        assert out[1] == fstype
+    cid = json.loads(rl.ok("inspect", "d"))[0]["Id"]
+    written = rl.root / "containers" / cid / ("rootfs" if driver == "vfs" else "upper") / "f"
+    assert written.read_text() == "x\n"
+    assert Path(bbroot, "etc/passwd").exists() and not Path(bbroot, "f").exists()
+    # a second start keeps the container's own changes
+    assert run(rl, bbroot, "--rm", "sh", "-c", "ls /etc/passwd", check=True).stdout == "/etc/passwd\n"
+    assert rl("start", "-a", "d").returncode == 0
+    rl.ok("rm", "d")
+    assert not (rl.root / "containers" / cid).exists()
