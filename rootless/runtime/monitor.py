@@ -76,7 +76,8 @@ def choose_emulation(config, platform: str):
     emu = choose(parse(platform), config)
     if emu.mode == "none":
         raise EmulationError(f"cannot run {platform} images here: {emu.reason}",
-                             hint="install qemu-user-static (apt-get install qemu-user-static)")
+                             hint=getattr(emu, "hint", "") or "install qemu-user-static "
+                                                              "(apt-get install qemu-user-static)")
     return emu
 
 
@@ -407,7 +408,8 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         for i in (0, 1, 2):
             os.dup2(null, i)
     foreground_direct = attach and spec.auto_remove and not spec.tty
-    ctx: dict = {"emulation": prep.emulation}
+    ctx: dict = {"emulation": prep.emulation,
+                 "platform": spec.platform if prep.host.foreign_platform else ""}
     log = None
     pipes: dict[int, tuple[str, int | None]] = {}
     child_ends = []
