@@ -346,9 +346,10 @@ def test_exec_into_running_container(rl, bbroot):
     assert rl.ok("exec", "ex", "cat", "/tmp/d") == "detached\n"
     top = rl.ok("top", "ex")
     assert "sleep 60" in top and top.startswith("UID")
-    rl.ok("rm", "-f", "ex")
+    rl.ok("stop", "-t", "0", "ex")
     cp = rl("exec", "ex", "true")
-    assert cp.returncode != 0
+    assert cp.returncode == 1 and "not running" in cp.stderr
+    rl.ok("rm", "-f", "ex")
 
 
 def test_rm_running_refused_then_forced(rl, bbroot):
@@ -474,7 +475,6 @@ def test_cp_both_directions_preserving_modes(rl, bbroot, tmp_path):
 
 def test_networks(rl, bbroot):
     out = run(rl, bbroot, "--rm", "cat", "/proc/net/dev", check=True).stdout
-    assert "lo:" in out and out.count(":") == 1 + out.count("Inter-|") * 0 - 0 or True
     ifaces = [line.split(":")[0].strip() for line in out.splitlines()[2:]]
     assert ifaces == ["lo"]
     out = rl("run", "--rm", "--rootfs", bbroot, "cat", "/proc/net/dev", check=True).stdout
@@ -482,6 +482,9 @@ def test_networks(rl, bbroot):
     assert "lo" in ifaces and len(ifaces) >= 2     # pasta's interface
     resolv = rl("run", "--rm", "--rootfs", bbroot, "cat", "/etc/resolv.conf", check=True).stdout
     assert "nameserver" in resolv
+    slirp = rl("run", "--rm", "--network", "slirp4netns", "--rootfs", bbroot, "sh", "-c",
+               "ip -o -4 addr show tap0; cat /etc/resolv.conf", check=True).stdout
+    assert "10.0.2.100/24" in slirp and "nameserver 10.0.2.3" in slirp
     host = rl("run", "--rm", "--network", "host", "--rootfs", bbroot, "cat", "/proc/net/dev", check=True).stdout
     assert sorted(x.split(":")[0].strip() for x in host.splitlines()[2:]) == \
         sorted(x.split(":")[0].strip() for x in Path("/proc/net/dev").read_text().splitlines()[2:])
