@@ -100,3 +100,14 @@ def test_foreign_image_runs_under_sandboxed_emulation(rl, registry, images, unpr
     # the registration lived in the container's own binfmt_misc instance
     after = sorted(os.listdir("/proc/sys/fs/binfmt_misc")) if os.path.isdir("/proc/sys/fs/binfmt_misc") else []
     assert after == host_entries
+
+
+def test_image_stop_signal_and_pull_always(rl, refs):
+    # the layered image's StopSignal is SIGUSR1
+    rl.ok("run", "-d", "--name", "st", "--network", "none", "--entrypoint", "sh", refs["layered"], "-c",
+          "trap 'exit 6' USR1; while true; do sleep 0.1; done")
+    rl.ok("stop", "st")
+    assert rl.ok("wait", "st") == "6\n"
+    rl.ok("rm", "-v", "st")
+    cp = rl("run", "--rm", "--pull=always", "--network", "none", refs["busybox"], "true")
+    assert cp.returncode == 0, cp.stderr

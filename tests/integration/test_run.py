@@ -551,3 +551,19 @@ def test_storage_drivers(rl, bbroot, driver, fstype):
     assert rl("start", "-a", "d").returncode == 0
     rl.ok("rm", "d")
     assert not (rl.root / "containers" / cid).exists()
+
+
+def test_stop_signal_mount_and_ps_last(rl, bbroot, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "f").write_text("via --mount\n")
+    run(rl, bbroot, "-d", "--name", "sig", "--stop-signal", "USR1", "--mount",
+        f"type=bind,source={tmp_path / 'm'},target=/m,readonly", "sh", "-c",
+        "trap 'exit 5' USR1; while true; do sleep 0.1; done", check=True)
+    assert rl.ok("exec", "sig", "cat", "/m/f") == "via --mount\n"
+    assert rl("exec", "sig", "touch", "/m/g").returncode != 0
+    run(rl, bbroot, "--name", "second", "true", check=True)
+    assert rl.ok("ps", "-l", "--format", "{{.Names}}") == "second\n"
+    assert rl.ok("ps", "-n", "2", "--format", "{{.Names}}").split() == ["second", "sig"]
+    assert rl.ok("stop", "sig") == "sig\n"        # USR1, not TERM: the trap runs
+    assert rl.ok("wait", "sig") == "5\n"
+    rl.ok("rm", "sig", "second")
