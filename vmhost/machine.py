@@ -333,9 +333,10 @@ class Machines:
                 raise MachineError(f"machine {spec.name} did not become ready in time",
                                    hint=f"see the serial console in {p.serial_log}")
             time.sleep(0.02)
-        # the guest says sshd listens: check that we get in with our key
+        # the guest says sshd listens: log in with our key, and keep that
+        # connection as the master every later command goes through
         while True:
-            cp = self.ssh_run(spec.name, ["true"], state=st, check=False, timeout=30)
+            cp = self._start_master(spec.name, p, st)
             if cp.returncode == 0:
                 return
             if time.monotonic() > deadline:
@@ -345,6 +346,26 @@ class Machines:
             time.sleep(0.2)
 
     # ------------------------------------------------------------ ssh
+
+    def _start_master(self, name: str, p: MachinePaths, st: MachineState):
+        import subprocess
+
+        from vmhost import ssh
+
+        base = self.ssh_argv(name, state=st, tty=False)
+        argv = ssh.master_argv(base[:-1], p.ssh_control) + [base[-1]]
+        p.ssh_control.unlink(missing_ok=True)
+        log = p.dir / "ssh.log"
+        # -f: ssh forks once logged in; the master must hold no pipe of ours
+        # (old OpenSSH keeps its stdio after -f), hence a file for its errors
+        with open(log, "wb") as err:
+            try:
+                cp = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                    timeout=60, start_new_session=True)
+                rc = cp.returncode
+            except subprocess.TimeoutExpired:
+                rc = 255
+        return subprocess.CompletedProcess(argv, rc, "", log.read_text(errors="replace"))
 
     def ssh_argv(self, name: str, *, state: MachineState | None = None, user: str | None = None,
                  tty: bool | None = None, extra: list[str] | None = None) -> list[str]:
@@ -357,7 +378,8 @@ class Machines:
                                hint=f"start it: rootless machine start{'' if name == DEFAULT_NAME else ' ' + name}")
         p = self.paths(name)
         exe = Q.find_program("ssh", self.env, self.probe, "connect to the machine")
-        argv = ssh.base_argv(exe, name, p.key, p.known_hosts, st.ssh_port, user or spec.user, tty=tty)
+        argv = ssh.base_argv(exe, name, p.key, p.known_hosts, st.ssh_port, user or spec.user, tty=tty,
+                             control=p.ssh_control if (user or spec.user) == spec.user else None)
         return argv + (extra or []) + ["127.0.0.1"]
 
     def ssh_run(self, name: str, command: list[str], *, state: MachineState | None = None, user: str | None = None,
@@ -428,6 +450,10 @@ class Machines:
         if not done:
             raise MachineError(f"cannot stop QEMU (pid {st.pid}) of machine {p.dir.name}",
                                hint=f"kill -9 {st.pid}")
+        # the SSH master (and clients) end with the connection; do not wait for them
+        for pid in _processes_using(p.dir):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
         self._cleanup_runtime(p)
         self._update_state(p, running=False, pid=0, forwards=[], last_up=time.time())
 

@@ -12,7 +12,9 @@ State of machine NAME (nothing of one machine touches another's)::
         qemu.log                QEMU's own messages
         state.json              the running VM: pid, start time, ports (atomic)
         lock                    fcntl lock around start/stop/rm/set
-    RUNTIME_DIR/machines/NAME/  qmp.sock, qemu.pid (sockets: short paths)
+    RUNTIME_DIR/machines/NAME/  qmp.sock, qemu.pid, ssh.sock (the SSH master
+                                connection every command reuses); a short
+                                /tmp/rootless-UID-m-HASH when that path is long
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ class MachinePaths:
     @classmethod
     def of(cls, config, name: str) -> "MachinePaths":
         run = Path(config.runtime_dir) / "machines" / name
-        if len(str(run / "qmp.sock")) > 100:
-            # unix socket paths are limited to 108 bytes
+        if len(str(run)) > 72:
+            # unix socket paths are limited to 108 bytes (ssh adds 17 to its ControlPath while binding)
             import hashlib
 
             h = hashlib.sha256(str(run).encode()).hexdigest()[:12]
@@ -133,6 +135,10 @@ class MachinePaths:
     @property
     def pidfile(self) -> Path:
         return self.run / "qemu.pid"
+
+    @property
+    def ssh_control(self) -> Path:
+        return self.run / "ssh.sock"
 
 
 def machines_dir(config) -> Path:

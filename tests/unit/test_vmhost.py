@@ -352,3 +352,16 @@ def test_ssh_argv_pins_the_host_key(tmp_path):
     assert "HostKeyAlias=rootless-machine-dev" in s and "-F none" in s and "BatchMode=yes" in s
     assert argv[-1] == "-T" and "-p" in argv and "2222" in argv
     assert ssh.known_hosts_line("dev", "ssh-ed25519 AAAAC3 comment\n") == "rootless-machine-dev ssh-ed25519 AAAAC3\n"
+
+
+def test_ssh_master_and_clients_share_the_control_socket(tmp_path):
+    from vmhost import ssh
+
+    ctl = tmp_path / "ssh.sock"
+    client = ssh.base_argv("/usr/bin/ssh", "dev", tmp_path / "k", tmp_path / "kh", 2222, "alice", tty=True,
+                           control=ctl)
+    assert f"ControlPath={ctl}" in client and "ControlMaster=no" in client
+    master = ssh.master_argv(client, ctl)
+    assert master.count(f"ControlPath={ctl}") == 1 and "ControlMaster=no" not in master
+    assert "ControlMaster=yes" in master and "ControlPersist=yes" in master
+    assert master[-2:] == ["-N", "-f"] and "-t" not in master
