@@ -246,36 +246,56 @@ def plan_forward(argv: list[str], cwd: str, share: str, home: str = "") -> Forwa
 
 
 def remote_command(plan: ForwardPlan) -> str:
-    cmd = shlex.join(["rootless", *plan.remote_argv])
+    # vmhost.guestrun: rootless ARGV, ended when this side goes away (see there)
+    cmd = shlex.join(["python3", "-m", "vmhost.guestrun", *plan.remote_argv])
     if plan.cwd:
         return f"cd {shlex.quote(plan.cwd)} 2>/dev/null; exec {cmd}"
     return f"exec {cmd}"
 
 
 def run_passthrough(argv: list[str], *, stdin_null: bool = False) -> int:
-    """Run ``argv`` with our stdio; its exit status (128+N when killed by N).
+    """Run ``argv`` (ssh) with our stdio; its exit status (128+N when killed by N).
 
-    While it runs, SIGINT/SIGQUIT/SIGTSTP reach it from the terminal and are
-    ignored here, so Ctrl-C ends the remote command, not us first.
+    Ctrl-C reaches ssh from the terminal (same process group); here it is
+    only noted, so that an ssh ended by it gives 130 as ``docker run`` does,
+    not ssh's 255. SIGTERM/SIGHUP sent to us are passed on to ssh.
     """
     import signal
     import subprocess
 
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
+    got: list[int] = []
+    proc = None
+
+    def note(sig, _frame):
+        got.append(sig)
+        if sig != signal.SIGINT and sig != signal.SIGQUIT and proc is not None:
+            try:
+                proc.send_signal(sig)
+            except OSError:
+                pass
+
+    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)}
     try:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin_null else None,
-                                    restore_signals=True,
-                                    preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in old])
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin_null else None)
         except OSError as e:
             from rootless.errors import HelperFailed
 
             raise HelperFailed(f"run {argv[0]}", None, e.strerror or str(e)) from None
-        rc = proc.wait()
+        while True:
+            try:
+                rc = proc.wait()
+                break
+            except InterruptedError:
+                continue
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    return 128 - rc if rc < 0 else rc
+    if rc < 0:
+        return 128 - rc
+    if rc == 255 and got:
+        return 128 + got[0]
+    return rc
 
 
 def forward(connection: str, argv: list[str], env: dict[str, str]) -> int:

@@ -171,6 +171,28 @@ def test_exit_status_and_streams_pass_through(vm, registry):
     assert cp.returncode == 0 and cp.stdout == "HELLO VM\n"
 
 
+def test_ctrl_c_ends_the_container_in_the_guest(vm, registry):
+    import signal
+    import subprocess
+
+    p = subprocess.Popen([*vm.rl.argv0, "--connection", NAME, "run", "--rm", "--name", "interrupted",
+                          registry.ref("busybox"), "sh", "-c", "trap 'exit 3' INT TERM; echo up; while :; do sleep 1; done"],
+                         env=vm.rl.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        assert p.stdout.readline() == "up\n"
+        os.killpg(p.pid, signal.SIGINT)   # what the terminal does on Ctrl-C
+        assert p.wait(timeout=120) == 130
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+    deadline = time.monotonic() + 60
+    while "interrupted" in vm.run("ps", "-a", "--format", "{{.Names}}").stdout:
+        assert time.monotonic() < deadline, "the container still runs in the guest after Ctrl-C on the host"
+        time.sleep(1)
+
+
 def test_tty_passes_through(vm, registry):
     import sys
 

@@ -206,7 +206,7 @@ def test_plan_cwd_and_bind_mounts_under_the_share():
     p = F.plan_forward(["run", "-v", "/home/a/src:/src", "--mount", "type=bind,source=/home/a/x,target=/x",
                         "img"], "/home/a/src", "/home/a")
     assert p.errors == () and p.cwd == "/home/a/src"
-    assert F.remote_command(p).startswith("cd /home/a/src 2>/dev/null; exec rootless run")
+    assert F.remote_command(p).startswith("cd /home/a/src 2>/dev/null; exec python3 -m vmhost.guestrun run")
     p = F.plan_forward(["run", "-v", "/etc:/x", "img"], "/tmp", "/home/a")
     assert p.cwd == "" and p.errors and "/etc is not shared" in p.errors[0]
     p = F.plan_forward(["run", "-v", "data:/x", "--mount", "type=volume,source=v,target=/y", "img"], "/", "/home/a")
@@ -216,7 +216,8 @@ def test_plan_cwd_and_bind_mounts_under_the_share():
 def test_remote_command_quotes_every_argument():
     p = F.plan_forward(["run", "--rm", "img", "sh", "-c", "echo $HOME; exit 7"], "/", "")
     cmd = F.remote_command(p)
-    assert shlex.split(cmd) == ["exec", "rootless", "run", "--rm", "img", "sh", "-c", "echo $HOME; exit 7"]
+    assert shlex.split(cmd) == ["exec", "python3", "-m", "vmhost.guestrun", "run", "--rm", "img", "sh", "-c",
+                                "echo $HOME; exit 7"]
 
 
 # ---------------------------------------------------------------- cpio, modules, sources
