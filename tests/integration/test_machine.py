@@ -293,6 +293,44 @@ def test_bind_mount_under_the_shared_home(vm, registry):
     assert cp.returncode == 125 and "is not shared with the machine" in cp.stderr and "Hint:" in cp.stderr
 
 
+def test_a_second_machine_is_independent(vm):
+    image = vm.info()["Image"]
+    cp = vm.rl("machine", "init", "other", "--image", image, "--cpus", "1", "--memory", "1G", "--disk-size", "4",
+               "--no-share")
+    assert cp.returncode == 0, cp.stderr
+    other = vm.rl.root / "machines" / "other"
+    info = json.loads(vm.rl.ok("machine", "inspect", "other"))[0]
+    assert (info["CPUs"], info["Memory"], info["DiskSize"], info["SharedHome"]) == (1, 1024, 4, "")
+    assert info["State"] == "stopped" and info["ConfigDir"] == str(other)
+    assert (other / "disk.qcow2").is_file() and (other / "id_ed25519").is_file()
+    assert (other / "id_ed25519").read_bytes() != (vm.dir / "id_ed25519").read_bytes()
+    names = [(m["Name"], m["Default"], m["Running"])
+             for m in json.loads(vm.rl.ok("machine", "list", "--format", "json"))]
+    assert names == [(NAME, True, True), ("other", False, False)]
+    listing = vm.rl.ok("machine", "list").splitlines()
+    assert listing[0].split()[:3] == ["NAME", "VM", "TYPE"] and listing[1].startswith("default*")
+    before = sorted(p.name for p in vm.dir.iterdir())
+    vm.rl.ok("machine", "rm", "other")
+    assert not other.exists()
+    assert sorted(p.name for p in vm.dir.iterdir()) == before
+    assert vm.info()["State"] == "running"
+
+
+@pytest.mark.parametrize("args,message", [
+    (("machine", "init", "x", "--image", "/nonexistent"), "is not a rootless guest image"),
+    (("machine", "init", "bad/name"), "invalid machine name"),
+    (("machine", "init", "x", "--cpus", "0"), "must be at least 1"),
+    (("machine", "init", "x", "--memory", "lots"), "invalid size"),
+    (("machine", "set", "--disk-size", "1", "nosuch"), "machine nosuch does not exist"),
+    (("machine", "start", "nosuch"), "machine nosuch does not exist"),
+])
+def test_bad_machine_arguments(vm, args, message):
+    cp = vm.rl(*args)
+    assert cp.returncode == 125, cp.stderr
+    assert message in cp.stderr
+    assert not (vm.rl.root / "machines" / "x").exists()
+
+
 # ---------------------------------------------------------------- stop, start on demand, rm
 
 def test_stop_leaves_no_process(vm):
