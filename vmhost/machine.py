@@ -242,6 +242,10 @@ class Machines:
         if warning:
             self.reporter.warn(warning)
         qemu = Q.find_qemu_system(spec.arch, self.env, self.probe)
+        if not (Path(spec.image) / "image.json").is_file():
+            raise MachineError(f"the guest image of machine {spec.name} is gone ({spec.image})",
+                               hint=f"make the machine again: rootless machine rm -f {spec.name} && "
+                                    f"rootless machine init {spec.name}")
         img = I.GuestImage.load(Path(spec.image))
         if not p.disk.is_file():
             raise MachineError(f"the disk of machine {spec.name} is missing ({p.disk})",
