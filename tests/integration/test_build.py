@@ -1,0 +1,311 @@
+"""rootless build as the unprivileged user: real namespaces, overlay, store, registry."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require
+from tests.integration.buildutil import image_files, write_context
+
+pytestmark = pytest.mark.usefixtures("unprivileged")
+
+
+def build(rl, ctx: Path, *args: str, check: bool = True):
+    cp = rl("build", *args, str(ctx), timeout=600)
+    if check and cp.returncode != 0:
+        raise AssertionError(f"build failed ({cp.returncode}):\n{cp.stderr}")
+    return cp
+
+
+# ---------------------------------------------------------------------------
+# the snapshot of an overlay upper dir
+
+def _snapshot_job(store, staging: str):
+    from rootless.build.filestep import mount_layers
+    from rootless.build.snapshot import snapshot_into_store
+
+    st = Path(staging)
+    lower, upper, work, mnt, empty = (st / n for n in ("lower", "upper", "work", "mnt", "empty"))
+    for d in (lower, upper, work, mnt, empty):
+        d.mkdir()
+    (lower / "gone.txt").write_text("x")
+    (lower / "dir").mkdir()
+    (lower / "dir" / "old").write_text("old")
+    (lower / "keep").write_text("keep")
+    mount_layers([str(lower)], str(mnt), str(st), str(empty), str(upper), str(work))
+    os.unlink(mnt / "gone.txt")                       # -> whiteout
+    import shutil
+
+    shutil.rmtree(mnt / "dir")
+    (mnt / "dir").mkdir()                             # -> opaque directory
+    (mnt / "dir" / "new").write_text("new")
+    (mnt / "owned").write_text("o")
+    os.chown(mnt / "owned", 1000, 2000)
+    os.chmod(mnt / "owned", 0o640)
+    os.link(mnt / "owned", mnt / "hard")
+    os.symlink("keep", mnt / "sym")
+    from rootless import syscalls as sc
+
+    sc.umount2(str(mnt), 0)
+    info = snapshot_into_store(store, str(upper), staging)
+    layer = store.layer_path(info.diff_id) / "diff"
+    wh = os.lstat(layer / "gone.txt")
+    opaque = os.getxattr(layer / "dir", "user.overlay.opaque")
+    other_xattrs = [x for p in (layer, layer / "dir", layer / "owned")
+                    for x in os.listxattr(p) if x.startswith("user.overlay.") and x != "user.overlay.opaque"]
+    return info, stat.S_ISCHR(wh.st_mode) and wh.st_rdev == 0, opaque, other_xattrs
+
+
+def test_snapshot_whiteouts_opaque_owners(tmp_path):
+    require("overlay")
+    from rootless.config import load_config
+    from rootless.image.locks import Staging
+    from rootless.image.store import Store
+    from rootless.userns import run_in_userns
+
+    env = dict(os.environ, ROOTLESS_ROOT=str(tmp_path / "store"))
+    store = Store(load_config(env))
+    store.ensure_dirs()
+    staging = Staging(store.root / "tmp")
+    info, whiteout_kept, opaque, other = run_in_userns(_snapshot_job, store, str(staging.path))
+    assert whiteout_kept and opaque == b"y" and other == []
+    blob = store.blob_path(info.digest).read_bytes()
+    assert "sha256:" + hashlib.sha256(blob).hexdigest() == info.digest and len(blob) == info.size
+    import gzip
+
+    tar = gzip.decompress(blob)
+    assert "sha256:" + hashlib.sha256(tar).hexdigest() == info.diff_id
+    with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+        ms = {m.name.rstrip("/"): m for m in tf.getmembers()}
+    assert set(ms) == {".wh.gone.txt", "dir", "dir/.wh..wh..opq", "dir/new", "owned", "hard", "sym"}
+    assert (ms["hard"].uid, ms["hard"].gid, ms["hard"].mode) == (1000, 2000, 0o640)
+    assert ms["owned"].islnk() and ms["owned"].linkname == "hard", "sorted order: the first name has the data"
+    assert ms["sym"].issym() and ms["sym"].linkname == "keep"
+    assert ms["owned"].uname == "" and ms[".wh.gone.txt"].size == 0
+    assert json.loads((store.layer_path(info.diff_id) / "layer.json").read_text())["diff_id"] == info.diff_id
+    store.remove_trees([staging.path])
+
+
+# ---------------------------------------------------------------------------
+# COPY / ADD / WORKDIR builds
+
+COPY_DOCKERFILE = """\
+# syntax=docker/dockerfile:1
+ARG BASE
+FROM ${BASE} AS base
+ARG DIR=/srv
+ENV APP=$DIR/app GREETING="hello world"
+WORKDIR $APP
+COPY a.txt ./
+COPY --chown=nobody:nogroup --chmod=0640 conf/ /etc/conf/
+COPY --chown=1000:1000 tree /tree
+COPY <<EOF /etc/motd
+$GREETING from ${APP}
+EOF
+COPY <<'RAW' ./raw.txt
+$GREETING
+RAW
+ADD archive.tar.gz /opt/
+USER 1000
+WORKDIR /home/u
+FROM scratch AS final
+COPY --from=base /srv /srv
+COPY --from=base /etc/motd /etc/conf /etc/
+COPY --from=base /home /home
+LABEL org.example.v=1
+EXPOSE 8080
+ENTRYPOINT ["/srv/app/a.txt"]
+"""
+
+
+def _tgz(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            ti.mode = 0o755
+            ti.uid = 42
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def copy_ctx(tmp_path):
+    return write_context(tmp_path / "ctx", {
+        "Dockerfile": COPY_DOCKERFILE,
+        "a.txt": "A\n",
+        "conf/app.conf": "k=v\n",
+        "conf/secret.key": "do not ship\n",
+        "tree/x/y.txt": "y\n",
+        "tree/build.log": "noise\n",
+        "archive.tar.gz": _tgz({"bin/tool": b"#!/bin/sh\necho tool\n"}),
+        ".dockerignore": "**/*.log\nconf/*.key\n",
+    })
+
+
+def test_copy_build_files_owners_config(rl, registry, copy_ctx, tmp_path):
+    require("overlay")
+    base = registry.ref("busybox")
+    cp = build(rl, copy_ctx, "-t", "copied:1", "--build-arg", f"BASE={base}", "--label", "cli=yes")
+    iid = cp.stdout.strip().splitlines()[-1]
+    assert iid.startswith("sha256:")
+    cfg, files = image_files(rl, "copied:1", tmp_path)
+    assert files["/srv/app/a.txt"]["data"] == b"A\n" and files["/srv/app/a.txt"]["uid"] == 0
+    assert files["/etc/motd"]["data"] == b"hello world from /srv/app\n"
+    assert files["/srv/app/raw.txt"]["data"] == b"$GREETING\n"
+    # busybox: nobody = 65534, nogroup = 65534
+    # a directory source copies its contents: /etc/conf/* lands in /etc/
+    assert (files["/etc/app.conf"]["uid"], files["/etc/app.conf"]["gid"]) == (65534, 65534)
+    assert files["/etc/app.conf"]["mode"] == 0o640
+    assert "/etc/secret.key" not in files and "/etc/conf" not in files, ".dockerignore, dir contents"
+    assert "/srv/app" in files and files["/srv/app"]["type"] == "dir"
+    assert "/home/u" in files and (files["/home/u"]["uid"], files["/home/u"]["gid"]) == (1000, 1000)
+    assert "/tree" not in files          # not copied to the final stage
+    assert not any(p.startswith("/bin/") for p in files), "final stage is FROM scratch"
+    c = cfg["config"]
+    assert c["Env"] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    assert c["Entrypoint"] == ["/srv/app/a.txt"] and c["ExposedPorts"] == {"8080/tcp": {}}
+    assert c["Labels"] == {"org.example.v": "1", "cli": "yes"} and c["WorkingDir"] == "/"
+    assert cfg["architecture"] and cfg["os"] == "linux"
+    assert len(cfg["rootfs"]["diff_ids"]) == 3
+    assert [h.get("empty_layer", False) for h in cfg["history"]] == [False, False, False, True, True, True]
+    # the base stage itself, through --target
+    cp = build(rl, copy_ctx, "-t", "copied:base", "--target", "base", "--build-arg", f"BASE={base}")
+    cfg, files = image_files(rl, "copied:base", tmp_path)
+    assert cfg["config"]["User"] == "1000" and cfg["config"]["WorkingDir"] == "/home/u"
+    assert "APP=/srv/app" in cfg["config"]["Env"] and "GREETING=hello world" in cfg["config"]["Env"]
+    assert not any(e.startswith("DIR=") for e in cfg["config"]["Env"]), "ARG values stay out of the config"
+    assert files["/tree/x/y.txt"]["uid"] == 1000 and "/tree/build.log" not in files
+    assert files["/opt/bin/tool"]["mode"] == 0o755 and files["/opt/bin/tool"]["uid"] == 42
+    assert "/bin/busybox" in files
+    hist = [h["created_by"] for h in cfg["history"]]
+    assert "WORKDIR /srv/app" in hist and "COPY a.txt ./ # buildkit" in hist
+    # skopeo (an independent reader) accepts what we store and export
+    out = tmp_path / "docker.tar"
+    rl.ok("save", "-o", str(out), "copied:1")
+    sk = subprocess.run(["skopeo", "inspect", "--config", f"docker-archive:{out}"], capture_output=True, text=True)
+    assert sk.returncode == 0, sk.stderr
+    assert json.loads(sk.stdout)["config"]["Labels"] == {"org.example.v": "1", "cli": "yes"}
+
+
+def test_cache_rebuild_and_invalidation(rl, tmp_path):
+    require("overlay")
+    ctx = write_context(tmp_path / "c", {
+        "Dockerfile": "FROM scratch\nCOPY one /one\nCOPY two /two\nWORKDIR /w\nCOPY three /three\n",
+        "one": "1", "two": "2", "three": "3"})
+    first = build(rl, ctx, "-t", "cache:t")
+    assert "Using cache" not in first.stderr
+    again = build(rl, ctx, "-t", "cache:t")
+    assert again.stderr.count("--> Using cache") == 4
+    assert again.stdout.strip() == first.stdout.strip(), "a fully cached rebuild is the same image"
+    (ctx / "two").write_text("2 changed")
+    third = build(rl, ctx, "-t", "cache:t")
+    lines = third.stderr.splitlines()
+    i = next(n for n, line in enumerate(lines) if "COPY two /two" in line)
+    assert "Using cache" in lines[i - 1] or "Using cache" in "\n".join(lines[:i])
+    assert not any("Using cache" in line for line in lines[i:]), "everything from the changed COPY runs again"
+    os.utime(ctx / "three", (1, 1))
+    fourth = build(rl, ctx, "-t", "cache:t")
+    assert fourth.stderr.count("--> Using cache") == 4, "a new mtime alone does not invalidate (BuildKit)"
+    nc = build(rl, ctx, "--no-cache")
+    assert "Using cache" not in nc.stderr
+
+
+# ---------------------------------------------------------------------------
+# bad input
+
+def test_syntax_error_names_file_line_instruction(rl, tmp_path):
+    ctx = write_context(tmp_path / "e", {"Dockerfile.bad": "FROM scratch\n\nCOPY --chownn=1 a /a\n", "a": "x"})
+    cp = rl("build", "-f", str(ctx / "Dockerfile.bad"), str(ctx))
+    assert cp.returncode == 125
+    err = cp.stderr
+    assert "Dockerfile.bad:3: COPY: unknown flag: --chownn" in err and "Traceback" not in err
+    cp = rl("build", "-f", str(ctx / "Dockerfile.bad"), str(ctx))
+    (ctx / "Dockerfile").write_text("FROM scratch\nRUNN echo\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode == 125 and "Dockerfile:2: unknown instruction: RUNN (did you mean RUN?)" in cp.stderr
+
+
+def test_missing_copy_source_names_path_and_keeps_tag(rl, tmp_path):
+    require("overlay")
+    ctx = write_context(tmp_path / "m", {"Dockerfile": "FROM scratch\nCOPY present /p\n", "present": "x",
+                                         ".dockerignore": "ignored\n", "ignored": "i"})
+    good = build(rl, ctx, "-t", "keep:me").stdout.strip()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY present /p\nCOPY nothere/file.txt /x\n")
+    cp = rl("build", "-t", "keep:me", "-t", "new:tag", str(ctx))
+    assert cp.returncode != 0
+    assert "/nothere/file.txt: not found" in cp.stderr and "Dockerfile:3" in cp.stderr
+    assert json.loads(rl.ok("image", "inspect", "keep:me"))[0]["Id"] == good, "the tag did not move"
+    assert rl("image", "inspect", "new:tag").returncode != 0, "no tag was created"
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY ignored /x\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode != 0 and "/ignored is excluded by .dockerignore" in cp.stderr
+
+
+# ---------------------------------------------------------------------------
+# outputs, manifest lists
+
+def test_output_archives_and_iidfile(rl, tmp_path):
+    require("overlay")
+    ctx = write_context(tmp_path / "o", {"Dockerfile": "FROM scratch\nCOPY f /f\n", "f": "content"})
+    da, oa, iid = tmp_path / "img-docker.tar", tmp_path / "img-oci.tar", tmp_path / "iid"
+    cp = build(rl, ctx, "-t", "out:1", "--iidfile", str(iid), "--output", f"type=docker-archive,dest={da}",
+               "-o", f"type=oci-archive,dest={oa}")
+    assert iid.read_text() == cp.stdout.strip()
+    layout = tmp_path / "layout"
+    with tarfile.open(oa) as tf:     # skopeo's oci-archive: would chown as root; read the layout instead
+        for m in tf.getmembers():
+            assert not m.name.startswith("/") and ".." not in m.name.split("/")
+        tf.extractall(layout)
+    for ref in (f"docker-archive:{da}", f"oci:{layout}"):
+        sk = subprocess.run(["skopeo", "inspect", ref], capture_output=True, text=True)
+        assert sk.returncode == 0, sk.stderr
+        assert "sha256:" + hashlib.sha256(b"").hexdigest() not in sk.stdout
+    cp = rl("build", "-o", "type=local,dest=x", str(ctx))
+    assert cp.returncode == 125 and "unsupported --output type 'local'" in cp.stderr
+
+
+def test_quiet_prints_only_the_id(rl, tmp_path):
+    require("overlay")
+    ctx = write_context(tmp_path / "q", {"Dockerfile": "FROM scratch\nCOPY f /f\n", "f": "x"})
+    cp = build(rl, ctx, "-q")
+    assert cp.stdout.strip().startswith("sha256:") and len(cp.stdout.strip().splitlines()) == 1
+    assert "STEP" not in cp.stderr
+
+
+def test_manifest_commands(rl, registry, tmp_path):
+    require("overlay")
+    src = registry.ref("busybox")
+    rl.ok("pull", "--platform", "linux/amd64", src)
+    rl.ok("pull", "--platform", "linux/arm64", src)
+    rl.ok("manifest", "create", "mylist:v1")
+    rl.ok("manifest", "add", "--platform", "linux/amd64", "mylist:v1", src)
+    rl.ok("manifest", "add", "--arch", "arm64", "mylist:v1", src)
+    idx = json.loads(rl.ok("manifest", "inspect", "mylist:v1"))
+    assert sorted(m["platform"]["architecture"] for m in idx["manifests"]) == ["amd64", "arm64"]
+    dest = registry.ref("pushed-list", "v1")
+    digest = rl.ok("manifest", "push", "--rm", "mylist:v1", dest).strip()
+    assert rl("manifest", "inspect", "mylist:v1").returncode != 0
+    sk = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{dest}"],
+                        capture_output=True, text=True)
+    assert sk.returncode == 0, sk.stderr
+    remote = json.loads(sk.stdout)
+    assert "sha256:" + hashlib.sha256(sk.stdout.encode()).hexdigest() == digest
+    assert sorted(m["platform"]["architecture"] for m in remote["manifests"]) == ["amd64", "arm64"]
+    assert len(json.loads(rl.ok("manifest", "inspect", src))["manifests"]) == 2, "a pulled index is a list too"
+    single = registry.ref("layered")
+    rl.ok("pull", single)
+    cp = rl("manifest", "inspect", single)
+    assert cp.returncode == 125 and "is an image, not a manifest list" in cp.stderr
+    cp = rl("manifest", "inspect", "nope:1")
+    assert cp.returncode == 125 and "nope:1: no such manifest list" in cp.stderr
