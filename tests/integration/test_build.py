@@ -309,3 +309,105 @@ def test_manifest_commands(rl, registry, tmp_path):
     assert cp.returncode == 125 and "is an image, not a manifest list" in cp.stderr
     cp = rl("manifest", "inspect", "nope:1")
     assert cp.returncode == 125 and "nope:1: no such manifest list" in cp.stderr
+
+
+# ---------------------------------------------------------------------------
+# RUN: the whole thing
+
+MULTI_STAGE = """\
+ARG BASE
+FROM ${BASE} AS builder
+ARG VERSION=1.0
+ENV OUT=/out APP_VERSION=$VERSION
+WORKDIR /src
+COPY . .
+RUN mkdir -p $OUT && tr a-z A-Z < input.txt > $OUT/upper.txt && echo "$APP_VERSION" > $OUT/version \\
+    && ls -A /src > $OUT/context-files
+RUN <<EOF
+set -e
+echo "heredoc for ${APP_VERSION} in $(pwd)" > $OUT/heredoc.txt
+rm -f /bin/zcat
+EOF
+
+FROM ${BASE}
+ARG VERSION
+ENV APP_VERSION=${VERSION:-unknown}
+RUN echo "app:x:1000:1000::/home/app:/bin/sh" >> /etc/passwd && echo "app:x:1000:" >> /etc/group \\
+    && mkdir -p /home/app && chown 1000:1000 /home/app
+WORKDIR /app
+COPY --from=builder --chown=app:app /out/ ./
+USER app
+RUN id -u > /home/app/whoami && echo "$HOME" > /home/app/home
+EXPOSE 8000
+CMD ["cat", "/app/upper.txt"]
+"""
+
+
+def test_multistage_run_build_and_run(rl, registry, tmp_path):
+    require("overlay")
+    ctx = write_context(tmp_path / "ms", {
+        "Dockerfile": MULTI_STAGE, "input.txt": "hello rootless\n", "secret.txt": "nope\n", "scratch.tmp": "x",
+        ".dockerignore": "secret.txt\n*.tmp\n"})
+    base = registry.ref("busybox")
+    cp = build(rl, ctx, "-t", "ms:1", "--build-arg", f"BASE={base}", "--build-arg", "VERSION=2.0")
+    assert "STEP" in cp.stderr
+    out = rl.ok("run", "--rm", "ms:1")
+    assert out == "HELLO ROOTLESS\n"
+    assert rl.ok("run", "--rm", "ms:1", "cat", "/app/version", "/app/heredoc.txt") == \
+        "2.0\nheredoc for 2.0 in /src\n"
+    assert rl.ok("run", "--rm", "ms:1", "sh", "-c", "id -u; pwd; echo $APP_VERSION") == "1000\n/app\n2.0\n"
+    cfg, files = image_files(rl, "ms:1", tmp_path)
+    c = cfg["config"]
+    assert c["User"] == "app" and c["WorkingDir"] == "/app" and c["Cmd"] == ["cat", "/app/upper.txt"]
+    assert "APP_VERSION=2.0" in c["Env"] and not any(e.startswith(("VERSION=", "OUT=")) for e in c["Env"])
+    assert c["ExposedPorts"] == {"8000/tcp": {}}
+    assert files["/app/upper.txt"]["uid"] == 1000 and files["/app/upper.txt"]["gid"] == 1000
+    assert files["/app/context-files"]["data"].split() == [b".dockerignore", b"Dockerfile", b"input.txt"]
+    assert files["/home/app/whoami"]["data"] == b"1000\n" and files["/home/app/whoami"]["uid"] == 1000
+    assert files["/home/app/home"]["data"] == b"/home/app\n"
+    assert "/bin/zcat" in files, "the builder stage's rm does not touch the final stage"
+    for stub in ("/proc", "/sys", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname"):
+        assert stub not in files or stub in ("/proc", "/sys"), f"mount stub {stub} leaked into a layer"
+    hist = [h["created_by"] for h in cfg["history"]]
+    assert any(h.startswith("RUN |1 VERSION=2.0 /bin/sh -c echo \"app:x:1000") for h in hist)
+    # the builder stage: the RUN heredoc removed a file (whiteout) and the ignored files never got in
+    cfg_b, files_b = image_files(rl, build(rl, ctx, "--target", "builder", "--build-arg", f"BASE={base}",
+                                           "-t", "ms:builder").stdout.strip() and "ms:builder", tmp_path)
+    assert "/bin/zcat" not in files_b and "/src/secret.txt" not in files_b and "/src/input.txt" in files_b
+    assert "APP_VERSION=1.0" in cfg_b["config"]["Env"]
+    # a rebuild: every step from the cache, the same image
+    again = build(rl, ctx, "-t", "ms:1", "--build-arg", f"BASE={base}", "--build-arg", "VERSION=2.0")
+    assert again.stdout.strip() == cp.stdout.strip()
+    n_steps = again.stderr.count("--> Using cache")
+    assert n_steps == 8 and "--> " not in again.stderr.replace("--> Using cache", "")
+    # touching (changing) one copied file rebuilds from its COPY on
+    (ctx / "input.txt").write_text("changed\n")
+    third = build(rl, ctx, "-t", "ms:1", "--build-arg", f"BASE={base}", "--build-arg", "VERSION=2.0")
+    # cached: the builder's WORKDIR, the final stage's RUN and WORKDIR (they do not read the builder)
+    assert third.stderr.count("--> Using cache") == 3
+    lines = third.stderr.splitlines()
+    i = next(n for n, line in enumerate(lines) if "COPY . ." in line)
+    assert "Using cache" not in lines[i + 1]
+    assert rl.ok("run", "--rm", "ms:1") == "CHANGED\n"
+
+
+def test_failing_run_names_step_command_status(rl, registry, tmp_path):
+    require("overlay")
+    base = registry.ref("busybox")
+    ctx = write_context(tmp_path / "f", {"Dockerfile": f"FROM {base}\nRUN echo fine > /fine\n"})
+    good = build(rl, ctx, "-t", "fail:t").stdout.strip()
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nRUN echo fine > /fine\n\nRUN echo about to fail && exit 3\n"
+                                    f"RUN echo never\n")
+    cp = rl("build", "-t", "fail:t", "-t", "fail:new", str(ctx))
+    assert cp.returncode == 1
+    assert "about to fail" in cp.stderr
+    assert ("Dockerfile:4: RUN echo about to fail && exit 3: process \"/bin/sh -c echo about to fail && exit 3\" "
+            "did not complete successfully: exit code: 3") in cp.stderr
+    assert "never" not in cp.stderr.replace("RUN echo never", "")
+    assert json.loads(rl.ok("image", "inspect", "fail:t"))[0]["Id"] == good
+    assert rl("image", "inspect", "fail:new").returncode != 0
+    cp = rl("build", "-q", str(ctx))
+    assert cp.returncode == 1 and "about to fail" in cp.stderr and "its last output" in cp.stderr
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nRUN /no/such/program\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode == 1 and "exit code: 127" in cp.stderr
