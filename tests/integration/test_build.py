@@ -411,3 +411,84 @@ def test_failing_run_names_step_command_status(rl, registry, tmp_path):
     (ctx / "Dockerfile").write_text(f"FROM {base}\nRUN /no/such/program\n")
     cp = rl("build", str(ctx))
     assert cp.returncode == 1 and "exit code: 127" in cp.stderr
+
+
+# ---------------------------------------------------------------------------
+# peer check: Buildah (Debian) builds the same Dockerfile into the same files and config
+
+PEER_DOCKERFILE = """\
+ARG BASE
+FROM ${BASE} AS builder
+ARG VERSION=1.0
+ENV OUT=/out APP_VERSION=$VERSION
+WORKDIR /src
+COPY . .
+RUN mkdir -p $OUT && tr a-z A-Z < input.txt > $OUT/upper.txt && echo "$APP_VERSION" > $OUT/version \\
+    && rm -f /bin/zcat
+FROM ${BASE}
+ARG VERSION
+ENV APP_VERSION=${VERSION:-unknown}
+RUN echo "app:x:1000:1000::/home/app:/bin/sh" >> /etc/passwd && echo "app:x:1000:" >> /etc/group \\
+    && mkdir -p /home/app && chown 1000:1000 /home/app && rm /bin/zcat && rm -r /etc/removed-me
+WORKDIR /app
+COPY --from=builder --chown=app:app /out/ ./
+COPY --chmod=0600 input.txt /etc/input
+COPY conf /etc/conf/
+USER app
+RUN id -u > /home/app/whoami && ln -s /app/upper.txt /home/app/link
+VOLUME /data
+EXPOSE 8000 9000/udp
+LABEL org.example=peer
+STOPSIGNAL SIGQUIT
+ENTRYPOINT ["cat"]
+CMD ["/app/upper.txt"]
+"""
+
+# mount points Buildah's chroot isolation leaves in its layers (not part of the Dockerfile's result)
+BUILDAH_STUBS = ("/proc", "/sys", "/dev", "/run", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+CONFIG_KEYS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "WorkingDir", "Labels", "Volumes", "StopSignal")
+
+
+def test_peer_buildah_same_files_and_config(rl, registry, tmp_path):
+    require("overlay")
+    import shutil
+
+    buildah = shutil.which("buildah")
+    assert buildah, "buildah (Debian package) is needed for the peer check: apt-get install buildah"
+    ctx = write_context(tmp_path / "peer", {
+        "Dockerfile": PEER_DOCKERFILE, "input.txt": "hello peer\n", "conf/a.conf": "a\n", "conf/sub/b.conf": "b\n",
+        "secret.txt": "s", ".dockerignore": "secret.txt\n"})
+    args = ["--build-arg", f"BASE={registry.ref('busybox')}", "--build-arg", "VERSION=2.0"]
+    build(rl, ctx, "-t", "peer:rl", *args)
+    cfg_rl, files_rl = image_files(rl, "peer:rl", tmp_path)
+
+    broot = tmp_path / "buildah"
+    base_cmd = [buildah, "--root", str(broot / "root"), "--runroot", str(broot / "run"), "--storage-driver", "vfs"]
+    env = dict(os.environ, HOME=str(tmp_path / "bhome"), XDG_RUNTIME_DIR=str(broot / "xdg"))
+    (broot / "xdg").mkdir(parents=True, mode=0o700)
+    try:
+        cp = subprocess.run(base_cmd + ["bud", "--isolation", "chroot", "--tls-verify=false", "--identity-label=false",
+                                        *args, "-t", "peer:bh", str(ctx)],
+                            env=env, capture_output=True, text=True, timeout=600)
+        assert cp.returncode == 0, cp.stderr[-3000:]
+        arch = tmp_path / "bh.tar"
+        cp = subprocess.run(base_cmd + ["push", "peer:bh", f"docker-archive:{arch}:peer:bh"], env=env,
+                            capture_output=True, text=True, timeout=600)
+        assert cp.returncode == 0, cp.stderr[-3000:]
+    finally:
+        subprocess.run(base_cmd + ["unshare", "rm", "-rf", str(broot / "root"), str(broot / "run")], env=env,
+                       capture_output=True, timeout=120)
+    from tests.integration.buildutil import archive_image, merged_files
+
+    cfg_bh, layers = archive_image(arch)
+    files_bh = {k: v for k, v in merged_files(layers).items()
+                if k not in BUILDAH_STUBS or k in files_rl}
+    assert sorted(files_rl) == sorted(files_bh)
+    for path in files_rl:
+        assert files_rl[path] == files_bh[path], path
+    for key in CONFIG_KEYS:
+        assert cfg_rl["config"].get(key) == cfg_bh["config"].get(key), key
+    assert cfg_rl["architecture"] == cfg_bh["architecture"] and cfg_rl["os"] == cfg_bh["os"]
+    # and both say the same about the content we care about
+    assert files_rl["/app/upper.txt"]["data"] == b"HELLO PEER\n" and files_rl["/etc/input"]["mode"] == 0o600
+    assert "/bin/zcat" not in files_rl and "/etc/removed-me" not in files_rl
