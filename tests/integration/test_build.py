@@ -492,3 +492,68 @@ def test_peer_buildah_same_files_and_config(rl, registry, tmp_path):
     # and both say the same about the content we care about
     assert files_rl["/app/upper.txt"]["data"] == b"HELLO PEER\n" and files_rl["/etc/input"]["mode"] == 0o600
     assert "/bin/zcat" not in files_rl and "/etc/removed-me" not in files_rl
+
+
+# ---------------------------------------------------------------------------
+# ADD from a URL, RUN --mount, --network, ONBUILD, SHELL, HEALTHCHECK
+
+@pytest.fixture
+def http_server(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield root, f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_add_url_mounts_network_onbuild_shell(rl, registry, tmp_path, http_server):
+    require("overlay")
+    www, url = http_server
+    (www / "tool.sh").write_text("#!/bin/sh\necho tool\n")
+    digest = "sha256:" + hashlib.sha256(b"#!/bin/sh\necho tool\n").hexdigest()
+    base = registry.ref("busybox")
+    ctx = write_context(tmp_path / "more", {
+        "Dockerfile": f"""\
+FROM {base} AS parent
+ONBUILD RUN echo triggered > /onbuild
+FROM parent
+ADD --checksum={digest} {url}/tool.sh /usr/local/bin/
+ADD {url}/tool.sh /named
+RUN --mount=type=cache,target=/cache sh -c 'echo x >> /cache/runs; wc -l < /cache/runs > /cache-count'
+RUN --mount=type=bind,source=data,target=/in cat /in/d.txt > /from-bind
+RUN --mount=type=tmpfs,target=/scratch touch /scratch/gone && ls /scratch > /tmpfs-list
+RUN --network=none sh -c 'grep -c : /proc/net/dev > /ifaces'
+SHELL ["/bin/sh", "-e", "-c"]
+RUN echo "shell: $0" > /shell
+HEALTHCHECK --interval=5s --retries=2 CMD ["true"]
+STOPSIGNAL SIGQUIT
+""", "data/d.txt": "bound\n"})
+    build(rl, ctx, "-t", "more:1")
+    cfg, files = image_files(rl, "more:1", tmp_path)
+    assert files["/onbuild"]["data"] == b"triggered\n"
+    assert files["/usr/local/bin/tool.sh"]["mode"] == 0o600 and files["/named"]["data"].startswith(b"#!/bin/sh")
+    assert files["/cache-count"]["data"] == b"1\n" and "/cache" not in files, "the cache mount is not in the layer"
+    assert files["/from-bind"]["data"] == b"bound\n" and "/in" not in files
+    assert files["/tmpfs-list"]["data"] == b"gone\n" and "/scratch" not in files
+    assert files["/ifaces"]["data"] == b"1\n", "--network=none: only the loopback interface"
+    assert files["/shell"]["data"] == b"shell: /bin/sh\n"
+    c = cfg["config"]
+    assert c["Shell"] == ["/bin/sh", "-e", "-c"] and c["StopSignal"] == "SIGQUIT"
+    assert c["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 5_000_000_000, "Retries": 2}
+    assert "OnBuild" not in c, "triggers ran and are not inherited"
+    # the cache mount persists across builds (a new run sees the old content)
+    build(rl, ctx, "-t", "more:2", "--no-cache")
+    _, files2 = image_files(rl, "more:2", tmp_path)
+    assert files2["/cache-count"]["data"] == b"2\n"
+    # a wrong checksum is an error naming the URL
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nADD --checksum=sha256:{'0' * 64} {url}/tool.sh /x\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode != 0 and "checksum mismatch" in cp.stderr and f"{url}/tool.sh" in cp.stderr
