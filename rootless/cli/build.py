@@ -161,6 +161,9 @@ def cmd_build(ctx, args) -> int:
     from rootless.image.store import Store
 
     outputs = [parse_output(o) for o in args.output]
+    if len(parse_platforms(args.platform)) > 1 and any(t == "docker-archive" for t, _ in outputs):
+        raise UsageError("a docker-archive holds one image per platform, not a manifest list",
+                         hint="use --output type=oci-archive,dest=FILE for a multi-platform build")
     text, name, path, context = _read_dockerfile(args, ctx)
     tmp_ctx = None
     if context is None:

@@ -557,3 +557,84 @@ STOPSIGNAL SIGQUIT
     (ctx / "Dockerfile").write_text(f"FROM {base}\nADD --checksum=sha256:{'0' * 64} {url}/tool.sh /x\n")
     cp = rl("build", str(ctx))
     assert cp.returncode != 0 and "checksum mismatch" in cp.stderr and f"{url}/tool.sh" in cp.stderr
+
+
+# ---------------------------------------------------------------------------
+# other platforms (emulation through archsupport), manifest lists
+
+PLATFORM_DOCKERFILE = """\
+ARG BASE
+FROM --platform=$BUILDPLATFORM ${BASE} AS tools
+RUN uname -m > /build-arch
+FROM ${BASE}
+ARG TARGETARCH
+ARG TARGETPLATFORM
+COPY --from=tools /build-arch /build-arch
+RUN uname -m > /arch && echo "$TARGETARCH $TARGETPLATFORM" > /target
+CMD ["cat", "/arch"]
+"""
+
+
+def test_platform_arm64_build_runs_emulated(rl, registry, tmp_path):
+    require("overlay")
+    ctx = write_context(tmp_path / "arm", {"Dockerfile": PLATFORM_DOCKERFILE})
+    build(rl, ctx, "--platform", "linux/arm64", "-t", "arm:1", "--build-arg", f"BASE={registry.ref('busybox')}")
+    cfg, files = image_files(rl, "arm:1", tmp_path)
+    assert cfg["architecture"] == "arm64"
+    assert files["/arch"]["data"] == b"aarch64\n"
+    assert files["/target"]["data"] == b"arm64 linux/arm64\n"
+    host = os.uname().machine
+    assert files["/build-arch"]["data"] == f"{host}\n".encode(), "FROM --platform=$BUILDPLATFORM runs natively"
+    assert rl.ok("run", "--rm", "--platform", "linux/arm64", "arm:1") == "aarch64\n"
+
+
+def test_two_platforms_push_pull_run(rl, registry, tmp_path):
+    require("overlay")
+    from tests.conftest import RL
+
+    ctx = write_context(tmp_path / "multi", {"Dockerfile": PLATFORM_DOCKERFILE})
+    ref = registry.ref("multi-built", "v1")
+    cp = build(rl, ctx, "--platform", "linux/amd64,linux/arm64", "-t", ref,
+               "--build-arg", f"BASE={registry.ref('busybox')}")
+    index_digest = cp.stdout.strip()
+    idx = json.loads(rl.ok("manifest", "inspect", ref))
+    assert sorted(m["platform"]["architecture"] for m in idx["manifests"]) == ["amd64", "arm64"]
+    rl.ok("push", ref)
+    sk = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+                        capture_output=True, text=True)
+    assert sk.returncode == 0, sk.stderr
+    remote = json.loads(sk.stdout)
+    assert "sha256:" + hashlib.sha256(sk.stdout.encode()).hexdigest() == index_digest
+    assert sorted(m["platform"]["architecture"] for m in remote["manifests"]) == ["amd64", "arm64"]
+    # a fresh store pulls it back: each platform runs as itself
+    other = RL(tmp_path / "other")
+    try:
+        other.ok("pull", ref)
+        host = os.uname().machine
+        assert other.ok("run", "--rm", ref) == f"{host}\n"
+        other.ok("pull", "--platform", "linux/arm64", ref)
+        assert other.ok("run", "--rm", "--platform", "linux/arm64", ref) == "aarch64\n"
+        assert other.ok("run", "--rm", "--platform", "linux/arm64", ref, "cat", "/target") == "arm64 linux/arm64\n"
+    finally:
+        other.cleanup()
+
+
+def test_output_oci_archive_of_two_platforms(rl, registry, tmp_path):
+    require("overlay")
+    ctx = write_context(tmp_path / "o2", {"Dockerfile": "ARG BASE\nFROM ${BASE}\nCOPY f /f\n", "f": "x"})
+    out = tmp_path / "multi.tar"
+    build(rl, ctx, "--platform", "linux/amd64,linux/arm64", "-t", "two:1", "--build-arg",
+          f"BASE={registry.ref('busybox')}", "--output", f"type=oci-archive,dest={out}")
+    layout = tmp_path / "layout"
+    with tarfile.open(out) as tf:
+        tf.extractall(layout)
+    index = json.loads((layout / "index.json").read_text())
+    assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "docker.io/library/two:1"
+    for arch in ("amd64", "arm64"):
+        sk = subprocess.run(["skopeo", "inspect", "--override-arch", arch, f"oci:{layout}"], capture_output=True,
+                            text=True)
+        assert sk.returncode == 0, sk.stderr
+        assert json.loads(sk.stdout)["Architecture"] == arch
+    cp = rl("build", "--platform", "linux/amd64,linux/arm64", "--build-arg", f"BASE={registry.ref('busybox')}",
+            "--output", f"type=docker-archive,dest={tmp_path / 'x.tar'}", str(ctx))
+    assert cp.returncode == 125 and "use --output type=oci-archive" in cp.stderr
