@@ -199,16 +199,17 @@ class Builder:
         results: dict[int, StageResult] = {}
         self._stage_results = results
         plans: list[P.StagePlan] = []
-        total = sum(1 + len(graph.node(i).stage.instructions) for i in graph.order)
-        counter = [0]
-        for i in graph.order:
+        n = len(graph.order)
+        for pos, i in enumerate(graph.order, 1):
             node = graph.node(i)
-            counter[0] += 1
-            prefix = (f"[{plat}] " if multi else "") + (f"[{node.display}] " if len(graph.order) > 1 else "")
-            self.reporter.info(f"{prefix}STEP {counter[0]}/{total}: {node.stage.source}")
+            # Podman's numbering: [stage n/N] STEP k/K, K = FROM + the stage's instructions (+ ONBUILD triggers)
+            prefix = (f"[{plat}] " if multi else "") + (f"[{pos}/{n}] " if n > 1 else "")
             base_state, layers, history, key, base_time = self._stage_base(graph, node, results, opts)
             sp = P.dispatch_stage(graph, i, base_state)
             plans.append(sp)
+            total = 1 + len(sp.entries)
+            counter = [1]
+            self.reporter.info(f"{prefix}STEP 1/{total}: {node.stage.source}")
             res = self._run_stage(graph, node, sp, layers, history, key, opts, prefix, counter, total, base_time)
             results[i] = res
         for k in P.unused_build_args(graph, plans):
