@@ -162,6 +162,10 @@ class Builder:
             return self._commit(results, opts, warnings)
         finally:
             self._pins.release()
+            import shutil
+
+            for dl in getattr(self, "_downloads", {}).values():
+                shutil.rmtree(os.path.dirname(dl.path), ignore_errors=True)
 
     # ------------------------------------------------------------------
     def _context_fs(self, opts: BuildOptions):
