@@ -219,6 +219,11 @@ def test_cache_rebuild_and_invalidation(rl, tmp_path):
     assert fourth.stderr.count("--> Using cache") == 4, "a new mtime alone does not invalidate (BuildKit)"
     nc = build(rl, ctx, "--no-cache")
     assert "Using cache" not in nc.stderr
+    # rmi and image prune keep the cached layers: the next build takes them again
+    rl.ok("rmi", "cache:t")
+    rl.ok("image", "prune", "-a", "-f")
+    after = build(rl, ctx, "-t", "cache:t")
+    assert after.stderr.count("--> Using cache") == 4
 
 
 # ---------------------------------------------------------------------------
@@ -549,6 +554,7 @@ STOPSIGNAL SIGQUIT
     assert c["Shell"] == ["/bin/sh", "-e", "-c"] and c["StopSignal"] == "SIGQUIT"
     assert c["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 5_000_000_000, "Retries": 2}
     assert "OnBuild" not in c, "triggers ran and are not inherited"
+    assert not list((rl.root / "tmp").glob("add-*")), "downloads are removed after the build"
     # the cache mount persists across builds (a new run sees the old content)
     build(rl, ctx, "-t", "more:2", "--no-cache")
     _, files2 = image_files(rl, "more:2", tmp_path)
