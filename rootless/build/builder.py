@@ -34,7 +34,6 @@ from rootless.build.cache import BuildCache, CacheEntry
 from rootless.build.cachekey import FileHasher, base_key, content_digest, step_key
 from rootless.build.config import RunConfig
 from rootless.build.instructions import Dockerfile, parse_dockerfile
-from rootless.build.parser import DockerfileError
 from rootless.errors import BuildError, RootlessError
 from rootless.report import Reporter
 

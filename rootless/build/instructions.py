@@ -13,7 +13,7 @@ Nothing is expanded here (see ``rootless.build.plan``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rootless.build.parser import (INSTRUCTIONS, DockerfileError, Heredoc, Node, ParseResult, parse,
                                    parse_heredoc)

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 
 from archsupport.platform import Platform
 from rootless.build.config import DEFAULT_PATH, DEFAULT_SHELL, RunConfig
-from rootless.build.instructions import (Add, Arg, Cmd, CommandLine, Copy, Dockerfile, Entrypoint, Env, Expose,
+from rootless.build.instructions import (Add, Arg, Cmd, Copy, Dockerfile, Entrypoint, Env, Expose,
                                          Healthcheck, Instruction, InstructionError, Label, Maintainer, Onbuild,
                                          Run, RunMount, Shell, SourceContent, Stage, StopSignal, User, Volume,
-                                         Workdir, dockerfile_from_nodes, parse_instruction)
+                                         Workdir, parse_instruction)
 from rootless.build.lex import Lex, LexError
 from rootless.build.parser import DockerfileError, Heredoc, go_quote, parse, parse_heredoc
 from rootless.errors import BuildError

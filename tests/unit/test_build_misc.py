@@ -1,6 +1,5 @@
 """Builder helpers: times, overlay mount data, CLI argument parsing, cache index."""
 
-import json
 
 import pytest
 
