@@ -78,3 +78,39 @@ def test_cache_index(tmp_path):
     assert references(tmp_path) == ({blob["digest"]}, {"sha256:" + "a" * 64})
     (tmp_path / "buildcache.json").write_text("not json")
     assert BuildCache(st).get("k1") is None and references(tmp_path) == (set(), set())
+
+
+def test_write_layer_tar(tmp_path):
+    import gzip
+    import hashlib
+    import io
+    import os
+    import tarfile
+
+    from rootless.build.snapshot import write_layer_tar
+
+    up = tmp_path / "upper"
+    (up / "b" / "c").mkdir(parents=True)
+    (up / "a.txt").write_text("A")
+    (up / "b" / "c" / "d").write_text("D")
+    os.link(up / "a.txt", up / "z-hard")
+    os.symlink("a.txt", up / "sym")
+    os.chmod(up / "a.txt", 0o751)
+    buf = io.BytesIO()
+    info = write_layer_tar(str(up), buf)
+    blob = buf.getvalue()
+    assert info.digest == "sha256:" + hashlib.sha256(blob).hexdigest() and info.size == len(blob)
+    tar = gzip.decompress(blob)
+    assert info.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest() and info.usize == len(tar)
+    assert not info.empty
+    with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+        ms = tf.getmembers()
+    assert [m.name for m in ms] == ["a.txt", "b", "b/c", "b/c/d", "sym", "z-hard"]
+    assert ms[0].mode == 0o751 and ms[0].uname == "" and ms[0].gname == ""
+    assert ms[5].islnk() and ms[5].linkname == "a.txt" and ms[4].issym()
+    # the same tree gives the same layer (deterministic)
+    buf2 = io.BytesIO()
+    assert write_layer_tar(str(up), buf2).diff_id == info.diff_id
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert write_layer_tar(str(empty), io.BytesIO()).empty
