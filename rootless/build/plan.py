@@ -542,9 +542,11 @@ def _dispatch(graph: StageGraph, node: StageNode, st: _State, inst: Instruction,
 
     cfg = st.config
     if isinstance(inst, Env):
+        # every pair is expanded with the environment from before this ENV (Docker:
+        # "ENV abc=bye def=$abc" gives def the old abc)
+        pairs = [(x(k), x(v)) for k, v in inst.pairs]
         parts = []
-        for k, v in inst.pairs:
-            k, v = x(k), x(v)
+        for k, v in pairs:
             st.env[k] = v
             cfg = cfg.with_env(k, v)
             parts.append(f"{k}={v}")

@@ -172,6 +172,14 @@ def test_arg_default_build_arg_and_env_precedence():
     assert r.created_by == "RUN |2 A=cli B=b /bin/sh -c true"
 
 
+def test_env_pairs_see_the_old_environment():
+    p = final("FROM x\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n")
+    env = dict(e.split("=", 1) for e in p.config.env)
+    assert env["def"] == "hello" and env["ghi"] == "bye"
+    p = final("FROM x\nARG A=1 B=$A\nRUN true\n")
+    assert "B=1" in run_steps(p)[0].env
+
+
 def test_env_then_arg_same_name():
     p = final("FROM x\nARG V=arg\nENV V=env\nRUN true\n")
     assert "V=env" in run_steps(p)[0].env
