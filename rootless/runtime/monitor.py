@@ -712,7 +712,12 @@ def wait_recorded(store, ctr, timeout: float = 10.0):
         if not st.monitor_alive():
             return st.truth()
         if time.monotonic() > deadline:
-            return st.truth()
+            st = st.truth()
+            from rootless.runtime.state import alive
+
+            if st.status != "exited" and not alive(st.pid, st.pid_start):
+                st = st.replace(status="exited", pid=0, exit_code=255, error="the monitor did not record an exit status")
+            return st
         wait_gone(st.monitor_pid, st.monitor_start, 0.05)
 
 
