@@ -203,6 +203,10 @@ class Machines:
             host_pub = (tmp / "ssh_host_ed25519_key.pub").read_text()
             (tmp / "known_hosts").write_text(ssh.known_hosts_line(name, host_pub))
             home = str(Path(self.env.get("HOME") or Path.home()).resolve()) if share_home else ""
+            if home and _guest_system_path(home):
+                self.reporter.warn(f"your home directory {home} is a system directory of the guest: "
+                                   "the machine will not share it")
+                home = ""
             spec = MachineSpec(name=name, arch=arch, cpus=cpus, memory_mib=memory_mib, disk_gib=disk_gib,
                                accel=accel, image=str(img.path), user=_user_name(self.env), uid=os.getuid(),
                                gid=os.getgid(), home=home,
@@ -603,6 +607,17 @@ def _check_resources(cpus: int, memory_mib: int, disk_gib: int) -> None:
         raise UsageError(f"--memory {memory_mib}: at least 256 MiB", hint="e.g. --memory 2048")
     if disk_gib < 2 or disk_gib > 65536:
         raise UsageError(f"--disk-size {disk_gib}: between 2 and 65536 GiB")
+
+
+_GUEST_SYSTEM = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/opt", "/proc", "/run", "/sbin", "/sys",
+                 "/usr", "/var", "/tmp")
+
+
+def _guest_system_path(path: str) -> bool:
+    """Would mounting the share at ``path`` hide part of the guest's own system?"""
+    p = os.path.normpath(path)
+    return p in _GUEST_SYSTEM or any(p.startswith(d + "/") for d in _GUEST_SYSTEM[1:] if d not in ("/tmp", "/var")) \
+        or p in ("/var/lib", "/var/lib/rootless") or p.startswith("/var/lib/rootless/")
 
 
 def _user_name(env: dict[str, str]) -> str:

@@ -366,3 +366,12 @@ def test_ssh_master_and_clients_share_the_control_socket(tmp_path):
     assert master.count(f"ControlPath={ctl}") == 1 and "ControlMaster=no" not in master
     assert "ControlMaster=yes" in master and "ControlPersist=yes" in master
     assert master[-2:] == ["-N", "-f"] and "-t" not in master
+
+
+def test_the_share_never_hides_the_guest_system():
+    from vmhost.machine import _guest_system_path
+
+    for p in ("/", "/usr", "/usr/local/x", "/etc", "/var", "/var/lib/rootless/store", "/run/user/1000", "/tmp"):
+        assert _guest_system_path(p), p
+    for p in ("/home/alice", "/Users/bob", "/tmp/pytest-1/home", "/var/tmp/h", "/root", "/srv/me"):
+        assert not _guest_system_path(p), p
