@@ -26,7 +26,7 @@ import os
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rootless.errors import NetworkError, UsageError
@@ -297,5 +297,54 @@ class NetworkStore:
             atomic_write_json(self._path(n.name), n.to_json())
 
 
-def with_labels(n: Network, labels: dict[str, str]) -> Network:
-    return replace(n, labels=tuple(sorted(labels.items())))
+def _network_names_of(spec: dict, state: dict) -> set[str]:
+    """Names of the user-defined networks a container is configured with or attached to."""
+    names: set[str] = set()
+    mode = spec.get("network") or ""
+    if isinstance(mode, str):
+        for m in mode.split(","):
+            m = m.strip()
+            if m and m not in BUILTIN and not m.startswith(("container:", "ns:")) and m != "default":
+                names.add(m)
+    extra = spec.get("networks") or []
+    if isinstance(extra, dict):
+        extra = list(extra)
+    names.update(x for x in extra if isinstance(x, str))
+    for n in (state.get("network") or {}).get("networks") or []:
+        if isinstance(n, dict) and n.get("name"):
+            names.add(n["name"])
+    return names
+
+
+def containers_using(data_root: Path) -> dict[str, list[str]]:
+    """``{network name: [container names]}`` from ``containers/*/config.json`` and ``state.json``.
+
+    Every container counts, running or not (like Podman: a stopped container
+    would fail to start without its network). The runtime's extra networks
+    (``network connect``) are in ``containers/<id>/networks.json``.
+    """
+    out: dict[str, list[str]] = {}
+    cdir = Path(data_root) / "containers"
+    try:
+        ids = sorted(os.listdir(cdir))
+    except OSError:
+        return out
+    for cid in ids:
+        d = cdir / cid
+        try:
+            cfg = json.loads((d / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            state = json.loads((d / "state.json").read_text())
+        except (OSError, ValueError):
+            state = {}
+        names = _network_names_of(cfg.get("spec") or {}, state)
+        try:
+            extra = json.loads((d / "networks.json").read_text())
+            names |= set((extra.get("networks") or {}).keys())
+        except (OSError, ValueError, AttributeError):
+            pass
+        for n in names:
+            out.setdefault(n, []).append(cfg.get("name") or cid[:12])
+    return out
