@@ -1,0 +1,498 @@
+"""Image commands: pull, push, images, image inspect, tag, rmi, image prune,
+history, save, load, login, logout."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rootless.cli.base import Command
+from rootless.errors import UsageError
+
+COMMANDS: dict[str, Command] = {}
+
+
+def _store(ctx):
+    from rootless.image.store import Store
+
+    return Store(ctx.config)
+
+
+def _platform(s: str | None):
+    if not s:
+        return None
+    from archsupport.platform import parse
+
+    return parse(s)
+
+
+def _tls(args) -> bool | None:
+    v = getattr(args, "tls_verify", None)
+    if v is None:
+        return None
+    if v.lower() in ("true", "1", "yes"):
+        return True
+    if v.lower() in ("false", "0", "no"):
+        return False
+    raise UsageError(f"--tls-verify: invalid value {v!r}", hint="use --tls-verify=true or --tls-verify=false")
+
+
+def _add_tls(p) -> None:
+    p.add_argument("--tls-verify", nargs="?", const="true", default=None, metavar="BOOL",
+                   help="verify TLS certificates (default true; registries on localhost use plain HTTP)")
+
+
+# pull ----------------------------------------------------------------------
+
+def _pull_setup(p):
+    p.add_argument("image", help="NAME[:TAG|@DIGEST]")
+    p.add_argument("--platform", help="os/arch[/variant] (default: this host's)")
+    p.add_argument("-a", "--all-platforms", action="store_true", help="pull every platform of a multi-arch image")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    _add_tls(p)
+
+
+def cmd_pull(ctx, args) -> int:
+    from rootless.image.pull import pull
+
+    store = _store(ctx)
+    rep = ctx.reporter(quiet=args.quiet)
+    img = pull(store, args.image, platform=_platform(args.platform), reporter=rep,
+               all_platforms=args.all_platforms, tls_verify=_tls(args))
+    print(img.id)
+    return 0
+
+
+COMMANDS["pull"] = Command("Download an image from a registry", _pull_setup, cmd_pull)
+
+
+# images --------------------------------------------------------------------
+
+def _images_setup(p):
+    p.add_argument("reference", nargs="?", help="only images matching REPOSITORY[:TAG]")
+    p.add_argument("-a", "--all", action="store_true", help="show all images (intermediate ones too)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    p.add_argument("--digests", action="store_true", help="show digests")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], help="dangling=true|false, reference=PATTERN")
+    p.add_argument("--format", help="'table', 'json' or a Go template")
+
+
+def _image_rows(store, args) -> list[dict]:
+    import fnmatch
+
+    from rootless.image.present import human_size, parse_time, since
+    from rootless.image.reference import familiar_name
+
+    filters = {}
+    for f in args.filter:
+        k, _, v = f.partition("=")
+        if k not in ("dangling", "reference", "label"):
+            raise UsageError(f"invalid filter {k!r}", hint="use dangling=true|false, reference=PATTERN or label=KEY[=VALUE]")
+        filters.setdefault(k, []).append(v)
+    rows = []
+    for img in sorted(store.images(), key=lambda i: -i.added):
+        created = parse_time(img.created)
+        tags = list(img.repo_tags) or ["<none>:<none>"]
+        if "dangling" in filters:
+            want = filters["dangling"][-1].lower() in ("true", "1")
+            if want != (not img.repo_tags):
+                continue
+        if "label" in filters:
+            ok = True
+            for lv in filters["label"]:
+                k, eq, v = lv.partition("=")
+                if k not in img.config.labels or (eq and img.config.labels[k] != v):
+                    ok = False
+            if not ok:
+                continue
+        for t in tags:
+            repo, _, tag = t.rpartition(":")
+            pats = ([args.reference] if args.reference else []) + filters.get("reference", [])
+            if pats and not any(_ref_match(p, repo, tag) for p in pats):
+                continue
+            digest = "<none>"
+            for d in img.repo_digests:
+                if d.split("@")[0] == repo:
+                    digest = d.split("@", 1)[1]
+            rows.append({"Repository": repo, "Tag": tag, "ID": img.id if args.no_trunc else img.short_id,
+                         "Digest": digest, "CreatedSince": since(created),
+                         "CreatedAt": img.created, "Size": human_size(img.size), "VirtualSize": human_size(img.size),
+                         "Platform": str(img.platform), "Containers": "N/A",
+                         "Labels": ",".join(f"{k}={v}" for k, v in img.config.labels.items())})
+    return rows
+
+
+def _ref_match(pattern: str, repo: str, tag: str) -> bool:
+    import fnmatch
+
+    from rootless.image.reference import familiar_name
+
+    prepo, _, ptag = pattern.partition(":") if pattern.count(":") == 1 and "/" not in pattern.split(":")[1] else (pattern, "", "")
+    names = {repo, familiar_name(repo)}
+    try:
+        from rootless.image.reference import parse
+
+        names.add(familiar_name(parse(repo).name))
+    except Exception:  # noqa: BLE001
+        pass
+    if not any(fnmatch.fnmatchcase(n, prepo) for n in names):
+        return False
+    return not ptag or fnmatch.fnmatchcase(tag, ptag)
+
+
+def cmd_images(ctx, args) -> int:
+    from rootless.cli.format import output
+
+    rows = _image_rows(_store(ctx), args)
+    if args.quiet:
+        seen = []
+        for r in rows:
+            if r["ID"] not in seen:
+                seen.append(r["ID"])
+        if seen:
+            print("\n".join(seen))
+        return 0
+    headers = ["REPOSITORY", "TAG"] + (["DIGEST"] if args.digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
+
+    def row(r):
+        return [r["Repository"], r["Tag"]] + ([r["Digest"]] if args.digests else []) + [
+            r["ID"], r["CreatedSince"], r["Size"]]
+
+    text = output(rows, args.format, headers, row)
+    if text:
+        print(text)
+    return 0
+
+
+COMMANDS["images"] = Command("List images", _images_setup, cmd_images)
+
+
+# inspect -------------------------------------------------------------------
+
+def _inspect_setup(p):
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-f", "--format", help="'json' or a Go template")
+    p.add_argument("--platform", help="os/arch[/variant] when a tag has several platforms")
+
+
+def cmd_image_inspect(ctx, args) -> int:
+    from rootless.errors import ImageNotFound
+    from rootless.image.present import inspect_json
+
+    store = _store(ctx)
+    out = []
+    missing = []
+    plat = _platform(args.platform)
+    for ref in args.images:
+        try:
+            out.append(inspect_json(store, store.resolve(ref, plat, reporter=ctx.reporter())))
+        except ImageNotFound:
+            missing.append(ref)
+    if args.format and args.format != "json":
+        from rootless.cli.format import render
+
+        for o in out:
+            print(render(args.format, o))
+    else:
+        print(json.dumps(out, indent=4))
+    if missing:
+        for m in missing:
+            print(f"Error: No such image: {m}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS["image-inspect"] = Command("Display detailed information on one or more images", _inspect_setup,
+                                    cmd_image_inspect)
+
+
+# push ----------------------------------------------------------------------
+
+def _push_setup(p):
+    p.add_argument("image", help="local image NAME[:TAG]")
+    p.add_argument("destination", nargs="?", help="push under another name (HOST/NAME[:TAG])")
+    p.add_argument("--platform", help="push only this platform's image")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_tls(p)
+
+
+def cmd_push(ctx, args) -> int:
+    from rootless.image.push import push
+
+    rep = ctx.reporter(quiet=args.quiet)
+    push(_store(ctx), args.image, args.destination, reporter=rep, tls_verify=_tls(args),
+         platform=_platform(args.platform))
+    return 0
+
+
+COMMANDS["push"] = Command("Upload an image to a registry", _push_setup, cmd_push)
+
+
+# tag -----------------------------------------------------------------------
+
+def _tag_setup(p):
+    p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+    p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+    p.add_argument("--platform", help="tag only this platform's image")
+
+
+def cmd_tag(ctx, args) -> int:
+    _store(ctx).tag(args.source, args.target, _platform(args.platform), reporter=ctx.reporter())
+    return 0
+
+
+COMMANDS["tag"] = Command("Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", _tag_setup, cmd_tag)
+
+
+# rmi -----------------------------------------------------------------------
+
+def _rmi_setup(p):
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-f", "--force", action="store_true", help="remove an image even if it has several tags")
+
+
+def cmd_rmi(ctx, args) -> int:
+    from rootless.errors import ImageNotFound, RootlessError
+
+    store = _store(ctx)
+    status = 0
+    for name in args.images:
+        try:
+            for what, x in store.remove([name], force=args.force):
+                print(f"{what}: {x}")
+        except ImageNotFound as e:
+            print(f"Error: {e.message}", file=sys.stderr)
+            status = 1
+        except RootlessError as e:
+            print(f"Error: {e.message}", file=sys.stderr)
+            if e.hint:
+                print(f"Hint: {e.hint}", file=sys.stderr)
+            status = e.exit_code if status == 0 else status
+        store = _store(ctx)
+    return status
+
+
+COMMANDS["rmi"] = Command("Remove one or more images", _rmi_setup, cmd_rmi)
+
+
+# prune ---------------------------------------------------------------------
+
+def _prune_setup(p):
+    p.add_argument("-a", "--all", action="store_true", help="remove all images no container uses, not just dangling ones")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+
+
+def cmd_prune(ctx, args) -> int:
+    from rootless.image.present import human_size
+
+    if not args.force and sys.stdin.isatty():
+        what = "all images without at least one container associated to them" if args.all else "all dangling images"
+        ans = input(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ")
+        if ans.strip().lower() not in ("y", "yes"):
+            return 0
+    removed, freed = _store(ctx).prune(all_images=args.all)
+    if removed:
+        print("Deleted Images:")
+        for i in removed:
+            print(f"deleted: {i}")
+        print()
+    print(f"Total reclaimed space: {human_size(freed)}")
+    return 0
+
+
+COMMANDS["prune"] = Command("Remove unused images", _prune_setup, cmd_prune)
+
+
+# history -------------------------------------------------------------------
+
+def _history_setup(p):
+    p.add_argument("image")
+    p.add_argument("-H", "--human", default="true", nargs="?", const="true", help="human-readable sizes and dates")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate the output")
+    p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    p.add_argument("--format", help="'table', 'json' or a Go template")
+    p.add_argument("--platform")
+
+
+def cmd_history(ctx, args) -> int:
+    from rootless.cli.format import output
+    from rootless.image.present import history_rows, human_size, parse_time, since
+
+    store = _store(ctx)
+    img = store.resolve(args.image, _platform(args.platform), reporter=ctx.reporter())
+    human = str(args.human).lower() not in ("false", "0", "no")
+    rows = []
+    for r in history_rows(img):
+        iid = r["ID"] if (args.no_trunc or r["ID"] == "<missing>") else r["ID"][7:19]
+        by = r["CreatedBy"]
+        if not args.no_trunc and len(by) > 45:
+            by = by[:44] + "…"
+        rows.append({"ID": iid, "CreatedSince": since(parse_time(r["Created"])) if human else r["Created"],
+                     "CreatedAt": r["Created"], "CreatedBy": by,
+                     "Size": human_size(r["Size"]) if human else str(r["Size"]), "Comment": r["Comment"]})
+    if args.quiet:
+        print("\n".join(r["ID"] for r in rows))
+        return 0
+    print(output(rows, args.format, ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+                 lambda r: [r["ID"], r["CreatedSince"], r["CreatedBy"], r["Size"], r["Comment"]]))
+    return 0
+
+
+COMMANDS["history"] = Command("Show the history of an image", _history_setup, cmd_history)
+
+
+# save / load ---------------------------------------------------------------
+
+def _save_setup(p):
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-o", "--output", help="write to FILE instead of stdout")
+    p.add_argument("--format", default="docker-archive", help="docker-archive (default) or oci-archive")
+    p.add_argument("--platform", help="the platform's image when a tag has several")
+
+
+def cmd_save(ctx, args) -> int:
+    import os
+
+    from rootless.image.archive import FORMATS, save
+
+    if args.format not in FORMATS:
+        raise UsageError(f"unknown format {args.format!r}", hint="use --format docker-archive or oci-archive")
+    store = _store(ctx)
+    if not args.output:
+        if sys.stdout.isatty():
+            raise UsageError("cowardly refusing to save to a terminal",
+                             hint="use the -o flag or redirect the output")
+        sys.stdout.flush()
+        save(store, args.images, sys.stdout.buffer, args.format, platform=_platform(args.platform),
+             reporter=ctx.reporter())
+        sys.stdout.buffer.flush()
+        return 0
+    out = os.path.abspath(args.output)
+    tmp = f"{out}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            save(store, args.images, f, args.format, platform=_platform(args.platform), reporter=ctx.reporter())
+        os.rename(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return 0
+
+
+COMMANDS["save"] = Command("Save one or more images to a tar archive (docker-archive or oci-archive)",
+                           _save_setup, cmd_save)
+
+
+def _load_setup(p):
+    p.add_argument("-i", "--input", help="read from FILE instead of stdin")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def cmd_load(ctx, args) -> int:
+    from rootless.errors import RootlessError
+    from rootless.image.archive import load
+
+    rep = ctx.reporter(quiet=args.quiet)
+    if args.input:
+        try:
+            f = open(args.input, "rb")
+        except OSError as e:
+            raise RootlessError(f"cannot read {args.input}: {e.strerror}") from None
+        with f:
+            lines = load(_store(ctx), f, reporter=rep)
+    else:
+        if sys.stdin.isatty():
+            raise UsageError("requested load from stdin, but stdin is empty (a terminal)",
+                             hint="use -i FILE or redirect an archive into stdin")
+        lines = load(_store(ctx), sys.stdin.buffer, reporter=rep)
+    for line in lines:
+        print(line)
+    return 0
+
+
+COMMANDS["load"] = Command("Load images from a tar archive (docker-archive or oci-archive)", _load_setup, cmd_load)
+
+
+# login / logout ------------------------------------------------------------
+
+def _login_setup(p):
+    p.add_argument("server", nargs="?", default="docker.io")
+    p.add_argument("-u", "--username")
+    p.add_argument("-p", "--password")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    _add_tls(p)
+
+
+def cmd_login(ctx, args) -> int:
+    import getpass
+
+    from rootless.image import auth
+    from rootless.image.registry import RegistryClient
+
+    server = _server(args.server)
+    user = args.username
+    password = args.password
+    if args.password_stdin:
+        if password:
+            raise UsageError("--password and --password-stdin are mutually exclusive")
+        password = sys.stdin.readline().rstrip("\n")
+        if not user:
+            raise UsageError("--password-stdin needs --username")
+    if not user:
+        if not sys.stdin.isatty():
+            raise UsageError("no username given and stdin is not a terminal", hint="use -u USER and --password-stdin")
+        user = input("Username: ").strip()
+    if not password:
+        if not sys.stdin.isatty():
+            raise UsageError("no password given and stdin is not a terminal", hint="use --password-stdin")
+        password = getpass.getpass("Password: ")
+    if args.password:
+        ctx.warn("using --password on the command line is insecure: use --password-stdin")
+    client = RegistryClient(server, ctx.config, tls_verify=_tls(args), creds=(user, password))
+    client.login_check()
+    path = auth.store(ctx.config, server, user, password)
+    print("Login Succeeded!")
+    return 0
+
+
+def _server(s: str) -> str:
+    for pre in ("https://", "http://"):
+        if s.startswith(pre):
+            s = s[len(pre):]
+    s = s.rstrip("/")
+    if s.endswith("/v1") or s.endswith("/v2"):
+        s = s[:-3]
+    from rootless.image.auth import auth_key
+
+    return auth_key(s)
+
+
+COMMANDS["login"] = Command("Log in to a registry (credentials in ~/.config/rootless/auth.json)", _login_setup,
+                            cmd_login)
+
+
+def _logout_setup(p):
+    p.add_argument("server", nargs="?", default="docker.io")
+    p.add_argument("-a", "--all", action="store_true", help="remove the credentials of every registry")
+
+
+def cmd_logout(ctx, args) -> int:
+    from rootless.errors import RootlessError
+    from rootless.image import auth
+
+    if args.all:
+        auth.remove(ctx.config, None)
+        print("Removed login credentials for all registries")
+        return 0
+    server = _server(args.server)
+    if not auth.remove(ctx.config, server):
+        raise RootlessError(f"not logged in to {server}")
+    print(f"Removed login credentials for {server}")
+    return 0
+
+
+COMMANDS["logout"] = Command("Log out from a registry", _logout_setup, cmd_logout)

@@ -1,0 +1,136 @@
+"""File locks, pins, atomic writes and staging directories of the store."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+from pathlib import Path
+
+
+class FileLock:
+    """``with FileLock(path):`` an exclusive (or shared) flock on a lock file."""
+
+    def __init__(self, path: Path, shared: bool = False):
+        self.path = Path(path)
+        self.shared = shared
+        self.fd = -1
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def try_exclusive(path: Path) -> int | None:
+    """Open ``path`` and take an exclusive flock without waiting: the fd, or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class Pins:
+    """Shared flocks on blobs/layers in use: GC skips what someone pins."""
+
+    def __init__(self):
+        self.fds: dict[str, int] = {}
+
+    def pin(self, path: Path) -> bool:
+        """Pin an existing file; False when it no longer exists (removed meanwhile)."""
+        key = str(path)
+        if key in self.fds:
+            return True
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        # removed while we waited for the lock?
+        try:
+            st = os.stat(path, follow_symlinks=False)
+            fst = os.fstat(fd)
+            if (st.st_ino, st.st_dev) != (fst.st_ino, fst.st_dev):
+                raise FileNotFoundError
+        except FileNotFoundError:
+            os.close(fd)
+            return False
+        self.fds[key] = fd
+        return True
+
+    def release(self) -> None:
+        for fd in self.fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds.clear()
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write to a temp file next to ``path``, fsync, rename over it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class Staging:
+    """A private staging directory ``tmp/<pid>-<rand>`` (flocked while alive)."""
+
+    def __init__(self, tmp_root: Path):
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        self.path = tmp_root / f"{os.getpid()}-{secrets.token_hex(6)}"
+        os.mkdir(self.path, 0o700)
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def stale_staging(tmp_root: Path) -> list[Path]:
+    """Staging dirs whose owner is gone (their flock is free)."""
+    out = []
+    try:
+        entries = list(os.scandir(tmp_root))
+    except FileNotFoundError:
+        return out
+    for e in entries:
+        if not e.is_dir(follow_symlinks=False):
+            continue
+        fd = try_exclusive(Path(e.path))
+        if fd is not None:
+            os.close(fd)
+            out.append(Path(e.path))
+    return out

@@ -1,0 +1,425 @@
+"""A client for the OCI distribution API (Docker registry v2).
+
+Anonymous access, Bearer tokens (from the ``WWW-Authenticate`` challenge,
+with scopes, cached per scope) and Basic auth. TLS by default; registries on
+localhost, 127.0.0.0/8 and ::1 are spoken to over plain HTTP (as Docker
+does); registries in ``[registries] insecure`` or with ``tls_verify=False``
+are tried over HTTPS without verification, then plain HTTP.
+
+One keep-alive connection per thread and host. Redirects (blob downloads
+from a CDN) are followed without sending our credentials to the other host.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import re
+import socket
+import threading
+from urllib.parse import urlencode, urljoin, urlsplit
+
+from rootless.errors import AuthError, ImageNotFound, RegistryError
+from rootless.image import oci
+from rootless.image.reference import is_localhost
+
+USER_AGENT = "rootless/0.1 (+python http.client)"
+TIMEOUT = 60
+_CHAL_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3)) for m in _CHAL_RE.finditer(rest)}
+    return scheme.lower(), params
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        d = json.loads(body)
+        errs = d.get("errors") or []
+        if errs:
+            return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errs if isinstance(e, dict))
+        if isinstance(d.get("details"), str):
+            return d["details"]
+    except (ValueError, AttributeError, TypeError):
+        pass
+    text = body[:200].decode(errors="replace").strip()
+    return text
+
+
+class Response:
+    """A response whose body is read by the caller (``read``/``close``)."""
+
+    def __init__(self, resp: http.client.HTTPResponse, conn, drop):
+        self.resp = resp
+        self.status = resp.status
+        self.headers = resp.headers
+        self.conn = conn
+        self.drop = drop
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.resp.getheader(name, default)
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.resp.read(n) if n is not None and n >= 0 else self.resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise RegistryError(f"download interrupted: {e}", hint="try again; an interrupted pull resumes") from None
+
+    def readinto(self, b) -> int:
+        return self.resp.readinto(b)
+
+    def close(self) -> None:
+        """Close; a body not read to its end also closes the connection (it cannot be reused)."""
+        if not self.resp.isclosed():
+            self.resp.close()
+            self.conn.close()
+            self.drop()
+
+
+class RegistryClient:
+    def __init__(self, domain: str, config=None, *, tls_verify: bool | None = None,
+                 creds: tuple[str, str] | None = None, env: dict | None = None):
+        from rootless.image import auth
+
+        self.domain = domain
+        self.host = "registry-1.docker.io" if domain == "docker.io" else domain
+        insecure_list = tuple(config.insecure_registries) if config is not None else ()
+        self.local = is_localhost(self.host)
+        self.insecure = tls_verify is False or self.host in insecure_list or domain in insecure_list
+        self.verify = not self.insecure
+        if self.local and tls_verify is not True:
+            self.schemes = ["http"]
+        elif self.insecure:
+            self.schemes = ["https", "http"]
+        else:
+            self.schemes = ["https"]
+        self.scheme = self.schemes[0]
+        if creds is None and config is not None:
+            creds = auth.lookup(config, domain, env)
+        self.creds = creds
+        self._tls = threading.local()
+        self._lock = threading.Lock()
+        self._tokens: dict[str, str] = {}
+        self._auth_kind: str | None = None   # None (unknown/anonymous) | "bearer" | "basic"
+        self._challenge: dict[str, str] = {}
+        self._all_conns: list = []
+        self._scheme_checked = len(self.schemes) == 1
+
+    # connections -----------------------------------------------------------
+    def _conns(self) -> dict:
+        c = getattr(self._tls, "conns", None)
+        if c is None:
+            c = self._tls.conns = {}
+        return c
+
+    def _conn(self, scheme: str, netloc: str):
+        key = (scheme, netloc)
+        conns = self._conns()
+        c = conns.get(key)
+        if c is None:
+            if scheme == "https":
+                import ssl
+
+                ctx = ssl.create_default_context()
+                if not self.verify and netloc == self.host:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                c = http.client.HTTPSConnection(netloc, timeout=TIMEOUT, context=ctx, blocksize=1 << 20)
+            else:
+                c = http.client.HTTPConnection(netloc, timeout=TIMEOUT, blocksize=1 << 20)
+            conns[key] = c
+            with self._lock:
+                self._all_conns.append(c)
+        return key, c
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._all_conns:
+                try:
+                    c.close()
+                except Exception:
+                    pass
+            self._all_conns.clear()
+        self._tls = threading.local()
+
+    def _raw(self, method: str, url: str, headers: dict, body=None) -> Response:
+        u = urlsplit(url)
+        path = u.path + (f"?{u.query}" if u.query else "")
+        for attempt in range(2):
+            key, conn = self._conn(u.scheme, u.netloc)
+            try:
+                if body is not None and hasattr(body, "seek"):
+                    body.seek(0)
+                conn.request(method, path, body=body, headers={"User-Agent": USER_AGENT, **headers})
+                return Response(conn.getresponse(), conn, lambda key=key: self._conns().pop(key, None))
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+                    http.client.CannotSendRequest, http.client.ResponseNotReady) as e:
+                conn.close()
+                self._conns().pop(key, None)
+                if attempt == 1:
+                    raise RegistryError(f"connection to {u.netloc} lost: {e}", hint="try again") from None
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                self._conns().pop(key, None)
+                raise self._conn_error(u.netloc, e) from None
+        raise AssertionError("unreachable")
+
+    def _conn_error(self, netloc: str, e: Exception) -> RegistryError:
+        import ssl
+
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return RegistryError(f"the TLS certificate of {netloc} is not trusted: {e.verify_message}",
+                                 hint=f"use --tls-verify=false, or add \"{netloc}\" to [registries] insecure in "
+                                      "~/.config/rootless/config.toml")
+        if isinstance(e, ssl.SSLError):
+            return RegistryError(f"TLS handshake with {netloc} failed ({e.reason or e}): does it speak plain HTTP?",
+                                 hint=f"add \"{netloc}\" to [registries] insecure in ~/.config/rootless/config.toml, "
+                                      "or use --tls-verify=false")
+        if isinstance(e, ConnectionRefusedError):
+            return RegistryError(f"cannot connect to registry {netloc}: connection refused",
+                                 hint="check the registry's host and port, and that it is running")
+        if isinstance(e, socket.gaierror):
+            return RegistryError(f"cannot resolve registry host {netloc}: {e.strerror or e}",
+                                 hint="check the name and your network/DNS")
+        if isinstance(e, (TimeoutError, socket.timeout)):
+            return RegistryError(f"registry {netloc} did not answer within {TIMEOUT} s", hint="try again later")
+        return RegistryError(f"cannot talk to registry {netloc}: {e}")
+
+    # auth ------------------------------------------------------------------
+    def _auth_header(self, scope: str | None) -> str | None:
+        with self._lock:
+            if self._auth_kind == "basic" and self.creds:
+                return "Basic " + base64.b64encode(f"{self.creds[0]}:{self.creds[1]}".encode()).decode()
+            if self._auth_kind == "bearer":
+                t = self._tokens.get(scope or "")
+                return f"Bearer {t}" if t else None
+        return None
+
+    def _fetch_token(self, params: dict[str, str], scope: str | None) -> str:
+        realm = params.get("realm")
+        if not realm:
+            raise AuthError(f"registry {self.host} asked for a Bearer token without a realm")
+        q = []
+        if params.get("service"):
+            q.append(("service", params["service"]))
+        for s in (scope or params.get("scope") or "").split(" "):
+            if s:
+                q.append(("scope", s))
+        url = realm + ("&" if "?" in realm else "?") + urlencode(q) if q else realm
+        headers = {"Accept": "application/json"}
+        if self.creds and self.creds[0] != "<token>":
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{self.creds[0]}:{self.creds[1]}".encode()).decode()
+        r = self._raw("GET", url, headers)
+        body = r.read()
+        if r.status in (401, 403):
+            raise AuthError(f"authentication to {self.domain} failed: {_error_text(body) or r.status}",
+                            hint=f"check your credentials: rootless login {self.domain}")
+        if r.status != 200:
+            raise RegistryError(f"token server {urlsplit(realm).netloc} answered {r.status}: {_error_text(body)}")
+        try:
+            d = json.loads(body)
+            tok = d.get("token") or d.get("access_token")
+        except (ValueError, AttributeError):
+            tok = None
+        if not tok:
+            raise AuthError(f"token server of {self.domain} sent no token")
+        return tok
+
+    def _on_401(self, resp: Response, scope: str | None) -> bool:
+        """Learn from a challenge; True when it makes sense to retry."""
+        chal = resp.header("WWW-Authenticate") or ""
+        kind, params = parse_challenge(chal) if chal else ("", {})
+        if kind == "bearer":
+            tok = self._fetch_token(params, scope)
+            with self._lock:
+                self._auth_kind = "bearer"
+                self._challenge = params
+                self._tokens[scope or ""] = tok
+            return True
+        if kind == "basic":
+            if not self.creds:
+                raise AuthError(f"registry {self.domain} needs a login",
+                                hint=f"rootless login {self.domain}")
+            with self._lock:
+                if self._auth_kind == "basic":
+                    return False
+                self._auth_kind = "basic"
+            return True
+        return False
+
+    # requests --------------------------------------------------------------
+    def _base(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    def request(self, method: str, path: str, *, headers: dict | None = None, body=None,
+                scope: str | None = None, follow: bool = True) -> Response:
+        headers = dict(headers or {})
+        if not self._scheme_checked:
+            self._pick_scheme()
+        tried_auth = False
+        while True:
+            h = dict(headers)
+            a = self._auth_header(scope)
+            if a:
+                h["Authorization"] = a
+            url = path if path.startswith(("http://", "https://")) else self._base() + path
+            r = self._raw(method, url, h, body)
+            if r.status == 401 and not tried_auth:
+                r.read()
+                tried_auth = True
+                if self._on_401(r, scope):
+                    continue
+                raise AuthError(f"registry {self.domain} refused the credentials",
+                                hint=f"check them: rootless login {self.domain}")
+            if r.status == 401:
+                body_ = r.read()
+                if self.creds:
+                    raise AuthError(f"registry {self.domain} refused access: {_error_text(body_) or 'unauthorized'}",
+                                    hint=f"check your credentials and rights: rootless login {self.domain}")
+                raise AuthError(f"registry {self.domain} refused anonymous access: {_error_text(body_) or 'unauthorized'}",
+                                hint=f"the repository may not exist, or may need a login: rootless login {self.domain}")
+            hops = 0
+            while follow and r.status in (301, 302, 303, 307, 308) and hops < 5:
+                loc = r.header("Location")
+                r.read()
+                if not loc:
+                    break
+                target = urljoin(url, loc)
+                h2 = {k: v for k, v in headers.items()}
+                if urlsplit(target).netloc == urlsplit(url).netloc and a:
+                    h2["Authorization"] = a
+                m = method if r.status in (307, 308) else "GET"
+                r = self._raw(m, target, h2, body if m == method else None)
+                url = target
+                hops += 1
+            return r
+
+    def _pick_scheme(self) -> None:
+        """Insecure registries: HTTPS without verification, else plain HTTP."""
+        last = None
+        for s in self.schemes:
+            try:
+                self._raw("GET", f"{s}://{self.host}/v2/", {}).read()
+                self.scheme = s
+                self._scheme_checked = True
+                return
+            except RegistryError as e:
+                last = e
+        self._scheme_checked = True
+        if last:
+            raise last
+
+    def _check(self, r: Response, what: str, ok=(200,)) -> Response:
+        if r.status in ok:
+            return r
+        body = r.read()
+        text = _error_text(body)
+        if r.status == 404:
+            raise ImageNotFound(f"{what}: not found in registry {self.domain}" + (f" ({text})" if text else ""),
+                                hint="check the name and the tag")
+        if r.status == 403:
+            raise AuthError(f"{what}: access denied by {self.domain}" + (f" ({text})" if text else ""),
+                            hint=f"rootless login {self.domain}")
+        if r.status == 429:
+            raise RegistryError(f"{what}: registry {self.domain} is rate-limiting us (429)",
+                                hint="wait a while, or log in (rootless login) for a higher limit")
+        raise RegistryError(f"{what}: registry {self.domain} answered {r.status}" + (f": {text}" if text else ""))
+
+    # the API ---------------------------------------------------------------
+    @staticmethod
+    def scope(path: str, push: bool = False) -> str:
+        return f"repository:{path}:pull,push" if push else f"repository:{path}:pull"
+
+    def ping(self) -> None:
+        """GET /v2/ with our credentials (checks a login)."""
+        r = self.request("GET", "/v2/")
+        body = r.read()
+        if r.status == 401:
+            raise AuthError(f"registry {self.domain} refused the login")
+        if r.status not in (200,):
+            raise RegistryError(f"registry {self.domain} answered {r.status} to /v2/: {_error_text(body)}")
+
+    def login_check(self) -> None:
+        """Verify credentials: Basic on /v2/, or a token fetched with them."""
+        r = self.request("GET", "/v2/")
+        r.read()
+        if r.status != 200:
+            raise AuthError(f"login to {self.domain} failed ({r.status})", hint="check the user name and password")
+        if self._auth_kind is None and self.creds:
+            # anonymous /v2/ access allowed: nothing more to check
+            return
+
+    def get_manifest(self, path: str, reference: str, *, push: bool = False) -> tuple[bytes, str, str]:
+        """(body, media type, digest) of a manifest or index."""
+        r = self.request("GET", f"/v2/{path}/manifests/{reference}", headers={"Accept": oci.ACCEPT},
+                         scope=self.scope(path, push))
+        self._check(r, f"{self.domain}/{path}:{reference}" if not reference.startswith("sha256:")
+                    else f"{self.domain}/{path}@{reference}")
+        body = r.read()
+        if len(body) > 4 << 20:
+            raise RegistryError(f"manifest of {path}:{reference} is larger than 4 MiB: refused")
+        mt = (r.header("Content-Type") or "").split(";")[0].strip()
+        digest = oci.sha256_digest(body)
+        return body, mt, digest
+
+    def head_manifest(self, path: str, reference: str) -> str | None:
+        r = self.request("HEAD", f"/v2/{path}/manifests/{reference}", headers={"Accept": oci.ACCEPT},
+                         scope=self.scope(path))
+        r.read()
+        if r.status == 200:
+            return r.header("Docker-Content-Digest")
+        return None
+
+    def open_blob(self, path: str, digest: str, offset: int = 0) -> Response:
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        r = self.request("GET", f"/v2/{path}/blobs/{digest}", headers=headers, scope=self.scope(path))
+        return self._check(r, f"blob {digest} of {self.domain}/{path}", ok=(200, 206))
+
+    def get_blob(self, path: str, digest: str, limit: int = 16 << 20) -> bytes:
+        r = self.open_blob(path, digest)
+        data = r.read(limit + 1)
+        if len(data) > limit:
+            r.close()
+            raise RegistryError(f"blob {digest} is larger than expected ({limit} bytes): refused")
+        rest = r.read()
+        if rest:
+            raise RegistryError(f"blob {digest} is larger than expected: refused")
+        return data
+
+    def blob_exists(self, path: str, digest: str) -> bool:
+        r = self.request("HEAD", f"/v2/{path}/blobs/{digest}", scope=self.scope(path, push=True))
+        r.read()
+        if r.status == 200:
+            return True
+        if r.status == 404:
+            return False
+        self._check(r, f"blob {digest}")
+        return False
+
+    def upload_blob(self, path: str, digest: str, size: int, fileobj) -> None:
+        scope = self.scope(path, push=True)
+        r = self.request("POST", f"/v2/{path}/blobs/uploads/", headers={"Content-Length": "0"}, scope=scope)
+        r.read()
+        if r.status == 201:
+            return  # mounted / already there
+        self._check(r, f"starting the upload of {digest} to {self.domain}/{path}", ok=(202,))
+        loc = r.header("Location")
+        if not loc:
+            raise RegistryError(f"registry {self.domain} gave no upload location")
+        url = urljoin(self._base() + "/", loc)
+        url += ("&" if "?" in url else "?") + urlencode({"digest": digest})
+        r = self.request("PUT", url, headers={"Content-Type": "application/octet-stream",
+                                              "Content-Length": str(size)}, body=fileobj, scope=scope)
+        r.read()
+        self._check(r, f"uploading blob {digest} to {self.domain}/{path}", ok=(201, 204))
+
+    def put_manifest(self, path: str, reference: str, data: bytes, media_type: str) -> str:
+        r = self.request("PUT", f"/v2/{path}/manifests/{reference}",
+                         headers={"Content-Type": media_type, "Content-Length": str(len(data))}, body=data,
+                         scope=self.scope(path, push=True))
+        r.read()
+        self._check(r, f"pushing the manifest of {self.domain}/{path}:{reference}", ok=(201, 200, 202))
+        return r.header("Docker-Content-Digest") or oci.sha256_digest(data)
