@@ -122,13 +122,17 @@ _LINE_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
 def _read_toml(path: Path) -> dict:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return {}   # the usual case: no tomllib import on the start-up path
+    except PermissionError:
+        raise ConfigError(f"cannot read config file {path}: permission denied") from None
     import tomllib
 
     try:
-        with open(path, "rb") as f:
+        with f:
             return tomllib.load(f)
-    except FileNotFoundError:
-        return {}
     except PermissionError:
         raise ConfigError(f"cannot read config file {path}: permission denied") from None
     except tomllib.TOMLDecodeError as e:

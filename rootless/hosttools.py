@@ -12,6 +12,7 @@ package that provides the program when it is missing.
 from __future__ import annotations
 
 import os
+import signal
 
 from rootless.errors import HelperFailed, HostError
 
@@ -84,7 +85,8 @@ def spawn_wait(argv: list[str], desc: str, *, stdin_null: bool = True) -> None:
     if stdin_null:
         fa.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
     try:
-        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=fa)
+        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=fa,
+                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))  # Python ignores them; helpers must not
     except OSError as e:
         os.close(r)
         os.close(w)
@@ -102,6 +104,43 @@ def spawn_wait(argv: list[str], desc: str, *, stdin_null: bool = True) -> None:
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise HelperFailed(desc, code, b"".join(chunks).decode(errors="replace"))
+
+
+def spawn_wait_all(jobs: list[tuple[list[str], str]]) -> None:
+    """Like spawn_wait for several programs at once (started together, then
+    waited for): newuidmap and newgidmap of one container run in parallel."""
+    started = []
+    try:
+        for argv, desc in jobs:
+            r, w = os.pipe()
+            fa = [(os.POSIX_SPAWN_DUP2, w, 2), (os.POSIX_SPAWN_CLOSE, r),
+                  (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+            try:
+                pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=fa,
+                                     setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+            except OSError as e:
+                os.close(r)
+                os.close(w)
+                raise HelperFailed(desc, None, e.strerror or str(e),
+                                   hint=f"install it: apt-get install {package_for(os.path.basename(argv[0]))}") from None
+            os.close(w)
+            started.append((pid, r, desc))
+    finally:
+        failure = None
+        for pid, r, desc in started:
+            chunks = []
+            while True:
+                b = os.read(r, 65536)
+                if not b:
+                    break
+                chunks.append(b)
+            os.close(r)
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0 and failure is None:
+                failure = HelperFailed(desc, code, b"".join(chunks).decode(errors="replace"))
+    if failure is not None:
+        raise failure
 
 
 def run(argv: list[str], desc: str, *, input: bytes | None = None, timeout: float | None = None,

@@ -178,6 +178,7 @@ def apply_mapping(pid: int, mapping: IDMapping) -> None:
         except OSError as e:
             raise HostError(f"cannot write the user namespace id map: {e.strerror}") from None
         return
+    jobs = []
     for tool, maps in (("newuidmap", mapping.uids), ("newgidmap", mapping.gids)):
         exe = hosttools.find(tool)
         if exe is None:
@@ -186,12 +187,13 @@ def apply_mapping(pid: int, mapping: IDMapping) -> None:
         argv = [exe, str(pid)]
         for m in maps:
             argv += [str(m.container), str(m.host), str(m.size)]
-        try:
-            hosttools.spawn_wait(argv, f"{tool} (mapping ids of the user namespace)")
-        except HelperFailed as e:
-            raise HelperFailed(e.desc, e.status, e.stderr,
-                               hint="check /etc/subuid and /etc/subgid for your user and that "
-                                    f"{exe} is setuid root (run `rootless doctor`)") from None
+        jobs.append((argv, f"{tool} (mapping ids of the user namespace)"))
+    try:
+        hosttools.spawn_wait_all(jobs)   # both at once: they are independent
+    except HelperFailed as e:
+        raise HelperFailed(e.desc, e.status, e.stderr,
+                           hint="check /etc/subuid and /etc/subgid for your user and that "
+                                "newuidmap/newgidmap are setuid root (run `rootless doctor`)") from None
 
 
 # ---------------------------------------------------------------------------

@@ -90,7 +90,7 @@ def images() -> TestImages:
 class Registry:
     """A docker-registry process on 127.0.0.1:PORT with a private storage dir."""
 
-    def __init__(self, workdir: Path, auth: dict | None = None):
+    def __init__(self, workdir: Path, auth: dict | None = None, http_extra: dict | None = None):
         self.workdir = workdir
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -101,6 +101,8 @@ class Registry:
                "http": {"addr": self.host, "secret": "test-secret"}}
         if auth:
             cfg["auth"] = auth
+        if http_extra:
+            cfg["http"].update(http_extra)
         # the registry reads YAML; JSON is YAML
         self.config = workdir / "config.yml"
         self.config.write_text(json.dumps(cfg))
@@ -253,3 +255,73 @@ def require(*names: str) -> None:
 def unprivileged():
     if os.getuid() == 0:
         pytest.skip("integration tests run as an unprivileged user (ci/run-tests does it)")
+
+
+# --- registries with authentication (images tests) --------------------------
+
+AUTH_USER, AUTH_PASSWORD = "tester", "s3cret-pass"
+
+
+@pytest.fixture(scope="session")
+def basic_registry(images, tmp_path_factory) -> Registry:
+    """docker-registry with htpasswd (bcrypt) Basic auth; busybox pushed."""
+    work = tmp_path_factory.mktemp("basic-registry")
+    cp = subprocess.run(["htpasswd", "-Bbn", AUTH_USER, AUTH_PASSWORD], capture_output=True, text=True, check=True)
+    (work / "htpasswd").write_text(cp.stdout)
+    reg = Registry(work, auth={"htpasswd": {"realm": "rootless-test", "path": str(work / "htpasswd")}})
+    try:
+        push_all(reg, images, ("busybox",), creds=f"{AUTH_USER}:{AUTH_PASSWORD}")
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry(images, tmp_path_factory):
+    """docker-registry with `auth: token` and our own token server on 127.0.0.1; busybox pushed.
+
+    Yields (registry, token_server)."""
+    from tests.imgtools import TokenServer
+
+    work = tmp_path_factory.mktemp("token-registry")
+    ts = TokenServer(work, {AUTH_USER: AUTH_PASSWORD})
+    reg = Registry(work, auth=ts.registry_auth())
+    try:
+        push_all(reg, images, ("busybox",), creds=f"{AUTH_USER}:{AUTH_PASSWORD}")
+        yield reg, ts
+    finally:
+        reg.stop()
+        ts.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_registry(images, tmp_path_factory) -> Registry:
+    """docker-registry serving HTTPS on 127.0.0.1 with a self-signed certificate; busybox pushed."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    work = tmp_path_factory.mktemp("tls-registry")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    (work / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (work / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                     serialization.PrivateFormat.TraditionalOpenSSL,
+                                                     serialization.NoEncryption()))
+    reg = Registry(work, http_extra={"tls": {"certificate": str(work / "cert.pem"), "key": str(work / "key.pem")}})
+    try:
+        push_all(reg, images, ("busybox",))
+        yield reg
+    finally:
+        reg.stop()

@@ -323,7 +323,7 @@ def cmd_history(ctx, args) -> int:
     img = store.resolve(args.image, _platform(args.platform), reporter=ctx.reporter())
     human = str(args.human).lower() not in ("false", "0", "no")
     rows = []
-    for r in history_rows(img):
+    for r in history_rows(img, store):
         iid = r["ID"] if (args.no_trunc or r["ID"] == "<missing>") else r["ID"][7:19]
         by = r["CreatedBy"]
         if not args.no_trunc and len(by) > 45:
@@ -496,3 +496,15 @@ def cmd_logout(ctx, args) -> int:
 
 
 COMMANDS["logout"] = Command("Log out from a registry", _logout_setup, cmd_logout)
+
+
+# `rootless image build` is `rootless build` (owned by rootless.cli.build) -----
+
+def _build_cmd():
+    from rootless.cli.main import _load
+
+    return _load("build").COMMANDS["build"]
+
+
+COMMANDS["build"] = Command("Build an image from a Dockerfile (same as `rootless build`)",
+                            lambda p: _build_cmd().setup(p), lambda ctx, args: _build_cmd().handler(ctx, args))

@@ -87,6 +87,13 @@ def save(store, names: list[str], out, fmt: str = "docker-archive", *, platform=
         raise UsageError(f"unknown archive format {fmt!r}", hint="use docker-archive or oci-archive")
     reporter = reporter or Reporter()
     targets = _targets(store, names, platform, reporter)
+    from rootless.errors import StoreError
+
+    for img, _refs in targets:
+        for d in [img.id] + [b.digest for b in img.blobs]:
+            if not store.has_blob(d):
+                raise StoreError(f"blob {d} of image {img.short_id} is missing from the store",
+                                 hint="pull the image again (rootless pull IMAGE), then save it")
     tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
     try:
         if fmt == "docker-archive":
@@ -152,6 +159,10 @@ def _save_docker(store, targets, tf) -> None:
         _add_bytes(tf, "repositories", json.dumps(repos, separators=(",", ":")).encode())
 
 
+_OCI_LAYER = {oci.DOCKER_LAYER: oci.OCI_LAYER, oci.DOCKER_LAYER_GZIP: oci.OCI_LAYER_GZIP,
+              oci.DOCKER_LAYER_FOREIGN: oci.OCI_LAYER_ND_GZIP}
+
+
 def _save_oci(store, targets, tf) -> None:
     _add_bytes(tf, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
     written: set[str] = set()
@@ -167,11 +178,23 @@ def _save_oci(store, targets, tf) -> None:
 
     entries = []
     for img, refs in targets:
-        blob(img.manifest.digest)
         blob(img.id)
         for b in img.blobs:
             blob(b.digest)
-        desc = Descriptor(img.manifest.media_type, img.manifest.digest, img.manifest.size, img.platform)
+        if img.manifest.media_type == oci.OCI_MANIFEST:
+            blob(img.manifest.digest)
+            desc = Descriptor(img.manifest.media_type, img.manifest.digest, img.manifest.size, img.platform)
+        else:
+            # an OCI layout holds OCI manifests (readers skip others): convert, the image ID stays
+            man = Manifest(oci.OCI_MANIFEST, Descriptor(oci.OCI_CONFIG, img.id, store.blob_path(img.id).stat().st_size),
+                           tuple(Descriptor(_OCI_LAYER.get(b.media_type, b.media_type), b.digest, b.size)
+                                 for b in img.blobs))
+            data = json.dumps(man.to_json(), separators=(",", ":")).encode()
+            d = oci.sha256_digest(data)
+            if digest_hex(d) not in written:
+                written.add(digest_hex(d))
+                _add_bytes(tf, f"blobs/sha256/{digest_hex(d)}", data)
+            desc = Descriptor(oci.OCI_MANIFEST, d, len(data), img.platform)
         if refs:
             for r in refs:
                 d = desc.to_json()

@@ -108,10 +108,14 @@ class Staging:
 
     def __init__(self, tmp_root: Path):
         tmp_root.mkdir(parents=True, exist_ok=True)
-        self.path = tmp_root / f"{os.getpid()}-{secrets.token_hex(6)}"
-        os.mkdir(self.path, 0o700)
-        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        # locked BEFORE it shows under its real name: others never see it unlocked (stale)
+        hidden = tmp_root / f".new-{name}"
+        os.mkdir(hidden, 0o700)
+        self.fd = os.open(hidden, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.path = tmp_root / name
+        os.rename(hidden, self.path)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -126,8 +130,18 @@ def stale_staging(tmp_root: Path) -> list[Path]:
         entries = list(os.scandir(tmp_root))
     except FileNotFoundError:
         return out
+    import time
+
     for e in entries:
         if not e.is_dir(follow_symlinks=False):
+            continue
+        if e.name.startswith("."):
+            # being created (or its creator died between mkdir and rename: then it is empty and old)
+            try:
+                if time.time() - e.stat(follow_symlinks=False).st_mtime > 3600:
+                    os.rmdir(e.path)
+            except OSError:
+                pass
             continue
         fd = try_exclusive(Path(e.path))
         if fd is not None:

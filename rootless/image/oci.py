@@ -7,7 +7,6 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -40,6 +39,8 @@ ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 
 
 def sha256_digest(data: bytes) -> str:
+    import hashlib   # not on the start-up path of `run` (~2.5 ms)
+
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 

@@ -104,10 +104,28 @@ def inspect_json(store, img: ImageRecord) -> dict:
     }
 
 
-def history_rows(img: ImageRecord) -> list[dict]:
-    """``docker history``: newest first; IMAGE is the image ID on the top row, <missing> below."""
+def _layer_sizes(store, img: ImageRecord) -> list[int]:
+    import json
+
+    out = []
+    for d, b in zip(img.layers, img.blobs):
+        size = b.size
+        if store is not None:
+            try:
+                with open(store.layer_path(d) / "layer.json", "rb") as f:
+                    size = int(json.load(f).get("size", size))
+            except (OSError, ValueError):
+                pass
+        out.append(size)
+    return out
+
+
+def history_rows(img: ImageRecord, store=None) -> list[dict]:
+    """``docker history``: newest first; IMAGE is the image ID on the top row, <missing> below.
+
+    Sizes are the layers' uncompressed sizes (as Docker shows them) when the store is given."""
     rows = []
-    layer_sizes = [b.size for b in img.blobs]
+    layer_sizes = _layer_sizes(store, img)
     li = 0
     for h in img.history:
         size = 0
@@ -116,7 +134,7 @@ def history_rows(img: ImageRecord) -> list[dict]:
             li += 1
         rows.append({"Created": h.created, "CreatedBy": h.created_by, "Comment": h.comment, "Size": size})
     if not rows:
-        rows = [{"Created": img.created, "CreatedBy": "", "Comment": "", "Size": b.size} for b in img.blobs]
+        rows = [{"Created": img.created, "CreatedBy": "", "Comment": "", "Size": n} for n in layer_sizes]
     rows.reverse()
     for i, r in enumerate(rows):
         r["ID"] = img.id if i == 0 else "<missing>"

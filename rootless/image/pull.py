@@ -85,8 +85,13 @@ class LayerWorker:
         import threading
 
         self._lock = threading.Lock()
+        self._warned: set[str] = set()
 
     def warn(self, msg: str) -> None:
+        with self._lock:
+            if msg in self._warned:
+                return  # once per pull, not once per layer
+            self._warned.add(msg)
         self.reporter.warn(msg)
 
     def run(self, job: LayerJob) -> None:
@@ -154,7 +159,7 @@ class LayerWorker:
         digest, size = job.blob.digest, job.blob.size
         partial = store.partial_path(digest)
         fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        f = os.fdopen(fd, "r+b")
+        f = os.fdopen(fd, "r+b", buffering=0)
         usize = 0
         resp = None
         try:
@@ -196,7 +201,14 @@ class LayerWorker:
             tee = HashReader(src if src is not None else _Empty(), sink=f, progress=progress, start=offset,
                              hasher=hasher)
             if extract_to is not None and offset == 0:
-                usize = self._extract(tee, job, extract_to)
+                try:
+                    usize = self._extract(tee, job, extract_to)
+                except (LayerError, DigestMismatch, ImageError):
+                    # corrupt bytes look like a broken tar: the digest tells which it is
+                    tee.drain()
+                    if size < 0 or tee.count == size:
+                        check_digest(tee.digest(), digest, "blob")
+                    raise
                 tee.drain()
             else:
                 tee.drain()
@@ -239,7 +251,8 @@ class _Empty:
         return b""
 
 
-def _fetch_layers(store, client, path: str, jobs: list[LayerJob], reporter: Reporter, parallel: int, mapping):
+def _fetch_layers(store, client, path: str, jobs: list[LayerJob], reporter: Reporter, parallel: int, mapping,
+                  parent: int):
     """Runs in the user-namespace child."""
     import signal
     from concurrent.futures import ThreadPoolExecutor
@@ -247,6 +260,8 @@ def _fetch_layers(store, client, path: str, jobs: list[LayerJob], reporter: Repo
     from rootless import syscalls
 
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)  # the parent is already gone
     store.clean_stale(in_userns=True)
     staging = Staging(store.root / "tmp")
     worker = LayerWorker(store, client, path, reporter, mapping, staging)
@@ -278,7 +293,8 @@ def extract_layers(store, jobs: list[LayerJob], reporter: Reporter) -> tuple[lis
     from rootless.userns import default_mapping, run_in_userns
 
     mapping = default_mapping()
-    return run_in_userns(_fetch_layers, store, None, "", jobs, reporter, store.config.pull_parallel, mapping)
+    return run_in_userns(_fetch_layers, store, None, "", jobs, reporter, store.config.pull_parallel, mapping,
+                         os.getpid())
 
 
 # ---------------------------------------------------------------------------
@@ -373,14 +389,12 @@ def pull(store, ref_str: str, *, platform: Platform | None = None, reporter: Rep
             mapping = default_mapping()
             client.close()  # the child opens its own connections
             blobs, layers = run_in_userns(_fetch_layers, store, client, ref.path, list(jobs.values()), reporter,
-                                          store.config.pull_parallel, mapping)
-            for d in blobs:
-                pins.pin(store.blob_path(d))
-            for d in layers:
-                pins.pin(store.layer_path(d) / "layer.json")
+                                          store.config.pull_parallel, mapping, os.getpid())
             created_blobs += blobs
             for j in jobs.values():
-                if not store.has_layer(j.diff_id) or not store.has_blob(j.blob.digest):
+                # ours or another pull's: pinned until images.json references them
+                if not (pins.pin(store.layer_path(j.diff_id) / "layer.json")
+                        and pins.pin(store.blob_path(j.blob.digest))):
                     raise RootlessError(f"layer {j.diff_id} was removed while it was being pulled",
                                         hint="another rootless process removed it (rmi/prune); pull again")
         for img in images:

@@ -86,14 +86,9 @@ def push(store, source: str, dest: str | None = None, *, reporter: Reporter | No
         reporter.done()
 
     tag = dref.tag or "latest"
-    if len(records) == 1 and index_desc is None:
-        r = records[0]
-        data = store.read_blob(r.manifest.digest)
-        digest = client.put_manifest(dref.path, tag, data, r.manifest.media_type)
-        reporter.info(f"{tag}: digest: {digest} size: {len(data)}")
-        return digest
-    # an index
+    # the original index, when every image it lists is here
     idx_bytes = None
+    idx_type = oci.OCI_INDEX
     if index_desc is not None and store.has_blob(index_desc["digest"]):
         data = store.read_blob(index_desc["digest"])
         idx = oci.parse_manifest(data)
@@ -101,14 +96,19 @@ def push(store, source: str, dest: str | None = None, *, reporter: Reporter | No
         wanted = [m for m in idx.manifests if m.media_type not in oci.INDEX_TYPES]
         if all(m.digest in have for m in wanted):
             idx_bytes, idx_type = data, idx.media_type
+    if len(records) == 1 and idx_bytes is None:
+        r = records[0]
+        data = store.read_blob(r.manifest.digest)
+        digest = client.put_manifest(dref.path, tag, data, r.manifest.media_type)
+        reporter.info(f"{tag}: digest: {digest} size: {len(data)}")
+        return digest
     for r in records:
         data = store.read_blob(r.manifest.digest)
         client.put_manifest(dref.path, r.manifest.digest, data, r.manifest.media_type)
     if idx_bytes is None:
-        idx_type = oci.OCI_INDEX
         doc = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX,
-               "manifests": [dict(oci.Descriptor(r.manifest.media_type, r.manifest.digest, r.manifest.size,
-                                                 r.platform).to_json()) for r in records]}
+               "manifests": [oci.Descriptor(r.manifest.media_type, r.manifest.digest, r.manifest.size,
+                                            r.platform).to_json() for r in records]}
         idx_bytes = json.dumps(doc, separators=(",", ":")).encode()
     digest = client.put_manifest(dref.path, tag, idx_bytes, idx_type)
     reporter.info(f"{tag}: digest: {digest} size: {len(idx_bytes)}")

@@ -63,8 +63,9 @@ class Response:
         return self.resp.getheader(name, default)
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes as soon as some arrived (read1): a stalled download still saves what it got."""
         try:
-            return self.resp.read(n) if n is not None and n >= 0 else self.resp.read()
+            return self.resp.read1(n) if n is not None and n >= 0 else self.resp.read()
         except (OSError, http.client.HTTPException) as e:
             raise RegistryError(f"download interrupted: {e}", hint="try again; an interrupted pull resumes") from None
 
@@ -88,12 +89,15 @@ class RegistryClient:
         self.host = "registry-1.docker.io" if domain == "docker.io" else domain
         insecure_list = tuple(config.insecure_registries) if config is not None else ()
         self.local = is_localhost(self.host)
-        self.insecure = tls_verify is False or self.host in insecure_list or domain in insecure_list
+        listed = self.host in insecure_list or domain in insecure_list
+        self.insecure = tls_verify is False or (listed and tls_verify is None)
         self.verify = not self.insecure
-        if self.local and tls_verify is not True:
-            self.schemes = ["http"]
+        if tls_verify is True:
+            self.schemes = ["https"]
         elif self.insecure:
-            self.schemes = ["https", "http"]
+            self.schemes = ["https", "http"]   # HTTPS without verification, else plain HTTP
+        elif self.local:
+            self.schemes = ["http"]            # as Docker: localhost and 127.0.0.0/8 speak plain HTTP
         else:
             self.schemes = ["https"]
         self.scheme = self.schemes[0]
@@ -380,14 +384,17 @@ class RegistryClient:
 
     def get_blob(self, path: str, digest: str, limit: int = 16 << 20) -> bytes:
         r = self.open_blob(path, digest)
-        data = r.read(limit + 1)
-        if len(data) > limit:
-            r.close()
-            raise RegistryError(f"blob {digest} is larger than expected ({limit} bytes): refused")
-        rest = r.read()
-        if rest:
-            raise RegistryError(f"blob {digest} is larger than expected: refused")
-        return data
+        chunks, total = [], 0
+        while True:
+            b = r.read(1 << 20)
+            if not b:
+                break
+            total += len(b)
+            if total > limit:
+                r.close()
+                raise RegistryError(f"blob {digest} is larger than expected ({limit} bytes): refused")
+            chunks.append(b)
+        return b"".join(chunks)
 
     def blob_exists(self, path: str, digest: str) -> bool:
         r = self.request("HEAD", f"/v2/{path}/blobs/{digest}", scope=self.scope(path, push=True))

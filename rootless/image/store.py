@@ -596,4 +596,50 @@ class Store:
 
         self.update(change)
         self.gc()
+        freed += self.prune_partials()
         return removed, freed
+
+    def prune_partials(self) -> int:
+        """Remove interrupted downloads nobody is resuming now; returns the bytes freed."""
+        import fcntl
+        import time as _time
+
+        freed = 0
+        pdir = self.root / "blobs" / "partial"
+        try:
+            entries = list(os.scandir(pdir))
+        except FileNotFoundError:
+            return 0
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if e.name.startswith("."):
+                # a temp file of write_blob: only when clearly abandoned
+                if _time.time() - st.st_mtime > 3600:
+                    try:
+                        os.unlink(e.path)
+                        freed += st.st_size
+                    except FileNotFoundError:
+                        pass
+                continue
+            try:
+                lock = self.lock_path("blob", "sha256:" + e.name)
+            except Exception:  # noqa: BLE001 - not one of ours
+                continue
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # being downloaded right now
+            try:
+                os.unlink(e.path)
+                freed += st.st_size
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
+        return freed

@@ -161,3 +161,20 @@ def test_layers_mount_as_overlay_with_whiteouts_and_owners(rl, registry):
     assert r["suid"] == 0o4755 and r["sticky"] == 0o1777
     assert r["tester"] == 1000
     assert "hello from layered" in r["hello"]
+
+
+def test_ensure_image_policies(rl, registry, images):
+    from rootless.config import load_config
+    from rootless.errors import ImageNotFound
+    from rootless.image.store import Store
+
+    store = Store(load_config(rl.env))
+    ref = registry.ref("busybox")
+    with pytest.raises(ImageNotFound):
+        store.ensure_image(ref, pull="never")
+    img = store.ensure_image(ref, pull="missing")
+    assert img.platform.architecture == images.host_arch
+    assert [p.name for p in Store(load_config(rl.env)).layer_dirs(img)] == ["diff", "diff"]
+    again = Store(load_config(rl.env)).ensure_image(ref, pull="always")
+    assert again.id == img.id
+    assert Store(load_config(rl.env)).ensure_image(img.id, pull="never").id == img.id

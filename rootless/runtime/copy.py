@@ -1,0 +1,303 @@
+"""`cp`: files between a container and the host, as a tar stream over a pipe.
+
+The container side runs as root of the container's user namespace with the
+container's root as "/": joined by setns for a running container, or with
+the root filesystem mounted in a fresh user+mount namespace for a stopped
+one. Symlinks inside the container therefore resolve inside it. The host
+side extracts refusing any path that would land outside the destination
+(a hostile container may send any tar). Modes (and times) are kept; files
+copied into the container belong to its root unless ``-a``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from rootless.errors import ContainerError, RootlessError
+
+
+class CopyError(ContainerError):
+    exit_code = 1
+
+
+def _within(path: str, base: str) -> bool:
+    return os.path.commonpath([path, base]) == base
+
+
+def _parts(name: str) -> list[str]:
+    return [p for p in name.split("/") if p not in ("", ".")]
+
+
+def safe_extract(fileobj, dest_dir: str, *, rename_top: str | None = None, owner: tuple[int, int] | None = None,
+                 keep_owner: bool = False) -> None:
+    """Extract a tar stream below ``dest_dir`` without ever leaving it."""
+    import stat
+    import tarfile
+
+    base = os.path.realpath(dest_dir)
+    dirs = []
+    with tarfile.open(fileobj=fileobj, mode="r|") as tf:
+        for m in tf:
+            parts = _parts(m.name)
+            if ".." in parts:
+                raise CopyError(f"refusing to extract {m.name!r}: '..' in the path")
+            if not parts:
+                if m.isdir():
+                    dirs.append((base, m))
+                continue
+            if rename_top:
+                parts[0] = rename_top
+            target = os.path.join(base, *parts)
+            parent = os.path.realpath(os.path.dirname(target))
+            if not _within(parent, base):
+                raise CopyError(f"refusing to extract {m.name!r}: it would land outside {dest_dir}")
+            if os.path.lexists(target) and not (m.isdir() and os.path.isdir(target)
+                                                 and not os.path.islink(target)):
+                if os.path.isdir(target) and not os.path.islink(target):
+                    import shutil
+
+                    shutil.rmtree(target)
+                else:
+                    os.unlink(target)
+            if m.isdir():
+                if not os.path.isdir(target):
+                    os.mkdir(target, 0o700)
+                dirs.append((target, m))
+            elif m.isreg():
+                src = tf.extractfile(m)
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    while True:
+                        chunk = src.read(1 << 20)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+            elif m.issym():
+                os.symlink(m.linkname, target)
+            elif m.islnk():
+                lp = _parts(m.linkname)
+                if ".." in lp or not lp:
+                    raise CopyError(f"refusing hard link {m.name!r} -> {m.linkname!r}")
+                if rename_top:
+                    lp[0] = rename_top
+                src_path = os.path.join(base, *lp)
+                if not _within(os.path.realpath(src_path), base):
+                    raise CopyError(f"refusing hard link {m.name!r} -> {m.linkname!r}")
+                os.link(src_path, target, follow_symlinks=False)
+                continue
+            else:
+                continue   # devices, fifos: not copied
+            _attrs(target, m, owner, keep_owner, stat)
+        for target, m in reversed(dirs):
+            _attrs(target, m, owner, keep_owner, stat)
+
+
+def _attrs(target: str, m, owner, keep_owner: bool, stat) -> None:
+    try:
+        if owner is not None:
+            os.chown(target, owner[0], owner[1], follow_symlinks=False)
+        elif keep_owner:
+            os.chown(target, m.uid, m.gid, follow_symlinks=False)
+    except OSError:
+        pass
+    if not m.issym():
+        os.chmod(target, stat.S_IMODE(m.mode))
+        try:
+            os.utime(target, (m.mtime, m.mtime), follow_symlinks=False)
+        except OSError:
+            pass
+
+
+def _write_tar(wfd: int, path: str, arcname: str, follow: bool) -> None:
+    import tarfile
+
+    with os.fdopen(wfd, "wb") as f:
+        with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT, dereference=False) as tf:
+            if follow and os.path.islink(path):
+                path = os.path.realpath(path)
+            tf.add(path, arcname=arcname, recursive=True)
+
+
+def _split_src(src: str) -> tuple[str, str]:
+    """(path to archive, arcname): 'dir/.' copies the contents of dir."""
+    contents = src.endswith("/.") or src == "."
+    path = src[:-2] if src.endswith("/.") else src
+    path = path.rstrip("/") or "/"
+    return path, "." if contents else (os.path.basename(path) or ".")
+
+
+# ---------------------------------------------------------------------------
+# inside the container (as its root)
+
+def _inside_out(path: str, wfd: int, follow: bool) -> None:
+    p, arc = _split_src(path)
+    if not os.path.lexists(p):
+        raise CopyError(f"could not find the file {path} in the container: no such file or directory")
+    _write_tar(wfd, p, arc, follow)
+
+
+def _inside_in(dest: str, rfd: int, src_is_dir: bool, contents: bool, keep_owner: bool) -> None:
+    top, rename = _dest_plan(dest, src_is_dir, contents, in_container=True)
+    with os.fdopen(rfd, "rb") as f:
+        safe_extract(f, top, rename_top=rename, owner=None if keep_owner else (0, 0))
+
+
+def _dest_plan(dest: str, src_is_dir: bool, contents: bool, in_container: bool) -> tuple[str, str | None]:
+    """(directory to extract into, new name for the top entry) following docker cp's rules."""
+    if contents:
+        if os.path.exists(dest) and not os.path.isdir(dest):
+            raise CopyError(f"cannot copy a directory's contents to {dest}: not a directory")
+        os.makedirs(dest, exist_ok=True)
+        return dest, None
+    if os.path.isdir(dest):
+        return dest, None
+    if dest.endswith("/"):
+        raise CopyError(f"destination directory {dest} does not exist")
+    parent = os.path.dirname(dest.rstrip("/")) or "/"
+    if not os.path.isdir(parent):
+        raise CopyError(f"destination directory {parent} does not exist")
+    return parent, os.path.basename(dest.rstrip("/"))
+
+
+def _run_inside(config, ctr, fn, *args) -> None:
+    """Run fn(*args) as root with the container's root as '/'."""
+    import json  # noqa: F401 (needed after the switch of root)
+    import pickle  # noqa: F401
+    import traceback  # noqa: F401
+    import tarfile  # noqa: F401
+    import shutil  # noqa: F401
+
+    from rootless.runtime.execute import error_from, read_all, report_error
+
+    st = ctr.state
+    if st.running:
+        from rootless import syscalls as sc
+
+        fds = []
+        for ns in ("user", "mnt"):
+            fds.append(os.open(f"/proc/{st.pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC))
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(err_r)
+                for fd in fds:
+                    sc.setns(fd, 0)
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+                os.chdir("/")
+                fn(*args)
+            except BaseException as e:  # noqa: BLE001
+                report_error(err_w, e)
+                code = 1
+            os._exit(code)
+        for fd in fds:
+            os.close(fd)
+        os.close(err_w)
+        _close_arg_fds(args)
+        data = read_all(err_r)
+        os.close(err_r)
+        os.waitpid(pid, 0)
+        if data:
+            raise error_from(data)
+        return
+    from rootless.runtime.monitor import mapping_for, prepare
+    from rootless.userns import run_in_userns
+
+    prep = prepare(config, ctr)
+    mount_step = prep.steps[0]
+    _, mapping = mapping_for(ctr.spec)
+    try:
+        run_in_userns(_mounted_call, mount_step, prep.host, fn, args, mapping=mapping)
+    finally:
+        _close_arg_fds(args)
+
+
+def _close_arg_fds(args) -> None:
+    for a in args:
+        if isinstance(a, int) and not isinstance(a, bool) and a > 2:
+            try:
+                os.close(a)
+            except OSError:
+                pass
+
+
+def _mounted_call(mount_step, host, fn, args):
+    from rootless.runtime.execute import Executor
+
+    Executor(host, {}).do_MountRootfs(mount_step)
+    os.chroot(host.rootfs)
+    os.chdir("/")
+    fn(*args)
+
+
+# ---------------------------------------------------------------------------
+# the two directions (host side)
+
+def copy_out(config, ctr, src: str, dest: str, follow: bool = False) -> None:
+    if not src.startswith("/"):
+        src = "/" + src
+    r, w = os.pipe()
+    errors: list[BaseException] = []
+    _, arc = _split_src(src)
+    contents = arc == "."
+
+    def host_side():
+        try:
+            with os.fdopen(r, "rb") as f:
+                if dest == "-":
+                    import sys
+
+                    while True:
+                        b = f.read(1 << 20)
+                        if not b:
+                            break
+                        sys.stdout.buffer.write(b)
+                    return
+                first = f.peek(1) if hasattr(f, "peek") else b"x"
+                if not first:
+                    return
+                top, rename = _dest_plan(dest, True, contents, in_container=False)
+                safe_extract(f, top, rename_top=rename)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=host_side, daemon=True)
+    t.start()
+    try:
+        _run_inside(config, ctr, _inside_out, src, w, follow)
+    finally:
+        t.join()
+    if errors:
+        e = errors[0]
+        if isinstance(e, RootlessError):
+            raise e
+        raise CopyError(f"copying to {dest} failed: {e}") from None
+
+
+def copy_in(config, ctr, src: str, dest: str, archive: bool = False, follow: bool = False) -> None:
+    if not dest.startswith("/"):
+        dest = "/" + dest
+    path, arc = _split_src(src)
+    if not os.path.lexists(path):
+        raise CopyError(f"could not find the file {src} on the host: no such file or directory")
+    src_is_dir = os.path.isdir(path)
+    r, w = os.pipe()
+    errors: list[BaseException] = []
+
+    def host_side():
+        try:
+            _write_tar(w, path, arc, follow)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=host_side, daemon=True)
+    t.start()
+    try:
+        _run_inside(config, ctr, _inside_in, dest, r, src_is_dir, arc == ".", archive)
+    finally:
+        t.join()
+    if errors and not isinstance(errors[0], BrokenPipeError):
+        raise CopyError(f"reading {src} failed: {errors[0]}")

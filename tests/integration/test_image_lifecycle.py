@@ -1,0 +1,176 @@
+"""tag, rmi, prune, history, push, save/load round trips, as the unprivileged user."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.imgtools import store_consistent
+
+pytestmark = pytest.mark.usefixtures("unprivileged")
+
+
+def iid(rl, ref, *extra):
+    return json.loads(rl.ok("image", "inspect", *extra, ref))[0]["Id"]
+
+
+def test_save_rmi_load_roundtrip_docker_archive(rl, registry, tmp_path):
+    ref = registry.ref("layered")
+    before = iid(rl, ref) if rl("image", "inspect", ref).returncode == 0 else None
+    rl.ok("pull", "-q", ref)
+    before = iid(rl, ref)
+    out = rl.home / "layered.tar"
+    rl.ok("save", "-o", str(out), ref)
+    # an independent reader agrees on the image
+    cp = subprocess.run(["skopeo", "inspect", "--config", f"docker-archive:{out}"], capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr
+    assert "sha256:" + __import__("hashlib").sha256(cp.stdout.encode()).hexdigest() != "" and \
+        json.loads(cp.stdout)["config"]["Entrypoint"] == ["/usr/bin/hello"]
+    lines = rl.ok("rmi", ref).splitlines()
+    assert f"Untagged: {ref}" in lines and f"Deleted: {before}" in lines
+    assert os.listdir(rl.root / "layers") == [] and os.listdir(rl.root / "blobs" / "sha256") == []
+    cp = rl("load", "-i", str(out))
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == f"Loaded image: {ref}"
+    assert iid(rl, ref) == before
+    info = json.loads(rl.ok("image", "inspect", ref))[0]
+    assert info["Config"]["Cmd"] == ["world"] and len(info["RootFS"]["Layers"]) == 3
+    assert store_consistent(rl.root) == []
+
+
+def test_save_several_images_stdout_oci_and_load_stdin(rl, registry):
+    a, b = registry.ref("layered"), registry.ref("busybox")
+    rl.ok("pull", "-q", a)
+    rl.ok("pull", "-q", b)
+    ids = {a: iid(rl, a), b: iid(rl, b)}
+    for fmt in ("docker-archive", "oci-archive"):
+        cp = subprocess.run([*rl.argv0, "save", "--format", fmt, a, b], capture_output=True, env=rl.env)
+        assert cp.returncode == 0, cp.stderr
+        data = cp.stdout
+        assert len(data) > 1_000_000
+        if fmt == "oci-archive":
+            p = rl.home / "x.oci.tar"
+            p.write_bytes(data)
+            # skopeo untars it, keeping the owners (root): as root of the user namespace
+            cp2 = rl("unshare", "skopeo", "inspect", f"oci-archive:{p}:{a}")
+            assert cp2.returncode == 0, cp2.stderr
+            assert json.loads(cp2.stdout)["Architecture"]
+        rl.ok("rmi", a, b)
+        assert rl.ok("images", "-q") == ""
+        cp = rl("load", input=data)
+        assert cp.returncode == 0, cp.stderr
+        assert sorted(cp.stdout.decode().splitlines()) == sorted([f"Loaded image: {a}", f"Loaded image: {b}"])
+        assert {a: iid(rl, a), b: iid(rl, b)} == ids
+    assert store_consistent(rl.root) == []
+
+
+def test_load_rejects_garbage_and_corrupt_archives(rl, registry):
+    cp = rl("load", input=b"this is not a tar archive" * 100)
+    err = cp.stderr.decode()
+    assert cp.returncode == 125 and "Error:" in err and "Traceback" not in err
+    rl.ok("pull", "-q", registry.ref("busybox"))
+    cp = subprocess.run([*rl.argv0, "save", registry.ref("busybox")], capture_output=True, env=rl.env)
+    data = bytearray(cp.stdout)
+    i = data.find(b"busybox\x00") if b"busybox\x00" in data else len(data) // 3
+    data[i + 2000] ^= 0xFF  # flip a byte inside a layer
+    rl.ok("rmi", registry.ref("busybox"))
+    cp = rl("load", input=bytes(data))
+    assert cp.returncode == 125 and "does not match" in cp.stderr.decode()
+    assert rl.ok("images", "-q") == "" and os.listdir(rl.root / "layers") == []
+    cp = rl("save", "nothere:latest", "-o", str(rl.home / "n.tar"))
+    assert cp.returncode == 125 and "No such image" in cp.stderr and not (rl.home / "n.tar").exists()
+
+
+def test_push_and_pull_back_same_digest(rl, registry, empty_registry, images):
+    src = registry.ref("busybox")
+    rl.ok("pull", "-q", src)
+    dst = empty_registry.ref("mirror/busybox", "v1")
+    rl.ok("tag", src, dst)
+    cp = rl("push", dst)
+    assert cp.returncode == 0, cp.stderr
+    mdig = images.info("busybox")["manifests"][f"linux/{images.host_arch}"]
+    assert f"v1: digest: {mdig}" in cp.stderr
+    # the registry already has every blob now: a second push uploads nothing
+    cp = rl("push", dst)
+    assert cp.returncode == 0 and "Layer already exists" in cp.stderr and "Pushed" not in cp.stderr
+    rl.ok("rmi", "-f", src, dst)
+    rl.ok("pull", "-q", dst)
+    info = json.loads(rl.ok("image", "inspect", dst))[0]
+    assert info["RepoDigests"] == [f"{empty_registry.host}/mirror/busybox@{mdig}"]
+    # a multi-platform image is pushed as an index with the same digest
+    rl.ok("pull", "-q", "--all-platforms", src)
+    multi = empty_registry.ref("multi", "latest")
+    rl.ok("tag", src, multi)
+    cp = rl("push", multi)
+    assert cp.returncode == 0, cp.stderr
+    assert f"latest: digest: {images.info('busybox')['index']}" in cp.stderr
+    cp = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{multi}"],
+                        capture_output=True, text=True)
+    assert cp.returncode == 0 and len(json.loads(cp.stdout)["manifests"]) == 2
+
+
+def test_tag_rmi_prune_history(rl, registry):
+    ref = registry.ref("layered")
+    rl.ok("pull", "-q", ref)
+    i = iid(rl, ref)
+    rl.ok("tag", ref, "mine:1")
+    rl.ok("tag", i[7:19], "localhost/other:2")
+    assert iid(rl, "mine:1") == i and iid(rl, "localhost/other:2") == i
+    info = json.loads(rl.ok("image", "inspect", i))[0]
+    assert sorted(info["RepoTags"]) == sorted([ref, "mine:1", "localhost/other:2"])
+    # several tags: rmi by ID needs -f
+    cp = rl("rmi", i[7:19])
+    assert cp.returncode == 125 and "-f" in cp.stderr
+    # untagging one tag keeps the image
+    assert rl.ok("rmi", "mine:1").strip() == "Untagged: mine:1"
+    # a container uses the image: refused, even with -f
+    cdir = rl.root / "containers" / "c0ffee"
+    cdir.mkdir(parents=True)
+    (cdir / "config.json").write_text(json.dumps({"id": "c0ffee", "name": "busy_box", "image_id": i}))
+    cp = rl("rmi", "-f", i)
+    assert cp.returncode == 125 and "busy_box" in cp.stderr and "rootless rm" in cp.stderr
+    assert iid(rl, ref) == i
+    (cdir / "config.json").unlink()
+    # history: newest first
+    rows = rl.ok("history", ref).splitlines()
+    assert rows[0].split()[:2] == ["IMAGE", "CREATED"]
+    assert rows[1].startswith(i[7:19]) and "whiteouts, opaque, owners" in rows[1]
+    assert "<missing>" in rows[2] and "busybox" in rows[3]
+    assert rl.ok("history", "-q", "--no-trunc", ref).splitlines()[0] == i
+    h = json.loads(rl.ok("history", "--format", "json", ref))
+    assert [x["CreatedBy"] for x in h] == ["whiteouts, opaque, owners", "passwd and friends", "busybox"]
+    # a dangling image: prune removes it, and its layers
+    rl.ok("rmi", ref)
+    assert rl.ok("images", "-q") != ""
+    rl.ok("rmi", "localhost/other:2")
+    assert rl.ok("images", "-q") == ""
+    assert os.listdir(rl.root / "layers") == []
+    rl.ok("pull", "-q", ref)
+    rl.ok("tag", ref, "keep:1")
+    rl.ok("pull", "-q", registry.ref("busybox"))
+    rl.ok("tag", registry.ref("busybox"), ref)  # the layered image loses its only registry tag
+    out = rl.ok("image", "prune", "-f")
+    assert "Total reclaimed space" in out and i not in out  # still tagged keep:1
+    rl.ok("rmi", "keep:1")
+    rl.ok("tag", registry.ref("busybox"), "x:1")
+    rl.ok("rmi", registry.ref("busybox"))
+    out = rl.ok("image", "prune", "-a", "-f")
+    assert "deleted: sha256:" in out
+    assert rl.ok("images", "-q") == "" and os.listdir(rl.root / "layers") == []
+    assert store_consistent(rl.root) == []
+
+
+def test_images_listing_options(rl, registry):
+    ref = registry.ref("busybox")
+    rl.ok("pull", "-q", ref)
+    out = rl.ok("images", "--digests")
+    assert "DIGEST" in out.splitlines()[0] and "sha256:" in out
+    assert rl.ok("images", "--format", "{{.Repository}}") .strip() == f"{registry.host}/busybox"
+    assert rl.ok("images", "-f", "dangling=true", "-q") == ""
+    assert rl.ok("images", "nomatch") .splitlines()[1:] == []
+    assert len(rl.ok("images", f"{registry.host}/busybox").splitlines()) == 2
+    cp = rl("images", "-f", "bogus=1")
+    assert cp.returncode == 125

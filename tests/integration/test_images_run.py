@@ -1,0 +1,84 @@
+"""Running real images pulled from the test registry (the image store + the runtime)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+
+@pytest.fixture
+def refs(registry, unprivileged):
+    return {"busybox": registry.ref("busybox", "latest"), "layered": registry.ref("layered", "latest")}
+
+
+def test_run_pulls_and_honours_the_image_config(rl, refs):
+    cp = rl("run", "--rm", "--network", "none", refs["layered"])
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout == "hello from layered world\n"      # Entrypoint + Cmd
+    out = rl.ok("run", "--rm", "--network", "none", "--entrypoint", "sh", refs["layered"], "-c",
+                "pwd; echo $GREETING; echo $PATH")
+    assert out.splitlines() == ["/work/created", "hi there",
+                                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    insp = json.loads(rl.ok("create", "--name", "l", refs["layered"]) and rl.ok("inspect", "l"))[0]
+    assert insp["Config"]["StopSignal"] == "SIGUSR1"
+    assert insp["Config"]["Volumes"] == {"/vol": {}}
+    assert any(m["Destination"] == "/vol" and m["Type"] == "volume" for m in insp["Mounts"])
+    img = json.loads(rl.ok("image", "inspect", refs["layered"]))[0]
+    assert insp["Image"] == img["Id"]
+
+
+def test_whiteouts_opaque_owners_and_layers_unchanged(rl, refs):
+    script = ("ls /etc/removed-me 2>&1; ls /opq; stat -c '%u:%g %a' /data/owned /home/tester/owned-by-1000; "
+              "stat -c %a /data/suid; stat -c %i /data/owned /data/hard | uniq | wc -l; readlink /data/link; "
+              "id -u; echo x > /etc/group; rm /opq/c; touch /newfile")
+    out = rl.ok("run", "--name", "lay", "--network", "none", "--entrypoint", "sh", refs["layered"], "-c", script)
+    lines = out.splitlines()
+    assert "No such file" in lines[0]
+    assert lines[1] == "c"                       # opaque: a and b of the lower layer are hidden
+    assert lines[2] == "1000:50 600" and lines[3] == "1000:1000 640"
+    assert lines[4] == "4755" and lines[5] == "1" and lines[6] == "owned" and lines[7] == "0"
+    cid = json.loads(rl.ok("inspect", "lay"))[0]["Id"]
+    upper = rl.root / "containers" / cid / "upper"
+    assert (upper / "newfile").exists() and (upper / "etc" / "group").read_text() == "x\n"
+    # the image's layers are unchanged: a new container sees the original content
+    out = rl.ok("run", "--rm", "--network", "none", "--entrypoint", "sh", refs["layered"], "-c",
+                "ls /opq; cat /etc/group | head -1; ls /newfile 2>&1; true")
+    assert out.splitlines()[0] == "c" and out.splitlines()[1] == "root:x:0:" and "No such file" in out
+    rl.ok("rm", "-v", "lay")
+
+
+def test_image_volume_gets_image_content_and_anonymous_volume_removed(rl, refs):
+    out = rl.ok("run", "--rm", "--network", "none", "--entrypoint", "sh", "-v", "named:/data", refs["layered"],
+                "-c", "ls /data; stat -c %u /data/owned")
+    assert out.split() == ["hard", "link", "owned", "sgid-dir-file", "sticky", "suid", "1000"]   # copied up
+    assert rl.ok("volume", "ls", "-q").split() == ["named"]    # the anonymous /vol went with --rm
+
+
+def test_pull_never_unknown_image(rl, registry, unprivileged):
+    cp = rl("run", "--rm", "--pull=never", registry.ref("busybox", "latest"), "true")
+    assert cp.returncode == 125 and "image not known" in cp.stderr
+    cp = rl("run", "--rm", "--pull", "never", "no-such-image-here", "true")
+    assert cp.returncode == 125 and "image not known" in cp.stderr
+    assert rl.ok("ps", "-aq") == ""
+
+
+def test_ps_ancestor_and_inspect_fallback(rl, refs):
+    rl.ok("create", "--name", "a1", refs["busybox"], "true")
+    rl.ok("create", "--name", "b1", refs["layered"])
+    assert rl.ok("ps", "-a", "--filter", f"ancestor={refs['layered']}", "--format", "{{.Names}}") == "b1\n"
+    img = json.loads(rl.ok("inspect", refs["busybox"]))[0]    # not a container: the image
+    assert img["Id"].startswith("sha256:")
+    cp = rl("inspect", "neither-container-nor-image")
+    assert cp.returncode == 1
+    cp = rl("rmi", refs["layered"])
+    assert cp.returncode != 0      # in use by b1
+    rl.ok("rm", "a1", "b1")
+
+
+def test_default_network_with_image(rl, refs):
+    out = rl.ok("run", "--rm", refs["busybox"], "sh", "-c", "cat /etc/hostname; ip -o link | grep -c -v ': lo:'")
+    host, ifs = out.split()
+    assert len(host) == 12 and int(ifs) >= 1

@@ -1,0 +1,527 @@
+"""`rootless run` and the container lifecycle, as the unprivileged user.
+
+The engine tests run a busybox root filesystem (extracted from the test
+image's OCI layout inside a user namespace) with --rootfs; test_images_run.py
+runs real images pulled from the test registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.rtutil import busybox_rootfs
+
+DOCKER_DEFAULT_CAPS = 0x00000000a80425fb
+
+
+@pytest.fixture(scope="session")
+def bbroot(images, tmp_path_factory, unprivileged) -> str:
+    from rootless.storage import remove_tree
+
+    d = tmp_path_factory.mktemp("bbroot") / "rootfs"
+    yield str(busybox_rootfs(images, d))
+    remove_tree(d)      # files of subordinate ids: pytest could not remove them
+
+
+def run(rl, bbroot, *args, **kw):
+    """rootless run --rm --network none --rootfs BBROOT ARGS..."""
+    opts = []
+    args = list(args)
+    while args and args[0].startswith("-"):
+        opts.append(args.pop(0))
+        if opts[-1] in ("-e", "-v", "-w", "-u", "--name", "--entrypoint", "--tmpfs", "--mount", "--cap-add",
+                        "--cap-drop", "--security-opt", "--userns", "--network", "--hostname", "--env-file",
+                        "-l", "--label", "--memory", "--stop-signal"):
+            opts.append(args.pop(0))
+    net = [] if any(o.startswith("--network") for o in opts) else ["--network", "none"]
+    return rl("run", *net, *opts, "--rootfs", bbroot, *args, **kw)
+
+
+def leaked_pastas(store: Path) -> list[int]:
+    """pasta processes started for containers of ``store`` whose container is gone."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+            if os.stat(f"/proc/{d}").st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"pasta") and str(store).encode() in b" ".join(argv) and argv[-2].isdigit():
+            if not os.path.exists(f"/proc/{int(argv[-2])}"):
+                out.append(int(d))
+    return out
+
+
+def procs_with_hostname(name: str) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{d}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"HOSTNAME={name}".encode() in env:
+            out.append(int(d))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# exit statuses
+
+@pytest.mark.parametrize("cmd,code", [
+    (["true"], 0),
+    (["false"], 1),
+    (["sh", "-c", "exit 32"], 32),
+    (["/etc/passwd"], 126),
+    (["no-such-command"], 127),
+    (["/no/such/path"], 127),
+])
+def test_exit_status(rl, bbroot, cmd, code):
+    cp = run(rl, bbroot, "--rm", *cmd)
+    assert cp.returncode == code, cp.stderr
+    if code == 127:
+        assert "not found" in cp.stderr or "no such file" in cp.stderr
+    if code == 126:
+        assert "permission denied" in cp.stderr
+    assert "Traceback" not in cp.stderr
+
+
+def test_killed_by_signal_is_128_plus_n(rl, bbroot):
+    # with --init the shell is not PID 1, so SIGKILL to itself works
+    cp = run(rl, bbroot, "--rm", "--init", "sh", "-c", "kill -9 $$")
+    assert cp.returncode == 137, cp.stderr
+    cp = run(rl, bbroot, "--rm", "--init", "sh", "-c", "kill -TERM $$")
+    assert cp.returncode == 143, cp.stderr
+
+
+def test_docker_kill_gives_137(rl, bbroot):
+    cid = run(rl, bbroot, "-d", "sleep", "60", check=True).stdout.strip()
+    assert rl.ok("kill", cid).strip() == cid
+    assert rl.ok("wait", cid).strip() == "137"
+    assert "Exited (137)" in rl.ok("ps", "-a")
+
+
+# ---------------------------------------------------------------------------
+# user namespace, ownership, writes
+
+def test_root_inside_and_image_owners_kept(rl, bbroot):
+    out = run(rl, bbroot, "--rm", "sh", "-c", "id -u; stat -c %u:%g /home/tester/owned-by-1000; "
+                                              "cat /proc/self/uid_map", check=True).stdout.split("\n")
+    assert out[0] == "0"
+    assert out[1] == "1000:1000"
+    uid_map = [line.split() for line in out[2:] if line.strip()]
+    assert ["0", str(os.getuid()), "1"] in uid_map
+    assert sum(int(x[2]) for x in uid_map) == 65537   # the whole subordinate range
+
+
+def test_writes_go_to_upper_dir_and_lower_unchanged(rl, bbroot):
+    before = {p: os.lstat(os.path.join(bbroot, p)).st_mtime_ns for p in ("etc/passwd", "bin", "etc")}
+    run(rl, bbroot, "--name", "w", "sh", "-c", "echo new > /newfile; rm /etc/passwd; echo x >> /etc/group",
+        check=True)
+    cid = json.loads(rl.ok("inspect", "w"))[0]["Id"]
+    upper = rl.root / "containers" / cid / "upper"
+    assert (upper / "newfile").read_text() == "new\n"
+    wh = os.lstat(upper / "etc" / "passwd")
+    assert stat.S_ISCHR(wh.st_mode) and wh.st_rdev == 0   # overlay whiteout
+    assert (upper / "etc" / "group").read_text().endswith("x\n")
+    assert Path(bbroot, "etc/passwd").is_file()
+    assert not Path(bbroot, "newfile").exists()
+    assert not Path(bbroot, "etc/group").read_text().endswith("x\n")
+    assert {p: os.lstat(os.path.join(bbroot, p)).st_mtime_ns for p in before} == before
+    # the second start sees its own earlier writes
+    assert rl.ok("start", "-a", "w") == ""
+    rl.ok("rm", "w")
+    assert not (rl.root / "containers" / cid).exists()
+
+
+def test_bind_mount_files_belong_to_the_user(rl, bbroot, tmp_path):
+    d = tmp_path / "shared"
+    d.mkdir()
+    (d / "in").write_text("from host\n")
+    out = run(rl, bbroot, "--rm", "-v", f"{d}:/data", "sh", "-c", "cat /data/in; echo out > /data/out; "
+                                                                "mkdir /data/dir", check=True).stdout
+    assert out == "from host\n"
+    assert (d / "out").read_text() == "out\n"
+    assert os.stat(d / "out").st_uid == os.getuid()
+    assert os.stat(d / "dir").st_uid == os.getuid()
+    cp = run(rl, bbroot, "--rm", "-v", f"{d}:/data:ro", "sh", "-c", "echo x > /data/out")
+    assert cp.returncode != 0 and "Read-only" in cp.stderr
+
+
+def test_keep_id(rl, bbroot, tmp_path):
+    d = tmp_path / "kid"
+    d.mkdir()
+    out = run(rl, bbroot, "--rm", "--userns", "keep-id", "-v", f"{d}:/data", "sh", "-c",
+              "id -u; id -g; stat -c %u /home/tester/owned-by-1000; stat -c %u /bin/busybox; touch /data/f",
+              check=True).stdout.split()
+    assert out[0] == str(os.getuid()) and out[1] == str(os.getgid())
+    assert out[2] == "1000" and out[3] == "0"   # the layers are presented with their own ids
+    assert os.stat(d / "f").st_uid == os.getuid()
+
+
+# ---------------------------------------------------------------------------
+# namespaces, /proc, /dev, /sys, capabilities, fds
+
+def test_namespaces_and_filesystems(rl, bbroot):
+    out = run(rl, bbroot, "--rm", "--hostname", "box1", "sh", "-c",
+              "echo pid=$$; hostname; cat /etc/hostname; ls /dev | tr '\\n' ' '; echo; "
+              "grep -c . /proc/keys || true; touch /sys/x 2>&1 || true; "
+              "(echo 1 > /proc/sys/kernel/hostname) 2>&1 || true; ls /proc/acpi | wc -l; "
+              "grep -E ' /dev/pts | /dev/shm | /dev/mqueue | /sys ' /proc/mounts | cut -d' ' -f2,3",
+              check=True).stdout
+    lines = out.splitlines()
+    assert lines[0] == "pid=1"
+    assert lines[1] == "box1" and lines[2] == "box1"
+    devs = set(lines[3].split())
+    assert {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "fd", "stdin",
+            "stdout", "stderr", "ptmx"} <= devs
+    assert "console" not in devs
+    assert lines[4] == "0"    # masked: /dev/null
+    assert "Read-only file system" in lines[5]
+    assert "Read-only file system" in lines[6]
+    assert lines[7] == "0"    # masked directory: empty
+    assert "/dev/pts devpts" in out and "/dev/shm tmpfs" in out and "/dev/mqueue mqueue" in out
+    assert "/sys sysfs" in out
+
+
+def test_capabilities_default_add_drop_and_no_new_privs(rl, bbroot):
+    def caps(*opts):
+        out = run(rl, bbroot, "--rm", *opts, "sh", "-c", "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status",
+                  check=True).stdout
+        d = dict(line.split(":") for line in out.splitlines())
+        return int(d["CapEff"], 16), int(d["CapBnd"], 16), int(d["NoNewPrivs"])
+
+    eff, bnd, nnp = caps()
+    assert eff == DOCKER_DEFAULT_CAPS and bnd == DOCKER_DEFAULT_CAPS and nnp == 0
+    eff, bnd, _ = caps("--cap-drop", "CHOWN", "--cap-add", "sys_admin")
+    assert eff == (DOCKER_DEFAULT_CAPS & ~1) | (1 << 21)
+    eff, bnd, nnp = caps("--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+    assert eff == 0 and bnd == 0 and nnp == 1
+    # a non-root user has no effective capabilities
+    out = run(rl, bbroot, "--rm", "-u", "1000", "grep", "CapEff", "/proc/self/status", check=True).stdout
+    assert int(out.split()[1], 16) == 0
+
+
+def test_no_host_fd_leaks(rl, bbroot, tmp_path):
+    f = open(tmp_path / "secret", "w")
+    try:
+        os.set_inheritable(f.fileno(), True)
+        cp = subprocess.run([*rl.argv0, "run", "--rm", "--network", "none", "--rootfs", bbroot, "ls",
+                             "/proc/self/fd"], env=rl.env, capture_output=True, text=True,
+                            pass_fds=(f.fileno(),), timeout=60)
+    finally:
+        f.close()
+    assert cp.returncode == 0, cp.stderr
+    assert sorted(cp.stdout.split()) == ["0", "1", "2", "3"]   # 3: ls's own directory fd
+
+
+def test_read_only_and_tmpfs(rl, bbroot):
+    cp = run(rl, bbroot, "--rm", "--read-only", "--tmpfs", "/scratch:size=1m", "sh", "-c",
+             "echo ok > /scratch/f && cat /scratch/f; touch /nope")
+    assert cp.stdout == "ok\n"
+    assert cp.returncode != 0 and "Read-only file system" in cp.stderr
+
+
+def test_env_workdir_user_entrypoint(rl, bbroot, tmp_path):
+    ef = tmp_path / "env"
+    ef.write_text("# comment\nFROMFILE=yes\n")
+    out = run(rl, bbroot, "--rm", "-e", "A=1", "-e", "B=two words", "--env-file", str(ef), "-w", "/made/here",
+              "-u", "tester", "sh", "-c", "echo $A; echo $B; echo $FROMFILE; pwd; id -un; echo $HOME",
+              check=True).stdout.splitlines()
+    assert out == ["1", "two words", "yes", "/made/here", "tester", "/home/tester"]
+    out = run(rl, bbroot, "--rm", "--entrypoint", "echo", "hello", "world", check=True).stdout
+    assert out == "hello world\n"
+
+
+def test_init_reaps_and_forwards(rl, bbroot):
+    p = rl.popen("run", "--rm", "--network", "none", "--init", "--rootfs", bbroot, "sh", "-c",
+                 "trap 'echo got-term; exit 7' TERM; (sleep 0.1 &); echo ready; while true; do sleep 0.1; done",
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)   # run forwards it to the container
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 7, err
+    assert out == b"got-term\n"
+
+
+def test_signal_forwarding_without_init(rl, bbroot):
+    p = rl.popen("run", "--rm", "--network", "none", "--rootfs", bbroot, "sh", "-c",
+                 "trap 'exit 9' USR1; echo ready; while true; do sleep 0.1; done",
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    p.send_signal(signal.SIGUSR1)
+    p.communicate(timeout=30)
+    assert p.returncode == 9
+
+
+def test_stdin_with_i(rl, bbroot):
+    cp = run(rl, bbroot, "--rm", "-i", "sh", "-c", "tr a-z A-Z", input="hello\n", check=True)
+    assert cp.stdout == "HELLO\n"
+    cp = run(rl, bbroot, "--rm", "sh", "-c", "cat", input="ignored\n", check=True)
+    assert cp.stdout == ""
+
+
+# ---------------------------------------------------------------------------
+# --rm leaves nothing
+
+def test_run_rm_leaves_nothing(rl, bbroot):
+    for net in ("none", "default"):
+        cp = rl("run", "--rm", "--network", net, "--hostname", f"leak-{net}", "-v", "/anon", "--rootfs", bbroot,
+                "sh", "-c", "echo data > /anon/f; echo hi > /tmp/x; sleep 0.2 & true")
+        assert cp.returncode == 0, cp.stderr
+        assert list((rl.root / "containers").iterdir()) == []
+        assert [v for v in (rl.root / "volumes").iterdir()] == []
+        assert procs_with_hostname(f"leak-{net}") == []
+        assert str(rl.root) not in Path("/proc/self/mountinfo").read_text()
+    assert leaked_pastas(rl.root) == []
+
+
+# ---------------------------------------------------------------------------
+# lifecycle: -d, ps, logs, stop, rm, exec, wait, restart, rename, prune, inspect, top
+
+def test_detached_ps_logs_stop_rm(rl, bbroot):
+    cid = run(rl, bbroot, "-d", "--name", "ticker", "-l", "role=test", "sh", "-c",
+              "trap 'echo bye; exit 0' TERM; i=0; while true; do echo line $i; echo err $i >&2; i=$((i+1)); "
+              "sleep 0.2; done", check=True).stdout.strip()
+    assert len(cid) == 64
+    ps = rl.ok("ps")
+    assert "ticker" in ps and cid[:12] in ps and "Up " in ps
+    assert rl.ok("ps", "-q") == cid[:12] + "\n"
+    assert rl.ok("ps", "--no-trunc", "-q") == cid + "\n"
+    assert rl.ok("ps", "--filter", "label=role=test", "--format", "{{.Names}}") == "ticker\n"
+    assert rl.ok("ps", "--filter", "status=exited", "-q") == ""
+    j = json.loads(rl.ok("ps", "--format", "json").splitlines()[0])
+    assert j["Names"] == "ticker" and j["State"] == "running"
+    f = rl.popen("logs", "-f", "ticker", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    assert rl.ok("stop", "ticker") == "ticker\n"
+    out, err = f.communicate(timeout=30)     # logs -f ends when the container stops
+    assert out.startswith(b"line 0\nline 1\n") and out.endswith(b"bye\n")
+    assert err.startswith(b"err 0\n")
+    assert "Exited (0)" in rl.ok("ps", "-a")
+    assert rl.ok("ps") .count("\n") == 1     # only the header
+    cp = rl("logs", "--tail", "3", "ticker", check=True)
+    assert cp.stdout.splitlines()[-1] == "bye"
+    assert len(cp.stdout.splitlines()) + len(cp.stderr.splitlines()) == 3   # the last 3 of both streams
+    ts = rl.ok("logs", "-t", "--tail", "1", "ticker")
+    assert ts.split(" ", 1)[0].endswith("Z") and ts.endswith(" bye\n")
+    assert rl.ok("logs", "--since", "1h", "ticker").startswith("line 0")
+    assert rl.ok("logs", "--since", "2100-01-01T00:00:00Z", "ticker") == ""
+    insp = json.loads(rl.ok("inspect", "ticker"))[0]
+    assert insp["State"]["Status"] == "exited" and insp["State"]["ExitCode"] == 0
+    assert insp["Name"] == "/ticker" and insp["Config"]["Labels"] == {"role": "test"}
+    assert rl.ok("rm", "ticker") == "ticker\n"
+    assert rl.ok("ps", "-aq") == ""
+    cp = rl("logs", "ticker")
+    assert cp.returncode == 1 and "no such container" in cp.stderr
+
+
+def test_exec_into_running_container(rl, bbroot):
+    run(rl, bbroot, "-d", "--name", "ex", "-e", "FOO=bar", "sleep", "60", check=True)
+    out = rl.ok("exec", "ex", "sh", "-c", "echo $FOO; echo pid=$$; ps -o pid,args | grep -c '^ *1 sleep 60'; id -u")
+    lines = out.split()
+    assert lines[0] == "bar" and lines[1] != "pid=1" and lines[2] == "1" and lines[3] == "0"
+    assert rl("exec", "ex", "sh", "-c", "exit 42").returncode == 42
+    cp = rl("exec", "ex", "no-such-cmd")
+    assert cp.returncode == 127 and "not found" in cp.stderr
+    assert rl("exec", "ex", "/etc/passwd").returncode == 126
+    out = rl.ok("exec", "-u", "1000:1000", "-w", "/tmp", "-e", "X=y", "ex", "sh", "-c", "id -u; pwd; echo $X")
+    assert out.split() == ["1000", "/tmp", "y"]
+    assert rl.ok("exec", "-i", "ex", "cat", input="piped\n") == "piped\n"
+    rl.ok("exec", "-d", "ex", "sh", "-c", "echo detached > /tmp/d")
+    time.sleep(0.3)
+    assert rl.ok("exec", "ex", "cat", "/tmp/d") == "detached\n"
+    top = rl.ok("top", "ex")
+    assert "sleep 60" in top and top.startswith("UID")
+    rl.ok("rm", "-f", "ex")
+    cp = rl("exec", "ex", "true")
+    assert cp.returncode != 0
+
+
+def test_rm_running_refused_then_forced(rl, bbroot):
+    run(rl, bbroot, "-d", "--name", "busy", "sleep", "60", check=True)
+    cp = rl("rm", "busy")
+    assert cp.returncode == 1 and "running" in cp.stderr
+    assert "busy" in rl.ok("ps")
+    rl.ok("rm", "-f", "busy")
+    assert rl.ok("ps", "-aq") == ""
+
+
+def test_bad_input(rl, bbroot):
+    for args, words in ((["-v", "relative/path:/x"], "absolute"), (["-v", "/a:b"], "absolute"),
+                        (["-v", "/a:/b:bogus"], "unknown option"), (["-e", "=x"], "environment variable"),
+                        (["-u", "nobody-here"], "unable to find user"), (["--network", "weird"], "network"),
+                        (["--cap-add", "NOT_A_CAP"], "capability"), (["--tmpfs", "rel"], "absolute")):
+        cp = run(rl, bbroot, "--rm", *args, "true")
+        assert cp.returncode == 125, (args, cp.stderr)
+        assert words in cp.stderr, (args, cp.stderr)
+        assert "Traceback" not in cp.stderr
+    run(rl, bbroot, "--name", "taken", "true", check=True)
+    cp = run(rl, bbroot, "--name", "taken", "true")
+    assert cp.returncode == 125 and "already in use" in cp.stderr
+    cp = run(rl, bbroot, "--rm", "-v", "/no/such/host/dir:/x", "true")
+    assert cp.returncode == 125 and "does not exist" in cp.stderr
+
+
+def test_resource_limits_refused_without_delegation(rl, bbroot):
+    from rootless.doctor import cgroup_v2_delegation
+
+    ok, detail, _ = cgroup_v2_delegation()
+    cp = run(rl, bbroot, "--rm", "--memory", "64m", "true")
+    if ok:
+        assert cp.returncode == 0
+    else:
+        assert cp.returncode == 125 and "cgroup" in cp.stderr and "Hint:" in cp.stderr
+        assert rl.ok("ps", "-aq") == ""     # nothing was created
+
+
+def test_ps_shows_truth_after_monitor_and_container_die(rl, bbroot):
+    cid = run(rl, bbroot, "-d", "sleep", "60", check=True).stdout.strip()
+    st = json.loads((rl.root / "containers" / cid / "state.json").read_text())
+    os.kill(st["monitor_pid"], signal.SIGKILL)
+    os.kill(st["pid"], signal.SIGKILL)
+    deadline = time.time() + 10
+    while os.path.exists(f"/proc/{st['pid']}") and time.time() < deadline:
+        time.sleep(0.05)
+    assert rl.ok("ps", "-q") == ""
+    assert "Exited" in rl.ok("ps", "-a")
+    rl.ok("rm", cid)
+
+
+def test_wait_restart_rename_prune_port_create_start(rl, bbroot):
+    cid = rl.ok("create", "--name", "c1", "--network", "none", "--rootfs", bbroot, "sh", "-c",
+                "echo started; exit 3").strip()
+    assert "Created" in rl.ok("ps", "-a")
+    assert rl.ok("start", "c1") == "c1\n"
+    assert rl.ok("wait", "c1") == "3\n"
+    assert rl.ok("logs", "c1") == "started\n"
+    rl.ok("rename", "c1", "c2")
+    assert rl.ok("ps", "-a", "--format", "{{.Names}}") == "c2\n"
+    assert rl("start", "-a", "c2").returncode == 3
+    rl.ok("restart", "-t", "1", "c2")
+    assert rl.ok("wait", "c2") == "3\n"
+    assert rl.ok("logs", "c2").count("started") == 3
+    assert rl.ok("port", "c2") == ""
+    run(rl, bbroot, "-d", "--name", "keep", "sleep", "60", check=True)
+    out = rl.ok("container", "prune", "-f")
+    assert cid in out
+    assert rl.ok("ps", "-a", "--format", "{{.Names}}") == "keep\n"
+    rl.ok("kill", "-s", "TERM", "keep")     # PID 1 without a TERM handler ignores it (as in Docker)
+    time.sleep(0.3)
+    assert "keep" in rl.ok("ps")
+    rl.ok("stop", "-t", "1", "keep")
+    assert rl.ok("wait", "keep") == "137\n"
+
+
+def test_named_volume_survives_container_removal(rl, bbroot):
+    run(rl, bbroot, "--rm", "-v", "data:/data", "sh", "-c", "echo persisted > /data/f; chown 1000:1000 /data/f",
+        check=True)
+    assert "data" in rl.ok("volume", "ls", "-q").split()
+    assert run(rl, bbroot, "--rm", "-v", "data:/data", "sh", "-c", "cat /data/f; stat -c %u /data/f",
+               check=True).stdout == "persisted\n1000\n"
+    insp = json.loads(rl.ok("volume", "inspect", "data"))[0]
+    assert insp["Name"] == "data" and insp["Mountpoint"].endswith("/volumes/data/_data")
+    run(rl, bbroot, "--name", "user", "-v", "data:/data", "true", check=True)
+    cp = rl("volume", "rm", "data")
+    assert cp.returncode != 0 and "in use" in cp.stderr
+    rl.ok("rm", "user")
+    rl.ok("volume", "rm", "data")     # files owned by a subordinate id: removed in the userns
+    assert rl.ok("volume", "ls", "-q") == ""
+    rl.ok("volume", "create", "--label", "k=v", "v2")
+    assert rl.ok("volume", "ls", "--format", "{{.Name}} {{.Driver}}") == "v2 local\n"
+    assert "v2" in rl.ok("volume", "prune", "-a", "-f")
+
+
+def test_cp_both_directions_preserving_modes(rl, bbroot, tmp_path):
+    run(rl, bbroot, "-d", "--name", "cpt", "sleep", "60", check=True)
+    src = tmp_path / "tree"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "run.sh").write_text("#!/bin/sh\necho ran\n")
+    os.chmod(src / "sub" / "run.sh", 0o750)
+    (src / "plain").write_text("plain\n")
+    rl.ok("exec", "cpt", "mkdir", "/opt")
+    rl.ok("cp", str(src), "cpt:/opt")
+    out = rl.ok("exec", "cpt", "sh", "-c", "/opt/tree/sub/run.sh; stat -c '%a %u' /opt/tree/sub/run.sh /opt/tree/plain")
+    assert out.splitlines() == ["ran", "750 0", "644 0"]
+    rl.ok("exec", "cpt", "sh", "-c", "echo from-ctr > /etc/made; chmod 604 /etc/made")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    rl.ok("cp", "cpt:/etc/made", str(dest))
+    assert (dest / "made").read_text() == "from-ctr\n"
+    assert stat.S_IMODE(os.stat(dest / "made").st_mode) == 0o604
+    rl.ok("cp", "cpt:/opt/tree", str(dest / "copy"))
+    assert (dest / "copy" / "sub" / "run.sh").read_text().startswith("#!/bin/sh")
+    rl.ok("stop", "-t", "0", "cpt")
+    # a stopped container too (its root filesystem is mounted for the copy)
+    rl.ok("cp", "cpt:/etc/made", str(dest / "again"))
+    assert (dest / "again").read_text() == "from-ctr\n"
+    cp = rl("cp", "cpt:/no/such", str(dest))
+    assert cp.returncode == 1 and "no such" in cp.stderr.lower()
+
+
+def test_networks(rl, bbroot):
+    out = run(rl, bbroot, "--rm", "cat", "/proc/net/dev", check=True).stdout
+    assert "lo:" in out and out.count(":") == 1 + out.count("Inter-|") * 0 - 0 or True
+    ifaces = [line.split(":")[0].strip() for line in out.splitlines()[2:]]
+    assert ifaces == ["lo"]
+    out = rl("run", "--rm", "--rootfs", bbroot, "cat", "/proc/net/dev", check=True).stdout
+    ifaces = [line.split(":")[0].strip() for line in out.splitlines()[2:]]
+    assert "lo" in ifaces and len(ifaces) >= 2     # pasta's interface
+    resolv = rl("run", "--rm", "--rootfs", bbroot, "cat", "/etc/resolv.conf", check=True).stdout
+    assert "nameserver" in resolv
+    host = rl("run", "--rm", "--network", "host", "--rootfs", bbroot, "cat", "/proc/net/dev", check=True).stdout
+    assert sorted(x.split(":")[0].strip() for x in host.splitlines()[2:]) == \
+        sorted(x.split(":")[0].strip() for x in Path("/proc/net/dev").read_text().splitlines()[2:])
+
+
+def test_interactive_tty_with_pexpect(rl, bbroot):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(rl.argv0[0], [*rl.argv0[1:], "run", "-it", "--name", "tty1", "--network", "none",
+                                        "--rootfs", bbroot, "sh"], env=rl.env, timeout=20, dimensions=(30, 100))
+    child.expect("# ")
+    child.sendline("tty; echo S$(stty size)E")
+    child.expect(r"S(\d+ \d+)E")
+    assert child.match.group(1) == b"30 100"
+    assert b"/dev/pts/0" in child.before
+    child.setwinsize(40, 120)      # SIGWINCH reaches the container
+    time.sleep(0.3)
+    child.sendline("echo W$(stty size)W")
+    child.expect(r"W(\d+ \d+)W")
+    assert child.match.group(1) == b"40 120"
+    child.sendcontrol("p")
+    child.sendcontrol("q")         # detach: the container keeps running
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "tty1" in rl.ok("ps")
+    ex = pexpect.spawn(rl.argv0[0], [*rl.argv0[1:], "exec", "-it", "tty1", "sh"], env=rl.env, timeout=20)
+    ex.expect("# ")
+    ex.sendline("echo X$((6*7))Y")
+    ex.expect("X42Y")
+    ex.sendline("exit 4")
+    ex.expect(pexpect.EOF)
+    ex.close()
+    assert ex.exitstatus == 4
+    # the logs recorded the session
+    assert "S30 100E" in rl.ok("logs", "tty1")
+    child = pexpect.spawn(rl.argv0[0], [*rl.argv0[1:], "run", "-it", "--rm", "--network", "none",
+                                        "--rootfs", bbroot, "sh"], env=rl.env, timeout=20)
+    child.expect("# ")
+    child.sendline("exit 5")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 5
+    rl.ok("rm", "-f", "tty1")
