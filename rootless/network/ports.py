@@ -227,17 +227,21 @@ def _try_bind(ip: str, port: int, proto: str) -> socket.socket:
         raise
 
 
-def check_free(m: PortMapping) -> None:
-    """Raise PortInUse (125) naming the holder when the host port cannot be bound."""
+def check_free(m: PortMapping, owner=None) -> None:
+    """Raise PortInUse (125) naming the holder when the host port cannot be bound.
+
+    ``owner(mapping) -> str | None`` may name the holder better than /proc
+    (e.g. "container web": pasta hides its fds from /proc even from us).
+    """
     try:
         _try_bind(m.host_ip, m.host_port, m.protocol).close()
     except OSError as e:
-        raise port_error(m, e) from None
+        raise port_error(m, e, owner) from None
 
 
-def port_error(m: PortMapping, e: OSError) -> PortInUse | UsageError:
+def port_error(m: PortMapping, e: OSError, owner=None) -> PortInUse | UsageError:
     if e.errno == errno.EADDRINUSE:
-        who = port_holder(m.host_port, m.protocol)
+        who = (owner(m) if owner else None) or port_holder(m.host_port, m.protocol)
         return PortInUse(f"host port {m.host_addr()}/{m.protocol} is already in use"
                          + (f" by {who}" if who else ""),
                          hint=f"choose another host port (-p OTHER:{m.container_port}) or stop what holds it")
@@ -259,7 +263,7 @@ def _unprivileged_port_start() -> int:
         return 1024
 
 
-def allocate(mappings: list[PortMapping], check: bool = True) -> list[PortMapping]:
+def allocate(mappings: list[PortMapping], check: bool = True, owner=None) -> list[PortMapping]:
     """Give every mapping a concrete host port; check the fixed ones are free.
 
     A random port is one the kernel hands out for port 0 (the ephemeral
@@ -272,7 +276,7 @@ def allocate(mappings: list[PortMapping], check: bool = True) -> list[PortMappin
     for m in mappings:
         if m.host_port:
             if check:
-                check_free(m)
+                check_free(m, owner)
             out.append(m)
             continue
         if m.host_range:

@@ -237,7 +237,7 @@ def ensure_holder(config, *, reserve: str | None = None, timeout: float = 20.0) 
         return info
 
 
-def bind_host_ports(mappings) -> list[socket.socket]:
+def bind_host_ports(mappings, owner=None) -> list[socket.socket]:
     """Bind (and listen on) the host side of published ports, here in the host's namespace.
 
     Raises PortInUse (125) naming the holder of a taken port; on error the
@@ -262,7 +262,7 @@ def bind_host_ports(mappings) -> list[socket.socket]:
                     s.listen(256)
             except OSError as e:
                 s.close()
-                raise port_error(m, e) from None
+                raise port_error(m, e, owner) from None
             out.append(s)
     except BaseException:
         for s in out:
@@ -272,14 +272,14 @@ def bind_host_ports(mappings) -> list[socket.socket]:
 
 
 def attach(config, *, container_id: str, pid: int, name: str, network, ip: str | None = None,
-           aliases=(), ports=(), ifname: str = "eth0", default_route: bool = True) -> dict:
+           aliases=(), ports=(), ifname: str = "eth0", default_route: bool = True, owner=None) -> dict:
     """Connect the container process ``pid`` (in the holder's user namespace) to ``network``.
 
     ``ports`` are PortMappings with concrete host ports: bound here, handed
     to the holder. Returns the endpoint: ip, mac, prefixlen, gateway, ifname,
     dns (the DNS server's address or None), endpoint_id.
     """
-    socks = bind_host_ports(ports)
+    socks = bind_host_ports(ports, owner)
     try:
         d = netns_dir(config.runtime_dir)
         with _locked(d):

@@ -437,8 +437,13 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     from rootless.runtime import trace
 
     trace("monitor: spawning")
+    joined = None
     try:
-        launched = spawn(prep.steps, prep.host, prep.mapping, new_netns=prep.netplan.new_netns, ctx=ctx)
+        from rootless import network
+
+        joined = network.join(prep.netplan, config, ctr.id)
+        launched = spawn(prep.steps, prep.host, prep.mapping, new_netns=prep.netplan.new_netns, ctx=ctx,
+                         join_userns=joined.userns, join_netns=joined.netns)
         trace("monitor: spawned")
     except BaseException as e:
         for fd in child_ends:
@@ -458,7 +463,8 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     try:
         from rootless import network
 
-        net_state = network.start(prep.netplan, pid, str(ctr.dir / "userdata"))
+        net_state = network.start(prep.netplan, pid, str(ctr.dir / "userdata"), container_id=ctr.id,
+                                  name=ctr.name, joined=joined)
         if spec.memory or spec.cpus or spec.pids_limit:
             from rootless.runtime import cgroups
 
