@@ -279,3 +279,104 @@ def cmd_prune(ctx, args) -> int:
 
 
 COMMANDS["prune"] = Command("Remove all unused networks", _prune_setup, cmd_prune)
+
+
+# ---------------------------------------------------------------------------
+# connect / disconnect
+
+def _connect_setup(p):
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("--alias", action="append", default=[], help="another DNS name on this network")
+    p.add_argument("--ip", default="", help="the container's IPv4 address on this network")
+
+
+def _live_state(ctr):
+    from rootless.runtime.state import alive
+
+    st = ctr.state
+    return st if st.running and alive(st.pid, st.pid_start) else None
+
+
+def cmd_connect(ctx, args) -> int:
+    from rootless.errors import NetworkError
+    from rootless.network import effective_mode, read_overrides, write_overrides
+    from rootless.network import rootlessns
+    from rootless.runtime.state import ContainerStore
+
+    config = ctx.config
+    if args.network in BUILTIN_DRIVERS or args.network in ("pasta", "slirp4netns"):
+        raise UsageError(f"cannot connect to the pre-defined network {args.network}",
+                         hint="connect to a user-defined network (rootless network create NAME)")
+    net = _store(ctx).get(args.network)
+    if args.ip:
+        net.check_ip(args.ip)
+    store = ContainerStore(config)
+    ctr = store.lookup(args.container)
+    with store.ctr_lock(ctr.id):
+        ov = read_overrides(ctr.dir)
+        current, _ = effective_mode(ctr.spec.network, ov)
+        if net.name in [m.strip() for m in current.split(",")]:
+            raise NetworkError(f"container {ctr.name} is already connected to network {net.name}")
+        st = _live_state(ctr)
+        new_state = None
+        if st is not None:
+            handle = dict(st.network or {})
+            if handle.get("mode") != "bridge":
+                raise NetworkError(f"container {ctr.name} runs on the {handle.get('mode') or current} network: "
+                                   "it can join a user-defined network only when started on one",
+                                   hint=f"stop it, connect it (rootless network connect {net.name} {ctr.name}), "
+                                        "and start it again")
+            eps = list(handle.get("networks") or [])
+            ep = rootlessns.attach(config, container_id=ctr.id, pid=st.pid, name=ctr.name, network=net,
+                                   ip=args.ip or None, aliases=args.alias, ifname=f"eth{len(eps)}")
+            eps.append({"name": net.name, "id": net.id, **ep})
+            new_state = dict(handle, networks=eps)
+        conn = dict(ov.get("connect") or {})
+        conn[net.name] = {"aliases": list(args.alias), "ip": args.ip}
+        ov = dict(ov, connect=conn, disconnect=[n for n in ov.get("disconnect") or [] if n != net.name])
+        write_overrides(ctr.dir, ov)
+    if new_state is not None:
+        store.update_state(ctr.id, network=new_state)
+    return 0
+
+
+COMMANDS["connect"] = Command("Connect a container to a network", _connect_setup, cmd_connect)
+
+
+def _disconnect_setup(p):
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("-f", "--force", action="store_true", help="(accepted for compatibility)")
+
+
+def cmd_disconnect(ctx, args) -> int:
+    from rootless.errors import NetworkError
+    from rootless.network import effective_mode, read_overrides, write_overrides
+    from rootless.network import rootlessns
+    from rootless.runtime.state import ContainerStore
+
+    config = ctx.config
+    net = _store(ctx).get(args.network)
+    store = ContainerStore(config)
+    ctr = store.lookup(args.container)
+    with store.ctr_lock(ctr.id):
+        ov = read_overrides(ctr.dir)
+        current, _ = effective_mode(ctr.spec.network, ov)
+        if net.name not in [m.strip() for m in current.split(",")]:
+            raise NetworkError(f"container {ctr.name} is not connected to network {net.name}")
+        st = _live_state(ctr)
+        new_state = None
+        if st is not None and (st.network or {}).get("mode") == "bridge":
+            rootlessns.detach(config, ctr.id, net.id)
+            handle = dict(st.network)
+            new_state = dict(handle, networks=[e for e in handle.get("networks") or [] if e.get("id") != net.id])
+        conn = {k: v for k, v in (ov.get("connect") or {}).items() if k != net.name}
+        gone = list(dict.fromkeys([*(ov.get("disconnect") or []), net.name]))
+        write_overrides(ctr.dir, dict(ov, connect=conn, disconnect=gone))
+    if new_state is not None:
+        store.update_state(ctr.id, network=new_state)
+    return 0
+
+
+COMMANDS["disconnect"] = Command("Disconnect a container from a network", _disconnect_setup, cmd_disconnect)

@@ -236,16 +236,66 @@ def _parse_publish(opts) -> tuple:
     return tuple(mappings)
 
 
-def plan_network(opts, config) -> NetworkPlan:
+OVERRIDES = "networks.json"   # containers/<id>/networks.json: what `network connect/disconnect` changed
+
+
+def read_overrides(container_dir) -> dict:
+    """``{"connect": {NAME: {"aliases": [...], "ip": ""}}, "disconnect": [NAME...]}`` (empty when none)."""
+    import json
+
+    if not container_dir:
+        return {}
+    try:
+        with open(os.path.join(str(container_dir), OVERRIDES)) as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_overrides(container_dir, data: dict) -> None:
+    import json
+
+    path = os.path.join(str(container_dir), OVERRIDES)
+    tmp = path + f".{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def effective_mode(mode: str, overrides: dict) -> tuple[str, dict]:
+    """The network mode after `network connect/disconnect`: (mode, {name: {"aliases", "ip"}} of the extras)."""
+    mode = (mode or "default").strip()
+    conn = overrides.get("connect") or {}
+    gone = set(overrides.get("disconnect") or [])
+    if mode in BUILTIN_MODES or mode.startswith("container:"):
+        names = [] if conn and mode in ("default", "bridge", "none") else None
+    else:
+        names = [m.strip() for m in mode.split(",") if m.strip()]
+    if names is None:
+        return mode, {}
+    names = [n for n in names if n not in gone]
+    for n in conn:
+        if n not in names and n not in gone:
+            names.append(n)
+    if not names:
+        return "none", {}
+    return ",".join(names), {n: conn[n] for n in names if n in conn}
+
+
+def plan_network(opts, config, container_dir=None) -> NetworkPlan:
     """Decide the network of a container from its options.
 
     Reads ``network``, ``publish``, ``publish_all`` + ``exposed``, ``dns``,
     ``dns_search``, ``dns_options``, ``add_hosts``, ``network_aliases``,
-    ``ip`` of ``opts`` (a ContainerSpec or RunOptions).
+    ``ip`` of ``opts`` (a ContainerSpec or RunOptions), and what
+    ``network connect/disconnect`` recorded in ``container_dir``.
     """
     import ipaddress
 
-    mode = (_opt(opts, "network", "") or "default").strip()
+    mode, per_network = effective_mode(_opt(opts, "network", "") or "default", read_overrides(container_dir))
     dns = tuple(_opt(opts, "dns"))
     for d in dns:
         try:
@@ -322,6 +372,9 @@ def plan_network(opts, config) -> NetworkPlan:
         nets.append(store.get(name))     # NetworkNotFound: 125 with a hint
     if ip:
         nets[0].check_ip(ip)
+    for n in nets:
+        if per_network.get(n.name, {}).get("ip"):
+            n.check_ip(per_network[n.name]["ip"])
     if getattr(opts, "userns", "") == "keep-id":
         raise UsageError("--userns keep-id cannot be combined with a user-defined network",
                          hint="leave out --userns keep-id, or use the default network")
@@ -339,7 +392,8 @@ def plan_network(opts, config) -> NetworkPlan:
         gw = SLIRP_GATEWAY
     if all(n.internal for n in nets):
         gw = ""
-    return finish("bridge", gw, networks=tuple(nets), ip=ip, publish=publish)
+    return finish("bridge", gw, networks=tuple(nets), ip=ip, publish=publish,
+                  extra={"per_network": per_network} if per_network else {})
 
 
 # ---------------------------------------------------------------------------
@@ -673,9 +727,12 @@ def _start_bridge(plan: NetworkPlan, pid: int, state_dir: str, container_id: str
     state = {"mode": "bridge", "runtime_dir": runtime_dir, "container_id": container_id, "networks": eps,
              "ports": [m.to_json() for m in ports]}
     try:
+        per = plan.extra.get("per_network") or {}
         for i, n in enumerate(plan.networks):
+            extra = per.get(n.name) or {}
             ep = rootlessns.attach(cfg, container_id=container_id, pid=pid, name=name or container_id[:12],
-                                   network=n, ip=plan.ip if i == 0 else None, aliases=plan.aliases,
+                                   network=n, ip=(plan.ip if i == 0 else None) or extra.get("ip") or None,
+                                   aliases=tuple(plan.aliases if i == 0 else ()) + tuple(extra.get("aliases") or ()),
                                    ports=ports if i == 0 else (), ifname=f"eth{i}", default_route=True,
                                    owner=_owner_of(plan))
             eps.append({"name": n.name, "id": n.id, **ep})

@@ -374,9 +374,12 @@ class DNSServer:
     """
 
     def __init__(self, listen: list[socket.socket], records: Records, upstreams: list[tuple[str, int]],
-                 upstream_socket: socket.socket | None = None, timeout: float = 2.0):
+                 upstream_socket: socket.socket | None = None, timeout: float = 2.0, view=None):
         self.listen = list(listen)
         self.records = records
+        # view(client_address) -> Records: what this client may see (a container on several
+        # networks finds the names of all of them); None: ``records`` for everyone
+        self.view = view
         self.upstreams = list(upstreams)
         self.timeout = timeout
         if upstream_socket is None:
@@ -415,7 +418,13 @@ class DNSServer:
             return
         if q.is_response:
             return
-        resp = answer_locally(q, self.records)
+        records = self.records
+        if self.view is not None:
+            try:
+                records = self.view(addr) or self.records
+            except Exception:  # noqa: BLE001 - a bad view must not kill the server
+                records = self.records
+        resp = answer_locally(q, records)
         if resp is not None:
             self._send(sock, resp, addr)
             return

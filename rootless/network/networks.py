@@ -297,19 +297,18 @@ class NetworkStore:
             atomic_write_json(self._path(n.name), n.to_json())
 
 
-def _network_names_of(spec: dict, state: dict) -> set[str]:
+def _network_names_of(spec: dict, state: dict, overrides: dict) -> set[str]:
     """Names of the user-defined networks a container is configured with or attached to."""
+    from rootless.network import effective_mode
+
+    mode = spec.get("network") or "default"
     names: set[str] = set()
-    mode = spec.get("network") or ""
     if isinstance(mode, str):
-        for m in mode.split(","):
+        eff, _ = effective_mode(mode, overrides)
+        for m in eff.split(","):
             m = m.strip()
-            if m and m not in BUILTIN and not m.startswith(("container:", "ns:")) and m != "default":
+            if m and m not in BUILTIN and not m.startswith("container:") and m != "default":
                 names.add(m)
-    extra = spec.get("networks") or []
-    if isinstance(extra, dict):
-        extra = list(extra)
-    names.update(x for x in extra if isinstance(x, str))
     for n in (state.get("network") or {}).get("networks") or []:
         if isinstance(n, dict) and n.get("name"):
             names.add(n["name"])
@@ -317,12 +316,14 @@ def _network_names_of(spec: dict, state: dict) -> set[str]:
 
 
 def containers_using(data_root: Path) -> dict[str, list[str]]:
-    """``{network name: [container names]}`` from ``containers/*/config.json`` and ``state.json``.
+    """``{network name: [container names]}`` from ``containers/*/config.json``, ``state.json`` and
+    ``networks.json`` (what ``network connect/disconnect`` changed).
 
     Every container counts, running or not (like Podman: a stopped container
-    would fail to start without its network). The runtime's extra networks
-    (``network connect``) are in ``containers/<id>/networks.json``.
+    would fail to start without its network).
     """
+    from rootless.network import read_overrides
+
     out: dict[str, list[str]] = {}
     cdir = Path(data_root) / "containers"
     try:
@@ -339,12 +340,6 @@ def containers_using(data_root: Path) -> dict[str, list[str]]:
             state = json.loads((d / "state.json").read_text())
         except (OSError, ValueError):
             state = {}
-        names = _network_names_of(cfg.get("spec") or {}, state)
-        try:
-            extra = json.loads((d / "networks.json").read_text())
-            names |= set((extra.get("networks") or {}).keys())
-        except (OSError, ValueError, AttributeError):
-            pass
-        for n in names:
+        for n in _network_names_of(cfg.get("spec") or {}, state, read_overrides(d)):
             out.setdefault(n, []).append(cfg.get("name") or cid[:12])
     return out

@@ -627,10 +627,36 @@ class Holder:
             up = self.up6
         # each server gets its own handle on the host-side socket (it closes it when the network goes)
         srv = DNSServer([s], Records(domain=DNS_DOMAIN), upstreams,
-                        upstream_socket=socket.socket(fileno=os.dup(up.fileno())))
+                        upstream_socket=socket.socket(fileno=os.dup(up.fileno())),
+                        view=lambda addr, nid=n.id: self._dns_view(nid, addr))
         n.dns_server = srv
         for sock in srv.sockets():
             self.sel.register(sock, 1, ("dns", n.id))
+
+    def _dns_view(self, nid: str, addr) -> object:
+        """The names a client sees: those of every network its container is on (Docker's rule)."""
+        from rootless.network.dns import Records
+
+        me = next((ep.container_id for ep in self.eps.values() if ep.net_id == nid and ep.ip == addr[0]), None)
+        if me is None:
+            return None
+        mine = [ep.net_id for ep in self.eps.values() if ep.container_id == me]
+        if len(mine) <= 1:
+            return None
+        view = Records(domain=DNS_DOMAIN)
+        seen: set[tuple[str, str]] = set()
+        for other in [nid] + [x for x in mine if x != nid]:   # this network's addresses first
+            n = self.nets.get(other)
+            if n is None or n.dns_server is None:
+                continue
+            for cid, entry in n.dns_server.records.snapshot().items():
+                key = cid if other == nid else f"{cid}@{other}"
+                names = [x for x in entry["names"] if (x, cid) not in seen]
+                for x in names:
+                    seen.add((x, cid))
+                if names:
+                    view.set(key, names, entry["addresses"])
+        return view
 
     def _stop_dns(self, n: _Net) -> None:
         srv = n.dns_server

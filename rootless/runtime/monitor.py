@@ -116,7 +116,7 @@ def prepare(config, ctr, reporter=None) -> Prepared:
             from rootless.userns import run_in_userns
 
             run_in_userns(_vfs_fill, list(lowers), rootfs, mapping=base)
-    netplan = plan_network(spec, config)
+    netplan = plan_network(spec, config, container_dir=cdir)
     files = netplan.etc_files(spec.hostname)
     ud = os.path.join(cdir, "userdata")
     for path, text in files.items():

@@ -346,3 +346,52 @@ def test_slirp4netns_publish_tcp_and_udp_and_pasta_udp(net_rl):
             break
         time.sleep(0.1)
     assert _port_free(tport)
+
+
+def test_connect_disconnect(net_rl):
+    rl = net_rl
+    rl.ok("network", "create", "c1")
+    rl.ok("network", "create", "c2")
+    try:
+        rl.ok("run", "-d", "--name", "srv", "--network", "c2", rl.image, "sh", "-c",
+              "echo on-c2 > /tmp/index.html; httpd -f -p 80 -h /tmp")
+        rl.ok("run", "-d", "--name", "cli", "--network", "c1", rl.image, "sleep", "120")
+        time.sleep(0.3)
+        cp = rl("exec", "cli", "sh", "-c", "nslookup srv; timeout 3 wget -q -O - http://srv/")
+        assert "on-c2" not in cp.stdout
+        # live: cli joins c2 with an alias; names resolve both ways on c2
+        rl.ok("network", "connect", "--alias", "client", "c2", "cli")
+        out = rl.ok("exec", "cli", "wget", "-q", "-O", "-", "http://srv/", timeout=30)
+        assert out == "on-c2\n"
+        assert "Address" in rl.ok("exec", "srv", "nslookup", "client")
+        nets = json.loads(rl.ok("inspect", "cli"))[0]["NetworkSettings"]["Networks"]
+        assert sorted(nets) == ["c1", "c2"]
+        assert "eth1" in rl.ok("exec", "cli", "ip", "-o", "link")
+        assert sorted(c["Name"] for c in json.loads(rl.ok("network", "inspect", "c2"))[0]["Containers"].values()) \
+            == ["cli", "srv"]
+        cp = rl("network", "connect", "c2", "cli")
+        assert cp.returncode == 125 and "already connected" in cp.stderr
+        # c2 is in use by both now
+        cp = rl("network", "rm", "c2")
+        assert cp.returncode == 125 and "cli" in cp.stderr and "srv" in cp.stderr
+        # disconnect: the name is gone, the interface too
+        rl.ok("network", "disconnect", "c2", "cli")
+        cp = rl("exec", "cli", "sh", "-c", "timeout 3 wget -q -O - http://srv/; ip -o link")
+        assert "on-c2" not in cp.stdout and "eth1" not in cp.stdout
+        cp = rl("network", "disconnect", "c2", "cli")
+        assert cp.returncode == 125 and "not connected" in cp.stderr
+        # a stopped container: connect is remembered for the next start
+        rl.ok("stop", "-t", "1", "cli")
+        rl.ok("network", "connect", "c2", "cli")
+        rl.ok("start", "cli")
+        time.sleep(0.3)
+        assert rl.ok("exec", "cli", "wget", "-q", "-O", "-", "http://srv/", timeout=30) == "on-c2\n"
+        # a container on the default network cannot join live
+        rl.ok("run", "-d", "--name", "plain", rl.image, "sleep", "60")
+        cp = rl("network", "connect", "c1", "plain")
+        assert cp.returncode == 125 and "stop it" in cp.stderr
+        cp = rl("network", "connect", "nonet", "plain")
+        assert cp.returncode == 125 and "not found" in cp.stderr
+    finally:
+        rl("rm", "-f", "srv", "cli", "plain")
+        rl("network", "rm", "c1", "c2")

@@ -128,7 +128,8 @@ def test_containers_using(tmp_path):
             (d / "networks.json").write_text(json.dumps(extra))
 
     ctr("a" * 64, "web", {"network": "n1"})
-    ctr("b" * 64, "db", {"network": "default"}, extra={"networks": {"n2": {}}})
+    ctr("b" * 64, "db", {"network": "default"}, extra={"connect": {"n2": {}}})
+    ctr("e" * 64, "gone", {"network": "n1"}, extra={"disconnect": ["n1"]})
     ctr("c" * 64, "side", {"network": "container:web"})
     ctr("d" * 64, "old", {"network": "host"}, state={"network": {"networks": [{"name": "n3"}]}})
     (tmp_path / "containers" / "broken").mkdir()
