@@ -225,6 +225,8 @@ def _parse_hosts(items) -> list[tuple[str, str]]:
 
 
 def _parse_publish(opts) -> tuple:
+    if not _opt(opts, "publish") and not _opt(opts, "publish_all", False):
+        return ()
     from rootless.network.ports import check_conflicts, merge, parse_publish, publish_all
 
     mappings = []
@@ -293,10 +295,10 @@ def plan_network(opts, config, container_dir=None) -> NetworkPlan:
     ``ip`` of ``opts`` (a ContainerSpec or RunOptions), and what
     ``network connect/disconnect`` recorded in ``container_dir``.
     """
-    import ipaddress
-
     mode, per_network = effective_mode(_opt(opts, "network", "") or "default", read_overrides(container_dir))
     dns = tuple(_opt(opts, "dns"))
+    if dns:
+        import ipaddress
     for d in dns:
         try:
             ipaddress.ip_address(d)
@@ -485,6 +487,8 @@ def _rewrite(path: str, text: str) -> None:
 
 
 def _allocate(plan: NetworkPlan) -> list:
+    if not plan.publish:
+        return []
     from rootless.network.ports import allocate
 
     return allocate(list(plan.publish), owner=_owner_of(plan))
@@ -720,7 +724,7 @@ def _start_bridge(plan: NetworkPlan, pid: int, state_dir: str, container_id: str
     from rootless.network import rootlessns
     from rootless.network.ports import allocate
 
-    ports = allocate(list(plan.publish), check=False)   # bind_host_ports names the holder of a taken port
+    ports = allocate(list(plan.publish), check=False) if plan.publish else []  # bind_host_ports checks
     runtime_dir = plan.runtime_dir
     cfg = _RuntimeOnly(runtime_dir)
     eps = []

@@ -20,18 +20,15 @@ and :func:`port_holder` looks up who holds a port in /proc.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
-import socket
-from dataclasses import dataclass, replace
 
 from rootless.errors import PortInUse, UsageError
+from rootless.runtime.record import Record
 
 PROTOCOLS = ("tcp", "udp")
 
 
-@dataclass(frozen=True)
-class PortMapping:
+class PortMapping(Record):
     """One published port: host ``host_ip:host_port`` -> container ``container_port``.
 
     ``host_ip`` "" means every address (0.0.0.0 and ::). ``host_port`` 0
@@ -97,6 +94,8 @@ def _range(spec: str, s: str, what: str) -> tuple[int, int]:
 
 def _split_ip(spec: str, body: str) -> tuple[str, str]:
     """Split off an IP prefix: returns (ip, rest) where rest is [HOSTPORT:]CPORT."""
+    import ipaddress
+
     if body.startswith("["):
         end = body.find("]")
         if end < 0 or body[end + 1:end + 2] != ":":
@@ -209,10 +208,14 @@ def check_conflicts(mappings: list[PortMapping]) -> None:
 # Free ports and who holds a port (the only I/O here)
 
 def _family(ip: str) -> int:
+    import socket
+
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
-def _try_bind(ip: str, port: int, proto: str) -> socket.socket:
+def _try_bind(ip: str, port: int, proto: str):
+    import socket
+
     fam = _family(ip)
     s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
     try:
@@ -289,7 +292,7 @@ def allocate(mappings: list[PortMapping], check: bool = True, owner=None) -> lis
                 except OSError:
                     continue
                 taken.add((m.protocol, p))
-                out.append(replace(m, host_port=p, host_range=None))
+                out.append(m.replace(host_port=p, host_range=None))
                 break
             else:
                 raise PortInUse(f"no free host port in {lo}-{hi} for {m.key}",
@@ -304,7 +307,7 @@ def allocate(mappings: list[PortMapping], check: bool = True, owner=None) -> lis
             s.close()
             if (m.protocol, p) not in taken:
                 taken.add((m.protocol, p))
-                out.append(replace(m, host_port=p))
+                out.append(m.replace(host_port=p))
                 break
         else:  # pragma: no cover - the kernel keeps handing out taken ports
             raise PortInUse(f"could not find a free host port for {m.key}")
