@@ -551,6 +551,10 @@ class Holder:
                 lines.append(f'    oifname "{n.bridge}" iifname != "{n.bridge}" drop')
             else:  # never from one network into another
                 lines.append(f'    iifname "{n.bridge}" oifname "rl*" oifname != "{n.bridge}" drop')
+        # a network's gateway (its DNS server) answers only its own network: no names across networks
+        lines += ["  }", "  chain input {", "    type filter hook input priority 0; policy accept;"]
+        for n in self.nets.values():
+            lines.append(f'    ip daddr {n.gateway} iifname != "{n.bridge}" drop')
         lines += ["  }", "  chain postrouting {", "    type nat hook postrouting priority 100; policy accept;"]
         for n in self.nets.values():
             if not n.internal:

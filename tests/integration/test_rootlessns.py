@@ -151,8 +151,9 @@ def test_two_networks_names_aliases_isolation(cfg, procs, tmp_path):
     cp = fetch(client, f"http://{resolve(client, 'site', n1.gateway)}/")
     assert cp.stdout == "hello from web\n", cp
 
-    # n2 neither resolves nor reaches n1's containers
+    # n2 neither resolves nor reaches n1's containers, not even by asking n1's DNS server
     assert resolve(other, "web", n2.gateway) is None
+    assert resolve(other, "web", n1.gateway) is None
     cp = other.run(BUSYBOX, "nc", "-w", "2", ep_web["ip"], "80", timeout=20)
     assert cp.returncode != 0 and "hello" not in cp.stdout
     cp = other.run(BUSYBOX, "timeout", "3", BUSYBOX, "wget", "-q", "-O", "-", f"http://{ep_web['ip']}/", timeout=20)
