@@ -144,6 +144,14 @@ def test_invalid_publish_is_125(net_rl):
         assert cp.returncode == 125, (bad, cp)
         assert "invalid port specification" in cp.stderr or "sctp" in cp.stderr
         assert "Traceback" not in cp.stderr
+    # a host process holds the port: named with its pid
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        busy = s.getsockname()[1]
+        cp = rl("run", "--rm", "-p", f"127.0.0.1:{busy}:80", rl.image, "true")
+        assert cp.returncode == 125
+        assert f"host port 127.0.0.1:{busy}/tcp is already in use by pid {os.getpid()}" in cp.stderr, cp.stderr
     cp = rl("run", "--rm", "--network", "nosuchnet", rl.image, "true")
     assert cp.returncode == 125 and "network nosuchnet not found" in cp.stderr
     cp = rl("run", "--rm", "--network-alias", "x", rl.image, "true")
