@@ -328,8 +328,10 @@ def cmd_connect(ctx, args) -> int:
                                    hint=f"stop it, connect it (rootless network connect {net.name} {ctr.name}), "
                                         "and start it again")
             eps = list(handle.get("networks") or [])
+            used = {e.get("ifname") for e in eps}
+            ifname = next(f"eth{i}" for i in range(len(eps) + 1) if f"eth{i}" not in used)
             ep = rootlessns.attach(config, container_id=ctr.id, pid=st.pid, name=ctr.name, network=net,
-                                   ip=args.ip or None, aliases=args.alias, ifname=f"eth{len(eps)}")
+                                   ip=args.ip or None, aliases=args.alias, ifname=ifname)
             eps.append({"name": net.name, "id": net.id, **ep})
             new_state = dict(handle, networks=eps)
         conn = dict(ov.get("connect") or {})
