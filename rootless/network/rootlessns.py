@@ -163,10 +163,29 @@ def _read_info(d: Path) -> HolderInfo | None:
                       j.get("host_gateway", ""))
 
 
+@contextmanager
+def _short_path(d: Path, name: str):
+    """A path to d/name short enough for a unix socket (107 bytes): /proc/self/fd/N/name if needed."""
+    p = str(d / name)
+    if len(p.encode()) <= 100:
+        yield p
+        return
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{name}"
+    finally:
+        os.close(fd)
+
+
 def _connect(d: Path, timeout: float = 30.0) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     s.settimeout(timeout)
-    s.connect(str(d / "ctl.sock"))
+    try:
+        with _short_path(d, "ctl.sock") as p:
+            s.connect(p)
+    except BaseException:
+        s.close()
+        raise
     return s
 
 
@@ -1205,7 +1224,8 @@ def _main(argv: list[str]) -> int:
             os.unlink(d / "ctl.sock")
         except FileNotFoundError:
             pass
-        ctl.bind(str(d / "ctl.sock"))
+        with _short_path(d, "ctl.sock") as p:
+            ctl.bind(p)
         os.chmod(d / "ctl.sock", 0o600)
         ctl.listen(64)
         ctl.setblocking(False)

@@ -322,3 +322,23 @@ def test_attach_refuses_a_process_outside_the_user_namespace(cfg, procs):
     finally:
         p.kill()
         p.wait()
+
+
+def test_long_runtime_dir(tmp_path, procs, unprivileged, monkeypatch):
+    """Unix socket paths are limited to 107 bytes: a deep runtime dir still works."""
+    from tests.conftest import require
+
+    require("userns", "newuidmap", "tun", "network")
+    monkeypatch.setenv("ROOTLESS_NETNS_IDLE", "1")
+    rt = tmp_path / ("d" * 60) / ("e" * 60)
+    rt.mkdir(parents=True, mode=0o700)
+    c = Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg")
+    n = NetworkStore(c.data_root).create("deep")
+    try:
+        p, ep = container(c, procs, n, "deep")
+        assert ep["ip"]
+        assert len(str(rootlessns.netns_dir(rt) / "ctl.sock")) > 107
+    finally:
+        info = rootlessns.running(rt)
+        if info is not None:
+            os.kill(info.pid, 15)
