@@ -516,9 +516,11 @@ def _owner_of(plan: NetworkPlan):
                     if int(p.get("host_port", 0)) == m.host_port and p.get("protocol", "tcp") == m.protocol:
                         with open(os.path.join(root, cid, "config.json")) as f:
                             name = json.load(f).get("name") or cid[:12]
-                        helper = net.get("helper_pid")
+                        via = p.get("via") or net.get("mode")
+                        helper = net.get("relay_pid") if via == "relay" else net.get("helper_pid")
                         how = {"pasta": f"pasta, pid {helper}", "slirp4netns": f"slirp4netns, pid {helper}",
-                               "bridge": "the rootless network namespace"}.get(net.get("mode"), "")
+                               "relay": f"port relay, pid {helper}",
+                               "bridge": "the rootless network namespace"}.get(via, "")
                         return f"container {name}" + (f" ({how})" if how else "")
             except (OSError, ValueError, TypeError, AttributeError):
                 continue
@@ -586,11 +588,43 @@ def _udp_redirects(pid: int, mappings) -> None:
                                 "or use --network slirp4netns")
 
 
+def _loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip == "::1"
+
+
+def _start_relay(plan: NetworkPlan, pid: int, mappings, state: dict) -> None:
+    """TCP ports through our splice relay (see rootless.network.relay); fills state["relay_*"]."""
+    if not mappings:
+        return
+    from rootless.network.relay import start_relay
+    from rootless.network.rootlessns import bind_host_ports
+    from rootless.runtime.state import proc_start_time
+
+    socks = bind_host_ports(mappings, _owner_of(plan))
+    try:
+        rpid = start_relay(pid, mappings, socks)
+    finally:
+        for s in socks:
+            s.close()
+    state["relay_pid"] = rpid
+    state["relay_start"] = proc_start_time(rpid)
+
+
 def _start_pasta(plan: NetworkPlan, pid: int, state_dir: str) -> dict:
     from rootless import hosttools
     from rootless.errors import HelperFailed
 
     ports = _allocate(plan)
+    # TCP on a loopback address: our relay (same view for the server: local clients are 127.0.0.1)
+    relayed = [m for m in ports if m.protocol == "tcp" and _loopback(m.host_ip)]
+    state: dict = {"mode": "pasta", "ports": [dict(m.to_json(), via="relay" if m in relayed else "pasta")
+                                              for m in ports]}
+    try:
+        _start_relay(plan, pid, relayed, state)
+    except BaseException:
+        _stop_relay(state)
+        raise
+    ports = [m for m in ports if m not in relayed]
     pidfile = os.path.join(state_dir, "pasta.pid")
     argv = [plan.exe, "--config-net", "--quiet", "--pid", pidfile, *_pasta_port_args(ports), "-T", "none",
             "-U", "none"]
@@ -601,13 +635,17 @@ def _start_pasta(plan: NetworkPlan, pid: int, state_dir: str) -> dict:
     if PASTA_DNS_FORWARD in plan.nameservers():
         argv += ["--dns-forward", PASTA_DNS_FORWARD]
     argv.append(str(pid))
-    _udp_redirects(pid, ports)
     try:
+        _udp_redirects(pid, ports)
         hosttools.spawn_wait(argv, "pasta (user-mode network for the container)")
     except HelperFailed as e:
+        _stop_relay(state)
         _raise_port_error(plan, ports, e)
         raise NetworkError(e.message, hint="check /dev/net/tun (mode 0666) with `rootless doctor`, "
                                            "or use --network none") from None
+    except BaseException:
+        _stop_relay(state)
+        raise
     try:
         with open(pidfile) as f:
             helper = int(f.read().strip())
@@ -615,8 +653,8 @@ def _start_pasta(plan: NetworkPlan, pid: int, state_dir: str) -> dict:
         helper = 0
     from rootless.runtime.state import proc_start_time
 
-    return {"mode": "pasta", "helper_pid": helper, "helper_start": proc_start_time(helper) if helper else None,
-            "ports": [m.to_json() for m in ports]}
+    state.update(helper_pid=helper, helper_start=proc_start_time(helper) if helper else None)
+    return state
 
 
 def _raise_port_error(plan: NetworkPlan, ports, e) -> None:
@@ -660,7 +698,11 @@ def _slirp_api_path(plan: NetworkPlan, container_id: str) -> str:
 
 
 def _start_slirp(plan: NetworkPlan, pid: int, state_dir: str, container_id: str = "") -> dict:
-    ports = _allocate(plan)
+    all_ports = _allocate(plan)
+    # TCP through our relay (slirp4netns's forwarding copies through its user-space TCP stack;
+    # the server sees 10.0.2.2 with it anyway); UDP through slirp4netns's API
+    relayed = [m for m in all_ports if m.protocol == "tcp"]
+    ports = [m for m in all_ports if m.protocol != "tcp"]
     api = _slirp_api_path(plan, container_id or os.path.basename(os.path.dirname(state_dir))) if ports else ""
     if api:
         try:
@@ -696,7 +738,8 @@ def _start_slirp(plan: NetworkPlan, pid: int, state_dir: str, container_id: str 
     from rootless.runtime.state import proc_start_time
 
     state = {"mode": "slirp4netns", "helper_pid": helper, "helper_start": proc_start_time(helper), "child": True,
-             "ports": [m.to_json() for m in ports], "api": api}
+             "ports": [dict(m.to_json(), via="relay" if m in relayed else "slirp4netns") for m in all_ports],
+             "api": api}
     if not ok:
         stop(state)
         last = _read(log).strip().splitlines()[-1:] or [""]
@@ -714,6 +757,7 @@ def _start_slirp(plan: NetworkPlan, pid: int, state_dir: str, container_id: str 
                 check_free(m, _owner_of(plan))
                 raise NetworkError(f"slirp4netns cannot publish {m.host_addr()}: "
                                    f"{resp['error'].get('desc', resp['error'])}")
+        _start_relay(plan, pid, relayed, state)
     except BaseException:
         stop(state)
         raise
@@ -754,10 +798,30 @@ class _RuntimeOnly(Record):
     runtime_dir: str
 
 
+def _stop_relay(state: dict) -> None:
+    rpid = state.get("relay_pid") or 0
+    if not rpid:
+        return
+    import signal
+
+    from rootless.runtime.state import alive
+
+    if alive(rpid, state.get("relay_start")):
+        try:
+            os.kill(rpid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        os.waitpid(rpid, 0)
+    except ChildProcessError:
+        pass
+
+
 def stop(handle_state: dict) -> None:
     """Undo ``start``: stop the helper, detach from user-defined networks, free host ports (idempotent)."""
     if not handle_state:
         return
+    _stop_relay(handle_state)
     if handle_state.get("mode") == "bridge":
         from rootless.network import rootlessns
 

@@ -443,56 +443,6 @@ def _spawn_error(data: bytes, d: Path) -> RootlessError:
 # ---------------------------------------------------------------------------
 # Holder side: port forwarding
 
-class _Splicer:
-    """Bidirectional TCP relay between two connected sockets, one thread per direction."""
-
-    PIPE_SIZE = 1 << 20
-
-    def __init__(self, a: socket.socket, b: socket.socket, on_done):
-        self.a, self.b = a, b
-        self.on_done = on_done
-        self._left = 2
-        self._lock = threading.Lock()
-        for src, dst in ((a, b), (b, a)):
-            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        r, w = os.pipe2(os.O_CLOEXEC)
-        try:
-            try:
-                fcntl.fcntl(w, 1031, self.PIPE_SIZE)  # F_SETPIPE_SZ
-            except OSError:
-                pass
-            sfd, dfd = src.fileno(), dst.fileno()
-            while True:
-                n = os.splice(sfd, w, self.PIPE_SIZE, flags=1 | 4)  # SPLICE_F_MOVE | SPLICE_F_MORE
-                if n == 0:
-                    break
-                while n:
-                    m = os.splice(r, dfd, n, flags=1 | 4)
-                    n -= m
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-        except OSError:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        finally:
-            os.close(r)
-            os.close(w)
-            with self._lock:
-                self._left -= 1
-                last = self._left == 0
-            if last:
-                self.a.close()
-                self.b.close()
-                self.on_done(self)
-
-
 @dataclass
 class _Forward:
     """One published port: a host-side socket, the container's address and port."""
@@ -547,7 +497,7 @@ class Holder:
         self.forwards: list[_Forward] = []
         self.pidfds: dict[str, int] = {}                       # container id -> pidfd
         self.reserved: dict[str, float] = {}                   # container id -> deadline
-        self.splicers: set[_Splicer] = set()
+        self.splicers: set = set()
         self.idle_since = time.monotonic()
         self.sel = None
         self.ipr = None
@@ -1022,7 +972,9 @@ class Holder:
         up.settimeout(None)
         for s in (client, up):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sp = _Splicer(client, up, self.splicers.discard)
+        from rootless.network.relay import Splicer
+
+        sp = Splicer(client, up, self.splicers.discard)
         self.splicers.add(sp)
 
     def _on_pidfd(self, cid: str) -> None:

@@ -100,7 +100,7 @@ def test_publish_fetch_checksum_source_and_release(net_rl, www):
         # a second container cannot publish the same host port: 125, naming the port and its holder
         cp = rl("run", "--rm", "-p", f"127.0.0.1:{port}:80", rl.image, "true")
         assert cp.returncode == 125, cp
-        assert str(port) in cp.stderr and "already in use by container web (pasta" in cp.stderr, cp.stderr
+        assert str(port) in cp.stderr and "already in use by container web (port relay, pid" in cp.stderr, cp.stderr
     finally:
         rl.ok("stop", "-t", "1", cid)
     # stopped: the port is free again
@@ -403,3 +403,29 @@ def test_connect_disconnect(net_rl):
     finally:
         rl("rm", "-f", "srv", "cli", "plain")
         rl("network", "rm", "c1", "c2")
+
+
+def test_pasta_forwarding_on_all_addresses(net_rl, www):
+    """-p PORT:80 (every address) goes through pasta itself (it keeps remote clients' addresses)."""
+    rl = net_rl
+    d, digest = www
+    port = free_port()
+    rl.ok("run", "-d", "--name", "allweb", "-p", f"{port}:80", "-v", f"{d}:/www:ro", rl.image,
+          "httpd", "-f", "-vv", "-p", "80", "-h", "/www")
+    try:
+        assert _wait_http(f"http://127.0.0.1:{port}/") == b"hello through a published port\n"
+        got = urllib.request.urlopen(f"http://127.0.0.1:{port}/big", timeout=60).read()
+        assert hashlib.sha256(got).hexdigest() == digest
+        logs = rl.ok("logs", "allweb") + rl("logs", "allweb").stderr
+        sources = set(re.findall(r"(\d+\.\d+\.\d+\.\d+)\]?:\d+: url:", logs))
+        assert sources and _gateway_in(rl, "allweb") not in sources, logs
+        assert rl.ok("port", "allweb").strip() == f"80/tcp -> 0.0.0.0:{port}"
+        cp = rl("run", "--rm", "-p", f"127.0.0.1:{port}:80", rl.image, "true")
+        assert cp.returncode == 125 and f"already in use by container allweb (pasta, pid" in cp.stderr, cp.stderr
+    finally:
+        rl("rm", "-f", "allweb")
+    for _ in range(50):
+        if _port_free(port):
+            break
+        time.sleep(0.1)
+    assert _port_free(port)
