@@ -122,6 +122,23 @@ def _recv_msg(sock: socket.socket, max_fds: int = 64) -> tuple[dict, list[int]]:
     return json.loads(buf), fds
 
 
+def _env_upstreams() -> list[tuple[str, int]]:
+    """ROOTLESS_NETNS_DNS="IP[:PORT],...": resolvers instead of the host's /etc/resolv.conf (tests, debugging)."""
+    out = []
+    for item in os.environ.get("ROOTLESS_NETNS_DNS", "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("["):
+            host, _, port = item[1:].partition("]:")
+        elif item.count(":") == 1:
+            host, _, port = item.partition(":")
+        else:
+            host, port = item, ""
+        out.append((host, int(port) if port.isdigit() else 53))
+    return out
+
+
 def mac_for(ip: str) -> str:
     """Docker's scheme: 02:42 and the four bytes of the IPv4 address."""
     b = ipaddress.IPv4Address(ip).packed
@@ -592,7 +609,7 @@ class Holder:
                 time.sleep(0.02)
         else:
             s.bind((n.gateway, 53))
-        upstreams = [] if n.internal else host_resolvers()
+        upstreams = [] if n.internal else (_env_upstreams() or host_resolvers())
         v4 = [u for u in upstreams if ":" not in u[0]]
         if v4 or self.up6 is None:
             up, upstreams = self.up4, v4

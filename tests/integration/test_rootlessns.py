@@ -342,3 +342,30 @@ def test_long_runtime_dir(tmp_path, procs, unprivileged, monkeypatch):
         info = rootlessns.running(rt)
         if info is not None:
             os.kill(info.pid, 15)
+
+
+def test_dns_forwards_to_a_resolver_on_the_host_loopback(tmp_path, procs, unprivileged, monkeypatch):
+    """Other names go to the host's resolver, even one on the host's 127.0.0.1 (systemd-resolved style):
+    the holder forwards from a socket it made in the host's namespace before leaving it."""
+    from tests.conftest import require
+    from tests.integration.test_dns_server import Upstream
+
+    require("userns", "newuidmap", "tun", "network")
+    up = Upstream({"outside.test": "192.0.2.99"})
+    monkeypatch.setenv("ROOTLESS_NETNS_IDLE", "1")
+    monkeypatch.setenv("ROOTLESS_NETNS_DNS", f"127.0.0.1:{up.port}")
+    rt = tmp_path / "run"
+    rt.mkdir(mode=0o700)
+    c = Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg")
+    n = NetworkStore(c.data_root).create("fwd")
+    try:
+        p, ep = container(c, procs, n, "asker")
+        assert resolve(p, "outside.test", n.gateway) == "192.0.2.99"
+        assert any(q.questions[0].name == "outside.test" for q in up.seen)
+        assert resolve(p, "asker", n.gateway) == ep["ip"]          # its own name: answered locally
+        assert not any(q.questions[0].name == "asker" for q in up.seen)
+    finally:
+        up.stop()
+        info = rootlessns.running(rt)
+        if info is not None:
+            os.kill(info.pid, 15)
