@@ -43,6 +43,7 @@ class HostFacts:
     idmap_ok: bool = False
     subuid: list = field(default_factory=list)
     subgid: list = field(default_factory=list)
+    emulation: dict = field(default_factory=dict)   # arch -> mode `run` would use (check_qemu)
 
 
 def _read(path: str) -> str | None:
@@ -345,24 +346,42 @@ def check_user_networks(f: HostFacts) -> Check:
                  required=False)
 
 
-def check_qemu(f: HostFacts) -> list[Check]:
+def check_qemu(f: HostFacts, binfmt: Check | None = None) -> list[Check]:
+    """One line per foreign architecture: its qemu-user and the emulation mode `run` would use."""
+    from archsupport.emulation import arch_platform, decide, gather
     from archsupport.platform import KNOWN_ARCHES, host_platform, native_platforms
-    from archsupport.qemu import find_qemu
+    from archsupport.qemu import locate_qemu
 
-    native = {p.architecture for p in native_platforms(host_platform())}
+    host = host_platform()
+    native = {p.architecture for p in native_platforms(host)}
+    sandbox_ok = None if binfmt is None or f.kernel < (6, 7) else binfmt.status == OK
     out = []
     for arch in KNOWN_ARCHES:
         if arch in native:
             continue
-        q = find_qemu(arch, f.config.qemu_path(arch))
-        if q and q.static:
-            out.append(Check(f"qemu-{arch}", OK, f"{q.path}", required=False))
-        elif q:
-            out.append(Check(f"qemu-{arch}", WARN, f"{q.path} is not static (needs its libraries in every image)",
-                             "sudo apt-get install qemu-user-static", required=False))
+        q, why = locate_qemu(arch, f.config.qemu_path(arch))
+        p = arch_platform(arch)
+        emu = decide(p, gather(p, f.config, host=host, sandbox_ok=sandbox_ok,
+                               sandbox_why=binfmt.detail if binfmt else ""), f.config.emulation_mode)
+        f.emulation[arch] = emu.mode
+        if emu.mode == "host":
+            mode = f"mode host (registration {emu.host_entry})"
+        elif emu.mode == "sandboxed":
+            mode = f"mode sandboxed (flags {emu.flags})"
         else:
-            out.append(Check(f"qemu-{arch}", WARN, f"no qemu-user for {arch}: linux/{arch} images cannot run",
-                             "sudo apt-get install qemu-user-static", required=False))
+            mode = "mode none"
+        if emu.mode == "none":
+            what = f"{q.path} {q.version}: " if q else ""
+            out.append(Check(f"qemu-{arch}", WARN, f"{what}linux/{arch} images cannot run: {emu.reason}",
+                             emu.hint, required=False))
+        elif q is None:
+            out.append(Check(f"qemu-{arch}", OK, f"{mode}; {emu.interpreter}", required=False))
+        elif not q.static:
+            out.append(Check(f"qemu-{arch}", WARN, f"{q.path} is not static (needs its libraries in every image); "
+                                                   f"{mode}", "sudo apt-get install qemu-user-static",
+                             required=False))
+        else:
+            out.append(Check(f"qemu-{arch}", OK, f"{q.path} {q.version}; {mode}", required=False))
     return out
 
 
@@ -402,6 +421,25 @@ def check_binfmt(f: HostFacts) -> Check:
                      "an admin can register qemu on the host: `sudo rootless binfmt install`", required=False)
     return Check("binfmt_misc", OK, "sandboxed binfmt_misc mounts in a user namespace (foreign images need no admin)",
                  required=False)
+
+
+def binfmt_summary(binfmt: Check, f: HostFacts) -> Check:
+    """Add to the binfmt_misc line which mode foreign images use, and the host's registrations."""
+    from archsupport.binfmt import read_state
+
+    modes: dict[str, list[str]] = {}
+    for arch, mode in f.emulation.items():
+        modes.setdefault(mode, []).append(arch)
+    st = read_state()
+    if not st.mounted:
+        host = "host binfmt_misc not mounted (no host registrations)"
+    else:
+        ours = [e.name for e in st.entries if e.enabled and e.architecture()]
+        host = "host registrations: " + (", ".join(ours) if ours else "none") + (
+            "" if st.enabled else " (host binfmt_misc DISABLED)")
+    used = "; ".join(f"{m}: {', '.join(a)}" for m, a in modes.items())
+    return Check(binfmt.name, binfmt.status, f"{binfmt.detail}; {host}; foreign images use {used or 'nothing'}",
+                 binfmt.fix, required=binfmt.required)
 
 
 def _self_only(f: HostFacts):
@@ -489,8 +527,9 @@ def run_checks(config: Config) -> list[Check]:
         checks[-2] = Check("overlay", FAIL, overlay.detail + "; and fuse-overlayfs is not usable either",
                            overlay.fix + "; " + fuse.fix)
     checks += [check_tun(f), check_network_backends(f), check_user_networks(f)]
-    checks += check_qemu(f)
-    checks += [check_binfmt(f), check_cgroups(f), check_space(f)]
+    binfmt = check_binfmt(f)
+    checks += check_qemu(f, binfmt)
+    checks += [binfmt_summary(binfmt, f), check_cgroups(f), check_space(f)]
     return checks
 
 

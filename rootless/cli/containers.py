@@ -11,8 +11,7 @@ import os
 import sys
 
 from rootless.cli.base import Command
-from rootless.errors import (ContainerError, ContainerNotFound, ContainerStateError, ImageNotFound,
-                             RootlessError, UsageError)
+from rootless.errors import ContainerNotFound, ContainerStateError, ImageNotFound, RootlessError, UsageError
 
 COMMANDS: dict[str, Command] = {}
 
@@ -21,17 +20,19 @@ PROXY_SIGNALS = (1, 2, 3, 10, 12, 15, 28)   # HUP INT QUIT USR1 USR2 TERM WINCH
 
 def _cmd(name: str, summary: str, setup, usage: str | None = None):
     def deco(fn):
-        handler = fn
-        if name not in ("run", "create"):
-            # Docker: a missing container is status 1 outside run/create
-            def handler(ctx, args, _fn=fn):
-                try:
-                    return _fn(ctx, args)
-                except ContainerNotFound as e:
-                    raise ContainerNotFound(e.message, e.hint, exit_code=1) from None
-        COMMANDS[name] = Command(summary, setup, handler, usage)
+        COMMANDS[name] = Command(summary, setup, fn if name in ("run", "create") else _status_1(fn), usage)
         return fn
     return deco
+
+
+def _status_1(fn):
+    """Docker: a missing container is exit status 1 outside run/create."""
+    def handler(ctx, args):
+        try:
+            return fn(ctx, args)
+        except ContainerNotFound as e:
+            raise ContainerNotFound(e.message, e.hint, exit_code=1) from None
+    return handler
 
 
 def _print_err(msg: str) -> None:
@@ -77,6 +78,8 @@ def _run_flags(p, *, run: bool) -> None:
     p.add_argument("--init", action="store_true", help="run an init that reaps zombies and forwards signals")
     p.add_argument("--pull", default="missing", choices=("always", "missing", "never", "newer"))
     p.add_argument("--platform", default="", help="os/arch[/variant] of the image")
+    p.add_argument("--arch", default="", help="architecture of the image (overrides --platform's), e.g. arm64")
+    p.add_argument("--variant", default="", help="architecture variant of the image, e.g. v7")
     p.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--stop-signal", default="", help="signal to stop the container (default SIGTERM)")
     p.add_argument("--stop-timeout", type=int, default=None, help="seconds before SIGKILL on stop")
@@ -253,11 +256,9 @@ def _image(ctx, args):
     except ImportError:
         raise RootlessError("this build of rootless has no image store yet",
                             hint="use --rootfs DIR to run a root filesystem directory") from None
-    plat = None
-    if args.platform:
-        from archsupport.platform import parse
+    from archsupport.platform import mismatch_warning, requested
 
-        plat = parse(args.platform)
+    plat = requested(args.platform or None, getattr(args, "arch", "") or None, getattr(args, "variant", "") or None)
     store = Store(ctx.config)
     pull = "missing" if args.pull == "newer" else args.pull
     try:
@@ -276,6 +277,8 @@ def _image(ctx, args):
             raise ImageNotFound(f"{args.image}: image not known",
                                 hint="pull it first (rootless pull) or use --pull=missing") from None
         raise e
+    if plat is not None and (w := mismatch_warning(plat, img.platform)):
+        ctx.warn(w)
     return img.config, img.id, args.image, str(img.platform)
 
 
@@ -337,8 +340,6 @@ def cmd_run(ctx, args) -> int:
 
     trace("cli: run")
 
-    if args.detach and args.rm and False:
-        pass
     ctr = _create(ctx, args)
     trace("cli: created")
     winsize = None
@@ -724,6 +725,22 @@ def _match_labels(c, wanted: list[str]) -> bool:
     return True
 
 
+def _ancestor_match(c, a: str) -> bool:
+    """ancestor=: the reference the container was made from (busybox = busybox:latest), or an image id prefix."""
+    def norm(ref: str) -> str:
+        last = ref.rsplit("/", 1)[-1]
+        base = ref[:-len(last)]
+        return base + (last if ":" in last or "@" in last else last + ":latest")
+
+    if c.image_ref and norm(c.image_ref) == norm(a):
+        return True
+    if c.image_ref and "/" not in a and norm(c.image_ref).rsplit("/", 1)[-1] == norm(a):
+        return True
+    want = a[7:] if a.startswith("sha256:") else a
+    have = c.image_id[7:] if c.image_id.startswith("sha256:") else ""
+    return len(want) >= 4 and all(ch in "0123456789abcdef" for ch in want) and have.startswith(want)
+
+
 def _matches(c, filters: dict[str, list[str]]) -> bool:
     import re
 
@@ -747,19 +764,8 @@ def _matches(c, filters: dict[str, list[str]]) -> bool:
     if "volume" in filters:
         if not any(m.source in filters["volume"] or m.target in filters["volume"] for m in c.spec.mounts):
             return False
-    if "ancestor" in filters:
-        ok = False
-        for a in filters["ancestor"]:
-            ref = c.image_ref
-            if a == ref or a == ref.split("/")[-1] or (":" not in a.split("/")[-1] and
-                                                       (ref == a + ":latest" or ref.split("/")[-1] == a + ":latest")):
-                ok = True
-            if c.image_id and (c.image_id == a or c.image_id.split(":")[-1].startswith(a.split(":")[-1])
-                               and len(a.split(":")[-1]) >= 4 and a.startswith(("sha256:",)) or
-                               c.image_id.split(":")[-1].startswith(a) and len(a) >= 4):
-                ok = True
-        if not ok:
-            return False
+    if "ancestor" in filters and not any(_ancestor_match(c, a) for a in filters["ancestor"]):
+        return False
     return True
 
 
@@ -959,7 +965,7 @@ def cmd_exec(ctx, args) -> int:
     ctr = _store(ctx).lookup(args.container)
     if not ctr.state.running:
         raise ContainerStateError(f"container {args.container} is not running",
-                                  hint=f"start it first: rootless start {args.container}")
+                                  hint=f"start it first: rootless start {args.container}", exit_code=1)
     spec = ctr.spec
     extra = []
     for f in args.env_file:
@@ -1040,7 +1046,17 @@ _cmd("exec", "Run a command in a running container", _exec_setup)(cmd_exec)
 # ---------------------------------------------------------------------------
 # inspect / wait / top / port
 
-def _inspect_json(c) -> dict:
+def _emulation_json(platform: str, config) -> dict:
+    """The emulation mode the container uses (archsupport.emulation), for inspect."""
+    if not platform or config is None:
+        return {"mode": "native"}
+    from archsupport.emulation import choose
+    from archsupport.platform import parse
+
+    return choose(parse(platform), config).to_json()
+
+
+def _inspect_json(c, config=None) -> dict:
     spec = c.spec
     st = c.state
     binds = [f"{m.source}:{m.target}" + (":ro" if m.readonly else "") for m in spec.mounts if m.kind == "bind"]
@@ -1093,7 +1109,8 @@ def _inspect_json(c) -> dict:
         "GraphDriver": {"Name": "overlay", "Data": {"UpperDir": str(c.dir / "upper"),
                                                     "WorkDir": str(c.dir / "work"),
                                                     "MergedDir": str(c.dir / "rootfs")}},
-        "Rootless": {"Caps": list(spec.caps), "Platform": spec.platform, "Rootfs": spec.rootfs},
+        "Rootless": {"Caps": list(spec.caps), "Platform": spec.platform, "Rootfs": spec.rootfs,
+                     "Emulation": _emulation_json(spec.platform, config)},
     }
 
 
@@ -1139,7 +1156,7 @@ def cmd_inspect(ctx, args) -> int:
     for n in args.names:
         if args.type != "image":
             try:
-                items.append(_inspect_json(store.lookup(n)))
+                items.append(_inspect_json(store.lookup(n), ctx.config))
                 continue
             except ContainerNotFound:
                 if args.type == "container":
@@ -1193,7 +1210,7 @@ def cmd_container_inspect(ctx, args) -> int:
     items = []
 
     def one(ref):
-        items.append(_inspect_json(store.lookup(ref)))
+        items.append(_inspect_json(store.lookup(ref), ctx.config))
 
     status = _each(args.names, one)
     if items:

@@ -266,6 +266,11 @@ class Executor:
         argv = fuse_overlayfs_argv(s.fuse, s.lowers, s.upper, s.work, s.target, s.uidmapping, s.gidmapping)
         _spawn_daemon(argv, os.path.join(os.path.dirname(s.upper), "userdata", "fuse-overlayfs.log"),
                       "fuse-overlayfs (mounting the container's root filesystem)", s.hint)
+        # The FUSE daemon must keep the host's root: pivot_root would also move its
+        # root onto its own mount, and its next path lookup (/proc/self/fd/N/...)
+        # would wait for itself. The container continues in a copy of this mount
+        # namespace (which has the FUSE mount); the daemon stays in this one.
+        _check(s, sc.unshare, sc.CLONE_NEWNS)
 
     def do_Binfmt(self, s) -> None:
         emu = self.ctx.get("emulation")
@@ -274,7 +279,7 @@ class Executor:
         from archsupport.binfmt import sandbox_register
 
         try:
-            sandbox_register(emu)
+            sandbox_register(emu, self.root)
         except OSError as e:
             raise SyscallError(s.what, e.errno or 0,
                                "Linux >= 6.7 mounts binfmt_misc in a user namespace; or an admin runs "
@@ -427,7 +432,7 @@ def _setup_tty(ctx: dict, uid: int) -> int:
     return slave
 
 
-def _exec_error(argv0: str, e: OSError) -> RootlessError:
+def _exec_error(argv0: str, e: OSError, ctx: dict | None = None, path_env: str | None = None) -> RootlessError:
     if e.errno in (2, 20):  # ENOENT, ENOTDIR
         if "/" in argv0:
             return CommandNotFound(f"exec: {argv0}: no such file or directory",
@@ -437,6 +442,16 @@ def _exec_error(argv0: str, e: OSError) -> RootlessError:
     if e.errno == 13:
         return CannotExecute(f"exec: {argv0}: permission denied", hint="the file is not executable in the image")
     if e.errno == 8:
+        platform = (ctx or {}).get("platform")
+        if platform and "archsupport.emulation" in __import__("sys").modules:
+            # preloaded for foreign images: explain from the ELF header what the binary is
+            try:
+                from archsupport.emulation import exec_format_error
+                from archsupport.platform import parse
+
+                return exec_format_error(argv0, parse(platform), path_env=path_env)
+            except Exception:  # noqa: BLE001 - the plain message below is still right
+                pass
         return CannotExecute(f"exec: {argv0}: exec format error",
                              hint="the binary is for another architecture or a script without #! line")
     return CannotExecute(f"exec: {argv0}: {os.strerror(e.errno or 0)}")
@@ -533,7 +548,7 @@ def _become(proc, user, envd: dict, ctx: dict, err_w: int) -> None:
     try:
         os.execvpe(proc.argv[0], list(proc.argv), envd)
     except OSError as e:
-        raise _exec_error(proc.argv[0], e) from None
+        raise _exec_error(proc.argv[0], e, ctx, envd.get("PATH")) from None
 
 
 def _run_init(proc, user, envd: dict, ctx: dict, err_w: int) -> None:
@@ -581,7 +596,7 @@ def _run_init(proc, user, envd: dict, ctx: dict, err_w: int) -> None:
 # ---------------------------------------------------------------------------
 # error reporting across the fork
 
-def preload(tty: bool = False) -> None:
+def preload(tty: bool = False, foreign: bool = False) -> None:
     """Import now what runs after the switch to the container's root (pivot_root, setns):
     from there on the host's Python library is out of reach."""
     import fcntl  # noqa: F401
@@ -593,6 +608,12 @@ def preload(tty: bool = False) -> None:
     import rootless.runtime.spec  # noqa: F401
     if tty:
         import socket  # noqa: F401
+    if foreign:
+        try:   # explains "exec format error" from the ELF header, after pivot_root
+            import archsupport.emulation  # noqa: F401
+            import archsupport.platform  # noqa: F401
+        except ImportError:
+            pass
 
 
 def report_error(fd: int, e: BaseException) -> None:
@@ -710,7 +731,7 @@ def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict, join_userns: str 
     """
     from rootless.userns import apply_mapping
 
-    preload(bool(ctx.get("tty_sock")))
+    preload(bool(ctx.get("tty_sock")), bool(ctx.get("platform")))
     ctx.setdefault("cap_last", _cap_last())
     ctx["single_mapping"] = mapping.single
     r_sync, w_sync = os.pipe()

@@ -76,7 +76,8 @@ def choose_emulation(config, platform: str):
     emu = choose(parse(platform), config)
     if emu.mode == "none":
         raise EmulationError(f"cannot run {platform} images here: {emu.reason}",
-                             hint="install qemu-user-static (apt-get install qemu-user-static)")
+                             hint=getattr(emu, "hint", "") or "install qemu-user-static "
+                                                              "(apt-get install qemu-user-static)")
     return emu
 
 
@@ -238,8 +239,6 @@ class Started:
 def start(config, ctr, *, attach: bool, reporter=None, winsize: bytes | None = None,
           stdin_attached: bool = False) -> Started:
     """Fork the container's monitor; return once the command runs (or raise its error)."""
-    from rootless.runtime.state import proc_start_time
-
     from rootless.runtime import trace
 
     spec = ctr.spec
@@ -302,7 +301,6 @@ def start(config, ctr, *, attach: bool, reporter=None, winsize: bytes | None = N
         st.master = fds[0] if fds else None
     if not attach:
         os.close(ctl_r)
-    _ = proc_start_time
     return st
 
 
@@ -389,7 +387,7 @@ def _write_all(fd: int, data: bytes) -> bool:
 def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize, stdin_attached) -> int:
     from rootless import syscalls as sc
     from rootless.runtime.execute import spawn
-    from rootless.runtime.state import ContainerStore, State, now_iso, proc_start_time
+    from rootless.runtime.state import ContainerStore, now_iso, proc_start_time
 
     spec = ctr.spec
     store = ContainerStore(config)
@@ -407,7 +405,8 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         for i in (0, 1, 2):
             os.dup2(null, i)
     foreground_direct = attach and spec.auto_remove and not spec.tty
-    ctx: dict = {"emulation": prep.emulation}
+    ctx: dict = {"emulation": prep.emulation,
+                 "platform": spec.platform if prep.host.foreign_platform else ""}
     log = None
     pipes: dict[int, tuple[str, int | None]] = {}
     child_ends = []
@@ -530,7 +529,6 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     trace("monitor: cleaned up")
     if ctl_w >= 0:
         _send(ctl_w, b"X %d" % code)
-    _ = State
     return 0
 
 
@@ -720,7 +718,12 @@ def wait_recorded(store, ctr, timeout: float = 10.0):
         if not st.monitor_alive():
             return st.truth()
         if time.monotonic() > deadline:
-            return st.truth()
+            st = st.truth()
+            from rootless.runtime.state import alive
+
+            if st.status != "exited" and not alive(st.pid, st.pid_start):
+                st = st.replace(status="exited", pid=0, exit_code=255, error="the monitor did not record an exit status")
+            return st
         wait_gone(st.monitor_pid, st.monitor_start, 0.05)
 
 
