@@ -479,10 +479,12 @@ def build_spec(image_config, opts: RunOptions, *, image_id: str, image_ref: str,
 
 def _exposed(image_ports, expose) -> tuple[str, ...]:
     """EXPOSE of the image (``{"80/tcp": {}}`` or a list) and ``--expose`` values, as ``PORT/PROTO``."""
+    items = list(image_ports.keys() if isinstance(image_ports, dict) else image_ports) + list(expose)
+    if not items:
+        return ()
     from rootless.network.ports import parse_expose
 
     out: list[str] = []
-    items = list(image_ports.keys() if isinstance(image_ports, dict) else image_ports) + list(expose)
     for e in items:
         for port, proto in parse_expose(str(e)):
             k = f"{port}/{proto}"
