@@ -852,8 +852,9 @@ def stop(handle_state: dict) -> None:
                 os.unlink(handle_state["api"])
             except OSError:
                 pass
-    else:
-        # pasta daemonizes: wait until it has let go of the ports
+    elif any(p.get("via", "pasta") == "pasta" for p in handle_state.get("ports") or ()):
+        # pasta daemonizes: wait until it has let go of the ports it published (only then:
+        # it takes ~30 ms to exit, and a `run --rm` without ports should not wait for it)
         import time
 
         for _ in range(100):
