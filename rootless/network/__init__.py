@@ -179,10 +179,9 @@ def pasta_maps_host_loopback(exe: str) -> bool:
 
 
 def host_default_gateway() -> str:
-    """The IPv4 gateway of the host's default route (pasta copies it into the namespace)."""
-    import socket
-    import struct
+    """The IPv4 gateway of the host's default route (pasta copies it into the namespace).
 
+    /proc/net/route, no socket module: this is on the start-up path."""
     best = None
     try:
         with open("/proc/net/route") as f:
@@ -191,7 +190,7 @@ def host_default_gateway() -> str:
                 p = line.split()
                 if len(p) >= 8 and p[1] == "00000000" and p[7] == "00000000" and int(p[3], 16) & 2:
                     metric = int(p[6])
-                    gw = socket.inet_ntoa(struct.pack("<I", int(p[2], 16)))
+                    gw = ".".join(str(b) for b in int(p[2], 16).to_bytes(4, "little"))
                     if best is None or metric < best[0]:
                         best = (metric, gw)
     except (OSError, ValueError):
