@@ -311,6 +311,41 @@ def check_network_backends(f: HostFacts) -> Check:
                  "sudo apt-get install passt (or slirp4netns)")
 
 
+def _probe_nft(nft: str) -> str:
+    import subprocess
+
+    ruleset = ("table inet rootless-doctor {\n chain post {\n  type nat hook postrouting priority 100;\n"
+               "  oifname \"x\" masquerade\n }\n}\n")
+    cp = subprocess.run([nft, "-f", "-"], input=ruleset.encode(), capture_output=True)
+    if cp.returncode != 0:
+        raise RuntimeError(cp.stderr.decode(errors="replace").strip().splitlines()[-1:] or "nft failed")
+    return "ok"
+
+
+def check_user_networks(f: HostFacts) -> Check:
+    """User-defined networks: nftables (NAT, isolation) inside a user-owned network namespace."""
+    from rootless import hosttools
+    from rootless.errors import RootlessError
+    from rootless.userns import run_in_userns
+
+    nft = hosttools.find("nft")
+    if nft is None:
+        return Check("user-networks", WARN, "nft not found: user-defined networks (network create) unavailable",
+                     "sudo apt-get install nftables", required=False)
+    if not f.userns_ok:
+        return Check("user-networks", WARN, "not tried: no user namespaces", "see the userns check", required=False)
+    from rootless import syscalls
+
+    try:
+        run_in_userns(_probe_nft, nft, mapping=_self_only(f), flags=syscalls.CLONE_NEWNET)
+    except (RootlessError, OSError, RuntimeError) as e:
+        return Check("user-networks", WARN, f"nftables in a user namespace failed: {e}: user-defined networks "
+                                            "unavailable", "sudo modprobe nf_tables nft_masq (or use a kernel with "
+                                                           "nf_tables)", required=False)
+    return Check("user-networks", OK, f"bridges, veths and nftables NAT in a user namespace ({nft})",
+                 required=False)
+
+
 def check_qemu(f: HostFacts, binfmt: Check | None = None) -> list[Check]:
     """One line per foreign architecture: its qemu-user and the emulation mode `run` would use."""
     from archsupport.emulation import arch_platform, decide, gather
@@ -491,7 +526,7 @@ def run_checks(config: Config) -> list[Check]:
     elif overlay.status != OK:
         checks[-2] = Check("overlay", FAIL, overlay.detail + "; and fuse-overlayfs is not usable either",
                            overlay.fix + "; " + fuse.fix)
-    checks += [check_tun(f), check_network_backends(f)]
+    checks += [check_tun(f), check_network_backends(f), check_user_networks(f)]
     binfmt = check_binfmt(f)
     checks += check_qemu(f, binfmt)
     checks += [binfmt_summary(binfmt, f), check_cgroups(f), check_space(f)]
