@@ -320,6 +320,13 @@ def forward(connection: str, argv: list[str], env: dict[str, str]) -> int:
         raise MachineError(plan.errors[0], hint=f"put it under {spec.home} (shared with the machine at the same "
                                                 f"path), or work inside it: rootless machine ssh {connection}")
     st = ms.start(connection, if_needed=True)
+    if spec.home and st.share != spec.home:
+        # the guest could not mount the share (a cloud image's kernel without 9p)
+        plan = plan_forward(argv, cwd, st.share, env.get("HOME", ""))
+        if plan.errors:
+            raise MachineError(f"{plan.errors[0]} (its kernel cannot mount {spec.home})",
+                               hint=f"copy it into the machine (rootless machine ssh {connection}) or use an image "
+                                    "whose kernel has 9p (e.g. Debian's generic cloud image)")
     added = ms.add_forwards(connection, list(plan.ports))
     try:
         extra = []

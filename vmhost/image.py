@@ -203,23 +203,33 @@ def mirror_lines(suites: tuple[str, ...], env: dict[str, str], apt_dir: Path = P
 
 @dataclass(frozen=True)
 class GuestImage:
+    """A guest image directory: ``kind`` "rootless" (built here: our init,
+    our initramfs + seed) or "cloud" (an imported cloud image: its own
+    kernel, initramfs and cloud-init; see vmhost.cloud)."""
     path: Path
     arch: str
     key: str
     kernel_version: str
     cmdline_console: str
+    kind: str = "rootless"
+    kernel_file: str = "vmlinux"
+    initrd_file: str = "initrd.cpio"
+    disk_file: str = "rootfs.img"
+    disk_format: str = "raw"
+    root: str = "/dev/vda"
+    virtual_size: int = 0
 
     @property
     def kernel(self) -> Path:
-        return self.path / "vmlinux"
+        return self.path / self.kernel_file
 
     @property
     def initrd(self) -> Path:
-        return self.path / "initrd.cpio"
+        return self.path / self.initrd_file
 
     @property
     def rootfs(self) -> Path:
-        return self.path / "rootfs.img"
+        return self.path / self.disk_file
 
     @classmethod
     def load(cls, path: Path) -> "GuestImage":
@@ -228,12 +238,21 @@ class GuestImage:
         except (OSError, ValueError) as e:
             raise MachineError(f"{path} is not a rootless guest image ({e})",
                                hint="give --image a directory made by 'rootless machine init' "
-                                    "(image.json, vmlinux, initrd.cpio, rootfs.img)") from None
-        for f in ("vmlinux", "initrd.cpio", "rootfs.img"):
-            if not (path / f).is_file():
-                raise MachineError(f"guest image {path} lacks {f}", hint="rebuild it: remove the directory")
-        return cls(path=path, arch=meta["arch"], key=meta.get("key", ""), kernel_version=meta.get("kernel_version", ""),
-                   cmdline_console=meta.get("console", "ttyS0"))
+                                    "(image.json, vmlinux, initrd.cpio, rootfs.img) or a cloud image file "
+                                    "(.qcow2, .img, .raw)") from None
+        if meta.get("kind") == "cloud":
+            img = cls(path=path, arch=meta["arch"], key=meta.get("key", ""),
+                      kernel_version=meta.get("kernel_version", ""), cmdline_console=meta.get("console", "ttyS0"),
+                      kind="cloud", kernel_file=meta["kernel"], initrd_file=meta["initrd"], disk_file=meta["disk"],
+                      disk_format=meta.get("disk_format", "qcow2"), root=meta["root"],
+                      virtual_size=int(meta.get("virtual_size") or 0))
+        else:
+            img = cls(path=path, arch=meta["arch"], key=meta.get("key", ""),
+                      kernel_version=meta.get("kernel_version", ""), cmdline_console=meta.get("console", "ttyS0"))
+        for f in (img.kernel, img.initrd, img.rootfs):
+            if not f.is_file():
+                raise MachineError(f"guest image {path} lacks {f.name}", hint="make it again: remove the directory")
+        return img
 
 
 def cache_dir(config, env: dict[str, str]) -> Path:
@@ -245,7 +264,7 @@ def cache_dir(config, env: dict[str, str]) -> Path:
 
 def ensure_image(config, env: dict[str, str], machine_arch: str, reporter) -> GuestImage:
     """The cached image for this host's recipe, built first when missing."""
-    import fcntl
+    from vmhost import lock
 
     recipe = make_recipe(machine_arch)
     cache = cache_dir(config, env)
@@ -253,8 +272,7 @@ def ensure_image(config, env: dict[str, str], machine_arch: str, reporter) -> Gu
     if (final / "image.json").is_file():
         return GuestImage.load(final)
     cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f".{recipe.dirname}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with lock.locked(cache / f".{recipe.dirname}.lock"):
         if (final / "image.json").is_file():
             return GuestImage.load(final)
         _remove_stale(cache)

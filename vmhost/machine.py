@@ -27,10 +27,11 @@ from pathlib import Path
 
 from rootless.errors import HelperFailed, MachineError, PortInUse, UsageError
 from vmhost import qemu as Q
-from vmhost.spec import (DEFAULT_NAME, MachinePaths, MachineSpec, check_name, machines_dir, read_json,
-                         write_json_atomic)
+from vmhost.spec import (DEFAULT_NAME, GUEST_STORE, MachinePaths, MachineSpec, check_name, machines_dir,
+                         read_json, write_json_atomic)
 
 READY_LINE = "rootless-guest: ready"
+NO_SHARE_LINE = "rootless-guest: no-share"
 FAIL_MARKERS = ("rootless-guest: stage 1 failed", "Kernel panic", "rootless-guest: sshd did not start")
 
 
@@ -43,6 +44,8 @@ class MachineState:
     started_at: float = 0.0
     last_up: float = 0.0
     forwards: tuple[tuple[str, str, int, int], ...] = ()
+    kind: str = "rootless"      # the guest image's kind: rootless | cloud
+    share: str = ""             # the host directory the running guest really mounted
 
 
 def _proc_start(pid: int) -> str | None:
@@ -145,7 +148,8 @@ class Machines:
         return MachineState(running=running, pid=pid if running else 0, ssh_port=int(d.get("ssh_port") or 0),
                             accel=d.get("accel", ""), started_at=float(d.get("started_at") or 0),
                             last_up=float(d.get("last_up") or 0),
-                            forwards=tuple(tuple(f) for f in d.get("forwards", [])) if running else ())
+                            forwards=tuple(tuple(f) for f in d.get("forwards", [])) if running else (),
+                            kind=d.get("kind", "rootless"), share=d.get("share", "") if running else "")
 
     def _write_state(self, p: MachinePaths, **d) -> None:
         write_json_atomic(p.state, d)
@@ -179,12 +183,27 @@ class Machines:
                                     f"(rootless machine rm {name})")
         arch = self.probe.machine
         if image:
-            img = I.GuestImage.load(Path(image).expanduser().resolve())
+            src = Path(image).expanduser().resolve()
+            if src.is_dir():
+                img = I.GuestImage.load(src)
+            elif src.is_file():
+                from vmhost import cloud
+
+                img = cloud.import_image(src, I.cache_dir(self.config, self.env), self.env, self.probe,
+                                         self.reporter)
+            else:
+                raise MachineError(f"--image {image}: no such file or directory",
+                                   hint="give a cloud image file (.qcow2, .img, .raw) or a rootless guest image "
+                                        "directory")
             if Q.normalize_machine(img.arch) != arch:
                 raise MachineError(f"guest image {image} is for {img.arch}, this host is {arch}",
                                    hint="give --image an image of the host's architecture")
         else:
             img = I.ensure_image(self.config, self.env, arch, self.reporter)
+        if img.virtual_size > disk_gib * (1 << 30):
+            need = -(-img.virtual_size // (1 << 30))
+            raise MachineError(f"--disk-size {disk_gib}: the image {image} needs at least {need} GiB",
+                               hint=f"give --disk-size {need} or more")
         qemu_img = Q.find_program("qemu-img", self.env, self.probe, "make the machine's disk")
 
         root = machines_dir(self.config)
@@ -195,7 +214,7 @@ class Machines:
         try:
             from rootless import hosttools
 
-            hosttools.run([qemu_img, "create", "-q", "-f", "qcow2", "-b", str(img.rootfs), "-F", "raw",
+            hosttools.run([qemu_img, "create", "-q", "-f", "qcow2", "-b", str(img.rootfs), "-F", img.disk_format,
                            str(tmp / "disk.qcow2"), f"{disk_gib}G"], "make the machine's disk (qemu-img create)",
                           timeout=120)
             ssh.keygen(tmp / "id_ed25519", f"rootless-machine-{name}", self.env, self.probe)
@@ -254,9 +273,17 @@ class Machines:
         if not p.disk.is_file():
             raise MachineError(f"the disk of machine {spec.name} is missing ({p.disk})",
                                hint=f"recreate the machine: rootless machine rm -f {spec.name} && rootless machine init")
-        entries = seed.seed_entries(spec, (p.dir / "id_ed25519.pub").read_text(), p.host_key.read_bytes(),
-                                    seed.code_tar())
-        seed.write_initrd(p.initrd, img.initrd, entries)
+        pub = (p.dir / "id_ed25519.pub").read_text()
+        if img.kind == "cloud":
+            from vmhost import cloud
+
+            cloud.write_seed(p.seed_disk, cloud.seed_files(spec, pub, p.host_key.read_bytes(), seed.code_tar(),
+                                                           seed.machine_env(spec), cloud.sshd_conf(spec, GUEST_STORE)))
+            initrd, append, seed_disk = str(img.initrd), cloud.cmdline(img.cmdline_console, img.root), str(p.seed_disk)
+        else:
+            entries = seed.seed_entries(spec, pub, p.host_key.read_bytes(), seed.code_tar())
+            seed.write_initrd(p.initrd, img.initrd, entries)
+            initrd, append, seed_disk = str(p.initrd), "", ""
         p.run.mkdir(parents=True, exist_ok=True, mode=0o700)
         share = spec.home if spec.home and os.path.isdir(spec.home) else ""
         if spec.home and not share:
@@ -264,9 +291,10 @@ class Machines:
         last_err = None
         for _attempt in range(3):
             port = free_port()
-            launch = Q.Launch(qemu=qemu, accel=accel, kernel=str(img.kernel), initrd=str(p.initrd),
+            launch = Q.Launch(qemu=qemu, accel=accel, kernel=str(img.kernel), initrd=initrd,
                               console=img.cmdline_console, disk=str(p.disk), ssh_port=port, qmp=str(p.qmp),
-                              pidfile=str(p.pidfile), serial_log=str(p.serial_log), share=share)
+                              pidfile=str(p.pidfile), serial_log=str(p.serial_log), share=share, append=append,
+                              seed_disk=seed_disk)
             argv = Q.qemu_argv(spec, launch)
             for f in (p.serial_log, p.pidfile):
                 f.unlink(missing_ok=True)
@@ -283,14 +311,20 @@ class Machines:
         pid = int(p.pidfile.read_text().strip())
         now = time.time()
         self._write_state(p, running=True, pid=pid, pid_start=_proc_start(pid), ssh_port=port, accel=accel,
-                          started_at=now, last_up=now, forwards=[], qemu_argv=argv)
-        st = MachineState(True, pid, port, accel, now, now)
-        limit = timeout or (120.0 if accel != "tcg" else 600.0)
+                          started_at=now, last_up=now, forwards=[], qemu_argv=argv, kind=img.kind, share=share)
+        st = MachineState(True, pid, port, accel, now, now, kind=img.kind, share=share)
+        # a cloud image's first boot installs packages (online) and runs cloud-init: more time
+        limit = timeout or {("rootless", False): 120.0, ("rootless", True): 600.0,
+                            ("cloud", False): 600.0, ("cloud", True): 1800.0}[(img.kind, accel == "tcg")]
         try:
             self._wait_ready(spec, p, st, t0 + limit)
         except BaseException:
             self._kill(p, st, graceful=False)
             raise
+        if share and NO_SHARE_LINE in p.serial_log.read_text(errors="replace"):
+            self.reporter.warn(f"the kernel of machine {spec.name}'s image has no 9p file system: "
+                               f"{share} is not shared with it (bind mounts of host paths will be refused)")
+            self._update_state(p, share="")
         self.reporter.info(f"Machine {spec.name} is ready ({accel}, {time.monotonic() - t0:.1f} s)")
         return st
 
@@ -437,7 +471,8 @@ class Machines:
         done = not _alive(st.pid, None)
         if graceful and not done:
             name = p.dir.name
-            cp = self.ssh_run(name, ["/bin/busybox", "poweroff"], state=st, user="root", check=False, timeout=15)
+            cmd = ["poweroff"] if st.kind == "cloud" else ["/bin/busybox", "poweroff"]
+            cp = self.ssh_run(name, cmd, state=st, user="root", check=False, timeout=15)
             done = wait(limit if cp.returncode in (0, 255) else 0)
             if not done:
                 with contextlib.suppress(QMPError, OSError):

@@ -104,9 +104,36 @@ def choose_accel(requested: str, probe: HostProbe) -> tuple[str, str | None]:
                        hint="use 'rootless machine set --accel auto NAME' (TCG emulation when nothing else works)")
 
 
+# other programs a machine needs: package per package manager (same name when missing)
+_OTHER = {
+    "debugfs": {"brew": "e2fsprogs", "debian": "e2fsprogs", "fedora": "e2fsprogs"},
+    "ssh": {"brew": "openssh", "debian": "openssh-client", "fedora": "openssh-clients", "arch": "openssh",
+            "alpine": "openssh-client", "suse": "openssh-clients", "win": "OpenSSH.Client~~~~0.0.1.0"},
+    "ssh-keygen": {"brew": "openssh", "debian": "openssh-client", "fedora": "openssh-clients", "arch": "openssh",
+                   "alpine": "openssh-client", "suse": "openssh-clients", "win": "OpenSSH.Client~~~~0.0.1.0"},
+}
+_MANAGERS = {"debian": "sudo apt-get install", "ubuntu": "sudo apt-get install", "fedora": "sudo dnf install",
+             "rhel": "sudo dnf install", "arch": "sudo pacman -S", "suse": "sudo zypper install",
+             "alpine": "sudo apk add"}
+
+
 def install_hint(program: str, probe: HostProbe) -> str:
-    """The command that installs ``program`` (qemu-system-*, qemu-img) on this host."""
+    """The command that installs ``program`` (qemu-system-*, qemu-img, debugfs, ssh) on this host."""
     arch = "arm" if program.endswith("aarch64") else "x86"
+    if program in _OTHER:
+        pk = _OTHER[program]
+        if probe.system == "Darwin":
+            return f"install it: brew install {pk['brew']}"
+        if probe.system == "Windows":
+            if "win" in pk:
+                return f"install it: Add-WindowsCapability -Online -Name {pk['win']} (PowerShell as administrator)"
+            return f"install {program} (e2fsprogs, e.g. from MSYS2 or WSL) and add it to PATH"
+        for k in probe.distro.split():
+            for key, cmd in _MANAGERS.items():
+                if k == key or k.startswith(key):
+                    fam = "debian" if key == "ubuntu" else ("fedora" if key == "rhel" else key)
+                    return f"install it: {cmd} {pk.get(fam, pk.get('debian', program))}"
+        return f"install {program} with your system's package manager"
     if probe.system == "Darwin":
         return "install QEMU: brew install qemu"
     if probe.system == "Windows":
@@ -168,6 +195,8 @@ class Launch:
     serial_log: str
     share: str = ""             # host directory shared at the same path ("" = none)
     forwards: tuple[tuple[str, str, int, int], ...] = ()   # (proto, host ip, host port, guest port)
+    append: str = ""            # the kernel command line ("" = the rootless guest's)
+    seed_disk: str = ""         # a cloud image's NoCloud seed (raw, read-only; "" = none)
 
 
 def kernel_cmdline(console: str, quiet: bool = True) -> str:
@@ -202,9 +231,14 @@ def qemu_argv(spec, launch: Launch) -> list[str]:
         argv += ["-accel", accel]
     argv += ["-cpu", cpu, "-smp", str(spec.cpus), "-m", f"{spec.memory_mib}M"]
     argv += ["-kernel", launch.kernel, "-initrd", launch.initrd,
-             "-append", kernel_cmdline(launch.console)]
+             "-append", launch.append or kernel_cmdline(launch.console)]
     argv += ["-drive", f"if=none,id=disk0,file={launch.disk},format=qcow2,discard=unmap,cache=writeback",
              "-device", "virtio-blk-pci,drive=disk0"]
+    if launch.seed_disk:
+        from vmhost.cloud import SEED_SERIAL
+
+        argv += ["-drive", f"if=none,id=seed0,file={launch.seed_disk},format=raw,readonly=on",
+                 "-device", f"virtio-blk-pci,drive=seed0,serial={SEED_SERIAL}"]
     fwd = [f"hostfwd={hostfwd_rule('tcp', '127.0.0.1', launch.ssh_port, 22)}"]
     fwd += [f"hostfwd={hostfwd_rule(p, ip, hp, gp)}" for p, ip, hp, gp in launch.forwards]
     argv += ["-netdev", ",".join(["user", "id=net0", "ipv6=off"] + fwd),

@@ -8,6 +8,7 @@ State of machine NAME (nothing of one machine touches another's)::
         id_ed25519[.pub]        the SSH key the host logs in with
         ssh_host_ed25519_key[.pub], known_hosts   the guest's pinned host key
         initrd.img              base initramfs + this start's seed (0600: holds the host key)
+        seed.img                a cloud image's NoCloud seed disk, written at each start (0600)
         serial.log              the serial console of the last boot
         qemu.log                QEMU's own messages
         state.json              the running VM: pid, start time, ports (atomic)
@@ -115,6 +116,10 @@ class MachinePaths:
     @property
     def initrd(self) -> Path:
         return self.dir / "initrd.img"
+
+    @property
+    def seed_disk(self) -> Path:
+        return self.dir / "seed.img"
 
     @property
     def serial_log(self) -> Path:

@@ -317,7 +317,7 @@ def test_a_second_machine_is_independent(vm):
 
 
 @pytest.mark.parametrize("args,message", [
-    (("machine", "init", "x", "--image", "/nonexistent"), "is not a rootless guest image"),
+    (("machine", "init", "x", "--image", "/nonexistent"), "--image /nonexistent: no such file or directory"),
     (("machine", "init", "bad/name"), "invalid machine name"),
     (("machine", "init", "x", "--cpus", "0"), "must be at least 1"),
     (("machine", "init", "x", "--memory", "lots"), "invalid size"),

@@ -129,6 +129,10 @@ def test_accel_macos_and_aarch64():
     (dict(system="Darwin", distro=""), "qemu-system-aarch64", "brew install qemu"),
     (dict(system="Windows", distro=""), "qemu-system-x86_64", "winget install"),
     (dict(distro="debian"), "qemu-img", "apt-get install qemu-utils"),
+    (dict(distro="ubuntu debian"), "debugfs", "sudo apt-get install e2fsprogs"),
+    (dict(system="Darwin", distro=""), "debugfs", "brew install e2fsprogs"),
+    (dict(distro="fedora"), "ssh", "sudo dnf install openssh-clients"),
+    (dict(system="Windows", distro=""), "ssh-keygen", "Add-WindowsCapability -Online -Name OpenSSH.Client"),
 ])
 def test_install_hint_names_the_command_for_the_host(probe, prog, cmd):
     assert cmd in Q.install_hint(prog, _probe(**probe))
