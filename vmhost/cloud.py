@@ -51,7 +51,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from rootless.errors import HelperFailed, HostError, MachineError
+from rootless.errors import HelperFailed, MachineError
 
 CLOUD_FORMAT = 1
 GIB = 1 << 30

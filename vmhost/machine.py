@@ -279,11 +279,12 @@ class Machines:
 
             cloud.write_seed(p.seed_disk, cloud.seed_files(spec, pub, p.host_key.read_bytes(), seed.code_tar(),
                                                            seed.machine_env(spec), cloud.sshd_conf(spec, GUEST_STORE)))
-            initrd, append, seed_disk = str(img.initrd), cloud.cmdline(img.cmdline_console, img.root), str(p.seed_disk)
+            kernel, initrd = self._boot_files(p, img)
+            append, seed_disk = cloud.cmdline(img.cmdline_console, img.root), str(p.seed_disk)
         else:
             entries = seed.seed_entries(spec, pub, p.host_key.read_bytes(), seed.code_tar())
             seed.write_initrd(p.initrd, img.initrd, entries)
-            initrd, append, seed_disk = str(p.initrd), "", ""
+            kernel, initrd, append, seed_disk = str(img.kernel), str(p.initrd), "", ""
         p.run.mkdir(parents=True, exist_ok=True, mode=0o700)
         share = spec.home if spec.home and os.path.isdir(spec.home) else ""
         if spec.home and not share:
@@ -291,7 +292,7 @@ class Machines:
         last_err = None
         for _attempt in range(3):
             port = free_port()
-            launch = Q.Launch(qemu=qemu, accel=accel, kernel=str(img.kernel), initrd=initrd,
+            launch = Q.Launch(qemu=qemu, accel=accel, kernel=kernel, initrd=initrd,
                               console=img.cmdline_console, disk=str(p.disk), ssh_port=port, qmp=str(p.qmp),
                               pidfile=str(p.pidfile), serial_log=str(p.serial_log), share=share, append=append,
                               seed_disk=seed_disk)
@@ -452,8 +453,71 @@ class Machines:
                 self._cleanup_runtime(p)
                 self._update_state(p, running=False, pid=0, forwards=[])
                 return False
+            if st.kind == "cloud":
+                self._refresh_kernel(name, p, st)
             self._kill(p, st, graceful=True, timeout=timeout)
             return True
+
+    def _boot_files(self, p: MachinePaths, img) -> tuple[str, str]:
+        """(kernel, initrd) a cloud machine boots: its own copy once its guest installed another kernel."""
+        try:
+            own = read_json(p.dir / "boot" / "boot.json", "the machine's kernel")
+            k, i = p.dir / "boot" / own["kernel"], p.dir / "boot" / own["initrd"]
+            if k.is_file() and i.is_file():
+                return str(k), str(i)
+        except (FileNotFoundError, MachineError, KeyError):
+            pass
+        return str(img.kernel), str(img.initrd)
+
+    def _refresh_kernel(self, name: str, p: MachinePaths, st: MachineState) -> None:
+        """Before a cloud guest stops: when it installed a newer kernel (apt upgrade), copy that
+        kernel and its initramfs out (over SSH) for the next start: the image's copy may have
+        lost its modules. Never fails the stop."""
+        import stat
+        import subprocess
+
+        from vmhost import cloud
+        from vmhost import image as I
+
+        listing = self.ssh_run(name, ["sh", "-c", "cd /boot && for f in *; do [ -f \"$f\" ] && echo \"$f\"; done; "
+                                                  "echo --; ls -1 /usr/lib/modules /lib/modules 2>/dev/null"],
+                               state=st, user="root", check=False, timeout=60)
+        if listing.returncode != 0 or "--" not in listing.stdout.splitlines():
+            return
+        lines = listing.stdout.splitlines()
+        cut = lines.index("--")
+        boot = {n: stat.S_IFREG | 0o644 for n in lines[:cut]}
+        picked = cloud.pick_kernel(boot, {m for m in lines[cut + 1:] if m and not m.endswith(":")})
+        try:
+            img = I.GuestImage.load(Path(self.spec(name).image))
+        except MachineError:
+            return
+        now = Path(self._boot_files(p, img)[0]).name
+        if picked is None or picked[0] == now:
+            return
+        d = p.dir / "boot"
+        d.mkdir(exist_ok=True)
+        try:
+            for f in picked[:2]:
+                cp = subprocess.run(self.ssh_argv(name, state=st, user="root", tty=False) + ["--", f"cat /boot/{f}"],
+                                    capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
+                if cp.returncode != 0 or not cp.stdout:
+                    raise MachineError(f"cannot copy /boot/{f} out of the machine")
+                (d / f"{f}.tmp").write_bytes(cp.stdout)
+            if cloud.kernel_arch((d / f"{picked[0]}.tmp").read_bytes()[:1 << 16]) is None:
+                raise MachineError(f"/boot/{picked[0]} of the machine is not a kernel QEMU can boot")
+            for f in picked[:2]:
+                os.replace(d / f"{f}.tmp", d / f)
+            write_json_atomic(d / "boot.json", {"kernel": picked[0], "initrd": picked[1], "version": picked[2]})
+            for old in d.iterdir():
+                if old.name not in (picked[0], picked[1], "boot.json"):
+                    old.unlink()
+            self.reporter.info(f"Machine {name} boots its new kernel {picked[2]} from now on")
+        except (MachineError, OSError, subprocess.SubprocessError) as e:
+            self.reporter.warn(f"machine {name} installed kernel {picked[2]}, but it could not be copied out "
+                               f"({e}): it keeps booting {now}")
+            for t in d.glob("*.tmp"):
+                t.unlink()
 
     def _kill(self, p: MachinePaths, st: MachineState, *, graceful: bool, timeout: float | None = None) -> None:
         from vmhost.qmp import QMP, QMPError
