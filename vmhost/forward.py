@@ -9,9 +9,17 @@ What the forwarding adds, decided by the pure ``plan_forward``:
 * ``-p [IP:]HOSTPORT:PORT`` of run/create: the guest publishes HOSTPORT and
   QEMU forwards the host's IP:HOSTPORT to it (QMP ``hostfwd_add``), so the
   port answers on the host as it would without a VM. A host port already
-  taken is an error before anything runs. The forwards of a foreground
-  ``run`` (and of a failed command) are removed when it ends; those of
-  ``run -d`` and ``create`` stay until the machine stops.
+  taken is an error before anything runs.
+* ``-P`` and ``-p [IP::]PORT`` of run (the guest's runtime picks the port):
+  the ports the guest really published are read back from it
+  (``vmhost.guestports``, over the SSH master: the ``run`` carries a label
+  ``rootless.machine.forward=TOKEN`` to be found by) and the host's same
+  port is forwarded to each; one taken on the host is a warning (the
+  container runs already).
+* The forwards of a foreground ``run`` (and of a failed command) are removed
+  when it ends; those of ``run -d`` when the container stops (a detached
+  ``vmhost.portwatch`` waits for it), those of ``create`` when the machine
+  stops.
 * image references to a registry on the host's loopback
   (``localhost:5000/img``, ``127.0.0.1:5000/img``): the same address works
   in the guest through an SSH reverse forward for the command's duration.
@@ -51,6 +59,9 @@ class ForwardPlan:
     reverse: tuple[tuple[str, int], ...] = ()           # (host name, port) of loopback registries
     cwd: str = ""                       # cd here in the guest ("" = the guest's default)
     errors: tuple[str, ...] = field(default=())
+    dynamic: tuple[tuple[str, str, int], ...] = ()   # (proto, host ip, container port; 0 = any: -P) the guest picks
+    track: bool = False                 # a run that publishes ports: label it, find it, forward what it got
+    label_at: int = 0                   # where the label goes in remote_argv
 
 
 def _command(argv: list[str]) -> tuple[str, int]:
@@ -100,6 +111,63 @@ def parse_publish(value: str) -> list[tuple[str, str, int, int]] | None:
     return [(proto, ip, p, p) for p in range(a, b + 1)]
 
 
+def dynamic_publish(value: str) -> list[tuple[str, str, int]]:
+    """``[IP::]PORT[-PORT][/proto]`` (no host port: the runtime picks) -> [(proto, host ip, port)...]."""
+    proto = "tcp"
+    if "/" in value:
+        value, proto = value.rsplit("/", 1)
+        proto = proto.lower()
+    ip = ""
+    if value.startswith("["):
+        end = value.find("]")
+        ip, value = value[1:end], value[end + 2:]
+        parts = value.split(":")
+    else:
+        parts = value.split(":")
+        if len(parts) == 3:
+            ip, parts = parts[0], parts[1:]
+    if len(parts) == 2 and parts[0]:
+        return []
+    c = parts[-1]
+    try:
+        a, b = (int(x) for x in c.split("-", 1)) if "-" in c else (int(c), int(c))
+    except ValueError:
+        raise UsageError(f"invalid port in -p {value!r}", hint="e.g. -p 80 or -p 8080:80") from None
+    if not (0 < a <= b <= 65535):
+        raise UsageError(f"invalid port range in -p {value!r}")
+    return [(proto, ip, p) for p in range(a, b + 1)]
+
+
+def forwards_for(plan: ForwardPlan, published: list[tuple[str, int, int]]) -> list[tuple[str, str, int, int]]:
+    """Host forwards for the ports the guest published, ``[(proto, host port, container port)]``:
+    the host's same port, on the address the command asked for (pure)."""
+    explicit = {(p, hp): ip for p, ip, hp, _g in plan.ports}
+    out = []
+    for proto, hport, cport in published:
+        if (proto, hport) in explicit:
+            ip = explicit[(proto, hport)]
+        else:
+            ips = [ip for p, ip, c in plan.dynamic if p == proto and c in (cport, 0)]
+            if not ips:
+                continue
+            ip = ips[0]
+        fw = (proto, ip, hport, hport)
+        if fw not in out:
+            out.append(fw)
+    return out
+
+
+def with_token(plan: ForwardPlan, token: str) -> ForwardPlan:
+    """The plan whose run carries the label the guest finds it by."""
+    from vmhost.guestports import LABEL
+
+    argv = list(plan.remote_argv)
+    argv[plan.label_at:plan.label_at] = ["--label", f"{LABEL}={token}"]
+    from dataclasses import replace
+
+    return replace(plan, remote_argv=tuple(argv))
+
+
 def guest_publish(value: str) -> str:
     """The -p value the guest gets: without the host IP (QEMU forwards to the
     guest's own address, so the guest must publish on every address)."""
@@ -140,6 +208,7 @@ def plan_forward(argv: list[str], cwd: str, share: str, home: str = "") -> Forwa
     tty = False
     stdin = True
     ports: list[tuple[str, str, int, int]] = []
+    dynamic: list[tuple[str, str, int]] = []
     errors: list[str] = []
     detach = False
     in_share = bool(share) and (cwd == share or cwd.startswith(share.rstrip("/") + "/"))
@@ -173,6 +242,7 @@ def plan_forward(argv: list[str], cwd: str, share: str, home: str = "") -> Forwa
                         val = remote[i + 1]
                     if name == "--publish" and cmd != "exec":
                         ports += parse_publish(val) or []
+                        dynamic += dynamic_publish(val)
                         val = guest_publish(val)
                     elif name == "--volume":
                         src = _bind_source(val)
@@ -195,6 +265,9 @@ def plan_forward(argv: list[str], cwd: str, share: str, home: str = "") -> Forwa
                     stdin = stdin or val.lower() not in ("false", "0")
                 elif name == "--detach":
                     detach = True
+                elif name == "--publish-all" and cmd != "exec":
+                    dynamic.append(("tcp", "", 0))
+                    dynamic.append(("udp", "", 0))
                 takes_value = not eq and name not in _BOOL_LONG
             else:
                 flags = a[1:]
@@ -205,6 +278,8 @@ def plan_forward(argv: list[str], cwd: str, share: str, home: str = "") -> Forwa
                         tty = tty or c == "t"
                         stdin = stdin or c == "i"
                         detach = detach or c == "d"
+                        if c == "P" and cmd != "exec":
+                            dynamic += [("tcp", "", 0), ("udp", "", 0)]
                         j += 1
                         continue
                     rest = flags[j + 1:]
@@ -217,6 +292,7 @@ def plan_forward(argv: list[str], cwd: str, share: str, home: str = "") -> Forwa
                             break
                         if c == "p" and cmd != "exec":
                             ports += parse_publish(val) or []
+                            dynamic += dynamic_publish(val)
                             val = guest_publish(val)
                         elif c == "v":
                             src = _bind_source(val)
@@ -242,7 +318,8 @@ def plan_forward(argv: list[str], cwd: str, share: str, home: str = "") -> Forwa
         stdin = True
     return ForwardPlan(remote_argv=tuple(remote), tty=tty, stdin=stdin, ports=tuple(ports),
                        keep_ports=(cmd == "run" and detach) or cmd == "create",
-                       reverse=tuple(reverse), cwd=cwd if in_share else "", errors=tuple(errors))
+                       reverse=tuple(reverse), cwd=cwd if in_share else "", errors=tuple(errors),
+                       dynamic=tuple(dynamic), track=cmd == "run" and bool(ports or dynamic), label_at=first)
 
 
 def remote_command(plan: ForwardPlan) -> str:
@@ -328,19 +405,105 @@ def forward(connection: str, argv: list[str], env: dict[str, str]) -> int:
                                hint=f"copy it into the machine (rootless machine ssh {connection}) or use an image "
                                     "whose kernel has 9p (e.g. Debian's generic cloud image)")
     added = ms.add_forwards(connection, list(plan.ports))
+    token = ""
+    if plan.track:
+        import secrets
+
+        token = secrets.token_hex(8)
+        plan = with_token(plan, token)
+    poller = None
     try:
         extra = []
         for host, port in plan.reverse:
             extra += ["-R", f"{host}:{port}:{host}:{port}"]
         tty = plan.tty and sys.stdin.isatty()
         argv_ssh = ms.ssh_argv(connection, state=st, tty=tty, extra=extra) + ["--", remote_command(plan)]
+        if token and plan.dynamic and not plan.keep_ports:
+            poller = _PortPoller(ms, connection, st, plan, token)
+            poller.start()
         rc = run_passthrough(argv_ssh, stdin_null=not plan.stdin and not tty)
     except BaseException:
+        if poller is not None:
+            added += poller.finish()
         ms.remove_forwards(connection, added)
         raise
+    if poller is not None:
+        added += poller.finish()
+    if token and plan.keep_ports and rc == 0:
+        # run -d: the container runs; forward what it got, owned by it until it stops
+        found = guest_ports(ms, connection, st, token)
+        if found.get("id"):
+            ms.add_forwards(connection, forwards_for(plan, [tuple(x) for x in found.get("ports", [])]),
+                            owner=found["id"], skip_taken=True)
+            spawn_portwatch(ms, connection, found["id"], env)
+            return rc
     if added and not (plan.keep_ports and rc == 0):
         ms.remove_forwards(connection, added)
     return rc
+
+
+def guest_ports(ms, name: str, state, token: str) -> dict:
+    """What vmhost.guestports says in the guest about the run labelled ``token`` ({} when unknown)."""
+    import json
+
+    cp = ms.ssh_run(name, ["python3", "-m", "vmhost.guestports", token], state=state, check=False, timeout=120)
+    try:
+        out = json.loads((cp.stdout.strip().splitlines() or ["{}"])[-1])
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+class _PortPoller:
+    """While a foreground ``run`` publishes ports the guest picks: find the
+    container once it runs and forward its ports (removed by the caller when
+    the command ends)."""
+
+    def __init__(self, ms, name: str, state, plan: ForwardPlan, token: str):
+        import threading
+
+        self.ms, self.name, self.state, self.plan, self.token = ms, name, state, plan, token
+        self.added: list[tuple[str, str, int, int]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="rootless-port-poller", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        from rootless.errors import RootlessError
+
+        delay = 0.2
+        while not self.stop.is_set():
+            try:
+                found = guest_ports(self.ms, self.name, self.state, self.token)
+                if found.get("running"):
+                    fws = forwards_for(self.plan, [tuple(x) for x in found.get("ports", [])])
+                    self.added = self.ms.add_forwards(self.name, fws, skip_taken=True)
+                    return
+                if found.get("status") in ("exited", "removing", "stopping"):
+                    return          # it ran and ended before we saw it running
+            except RootlessError:
+                return
+            self.stop.wait(delay)
+            delay = min(delay * 1.5, 2.0)
+
+    def finish(self) -> list[tuple[str, str, int, int]]:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        return list(self.added)
+
+
+def spawn_portwatch(ms, name: str, cid: str, env: dict[str, str]) -> None:
+    """A detached ``python -m vmhost.portwatch`` that removes ``cid``'s forwards when it stops."""
+    from pathlib import Path
+
+    from vmhost.detach import spawn_detached
+
+    base = str(Path(__file__).resolve().parent.parent)   # where the vmhost package is
+    penv = dict(env, PYTHONPATH=os.pathsep.join(x for x in (base, env.get("PYTHONPATH", "")) if x))
+    spawn_detached([sys.executable, "-m", "vmhost.portwatch", str(ms.paths(name).dir), name, cid], penv,
+                   log=ms.paths(name).dir / "portwatch.log")
 
 
 def _isatty(stream) -> bool:

@@ -43,7 +43,8 @@ class MachineState:
     accel: str = ""
     started_at: float = 0.0
     last_up: float = 0.0
-    forwards: tuple[tuple[str, str, int, int], ...] = ()
+    forwards: tuple[tuple[str, str, int, int], ...] = ()   # (proto, host ip, host port, guest port)
+    owners: tuple[str, ...] = ()  # per forward: the guest container that owns it ("" = the command that made it)
     kind: str = "rootless"      # the guest image's kind: rootless | cloud
     share: str = ""             # the host directory the running guest really mounted
 
@@ -148,7 +149,9 @@ class Machines:
         return MachineState(running=running, pid=pid if running else 0, ssh_port=int(d.get("ssh_port") or 0),
                             accel=d.get("accel", ""), started_at=float(d.get("started_at") or 0),
                             last_up=float(d.get("last_up") or 0),
-                            forwards=tuple(tuple(f) for f in d.get("forwards", [])) if running else (),
+                            forwards=tuple(tuple(f[:4]) for f in d.get("forwards", [])) if running else (),
+                            owners=tuple((f[4] if len(f) > 4 else "") for f in d.get("forwards", []))
+                            if running else (),
                             kind=d.get("kind", "rootless"), share=d.get("share", "") if running else "")
 
     def _write_state(self, p: MachinePaths, **d) -> None:
@@ -641,11 +644,15 @@ class Machines:
 
     # ------------------------------------------------------------ port forwards
 
-    def add_forwards(self, name: str, wanted: list[tuple[str, str, int, int]]) -> list[tuple[str, str, int, int]]:
-        """Forward host (ip, port) to the guest's port, via QMP hostfwd_add.
+    def add_forwards(self, name: str, wanted: list[tuple[str, str, int, int]], *, owner: str = "",
+                     skip_taken: bool = False) -> list[tuple[str, str, int, int]]:
+        """Forward host (ip, port) to the guest's port, via QMP hostfwd_add; returns what was added.
 
-        Forwards this machine already has are kept as they are; a host port
-        taken by anything else is a PortInUse error (nothing added).
+        Forwards this machine already has are kept as they are (``owner``
+        given: they change hands, so that the new owner's end removes them).
+        A host port taken by anything else is a PortInUse error (nothing
+        added), or, with ``skip_taken``, a warning and that port is skipped
+        (the container already runs: its port stays reachable in the machine).
         """
         from vmhost.qmp import QMP
 
@@ -655,17 +662,29 @@ class Machines:
             st = self.state(name)
             if not st.running:
                 raise MachineError(f"machine {name} is not running")
-            have = {(f[0], f[2]): f for f in st.forwards}
+            have = {(f[0], f[2]): i for i, f in enumerate(st.forwards)}
+            owners = list(st.owners) + [""] * (len(st.forwards) - len(st.owners))
             new = []
             for fw in wanted:
                 proto, ip, hport, gport = fw
-                old = have.get((proto, hport))
-                if old is not None:
+                i = have.get((proto, hport))
+                if i is not None:
+                    old = st.forwards[i]
                     if old[3] != gport:
+                        if skip_taken:
+                            self.reporter.warn(f"host port {hport}/{proto} is already forwarded to port {old[3]} of "
+                                               f"machine {name}: the container's port {gport} is not forwarded")
+                            continue
                         raise PortInUse(f"host port {hport}/{proto} is already forwarded to port {old[3]} of "
                                         f"machine {name}", hint="publish on another host port")
+                    if owner:
+                        owners[i] = owner
                     continue
                 if not port_free(hport, ip, proto):
+                    if skip_taken:
+                        self.reporter.warn(f"host port {ip or '*'}:{hport}/{proto} is in use on the host: the "
+                                           f"port the container got in machine {name} is not forwarded")
+                        continue
                     raise PortInUse(f"host port {ip}:{hport}/{proto} is already in use",
                                     hint=f"publish on another host port (-p OTHER:{gport})")
                 new.append(fw)
@@ -674,29 +693,47 @@ class Machines:
                 for proto, ip, hport, gport in new:
                     out = q.hmp(f"hostfwd_add net0 {Q.hostfwd_rule(proto, ip, hport, gport)}").strip()
                     if out:
+                        if skip_taken:
+                            self.reporter.warn(f"cannot forward host port {ip or '*'}:{hport}/{proto}: {out}")
+                            continue
                         for a in added:
                             q.hmp(f"hostfwd_remove net0 {a[0]}:{a[1]}:{a[2]}")
                         raise PortInUse(f"cannot forward host port {ip}:{hport}/{proto}: {out}",
                                         hint=f"publish on another host port (-p OTHER:{gport})")
                     added.append((proto, ip, hport, gport))
-            self._update_state(p, forwards=[list(f) for f in st.forwards] + [list(a) for a in added])
+            rows = [list(f) + [o] for f, o in zip(st.forwards, owners)] + [list(a) + [owner] for a in added]
+            self._update_state(p, forwards=rows)
             return added
 
-    def remove_forwards(self, name: str, forwards: list[tuple[str, str, int, int]]) -> None:
+    def remove_forwards(self, name: str, forwards: list[tuple[str, str, int, int]] | None = None, *,
+                        owner: str | None = None) -> None:
+        """Remove ``forwards`` (those still held by the command that made them), or every
+        forward ``owner`` holds."""
         from vmhost.qmp import QMP, QMPError
 
-        if not forwards:
+        if forwards is not None and not forwards:
             return
         with self._locked(name) as p:
             st = self.state(name)
             if not st.running:
                 return
+            owners = list(st.owners) + [""] * (len(st.forwards) - len(st.owners))
+            mine = {(f[0], f[2]) for f in forwards or []}
+            gone = []
+            for f, o in zip(st.forwards, owners):
+                if owner is not None:
+                    if o == owner:
+                        gone.append(f)
+                elif (f[0], f[2]) in mine and o == "":
+                    gone.append(f)
+            if not gone:
+                return
             with contextlib.suppress(QMPError):
                 with QMP(str(p.qmp)) as q:
-                    for proto, ip, hport, _g in forwards:
+                    for proto, ip, hport, _g in gone:
                         q.hmp(f"hostfwd_remove net0 {proto}:{ip}:{hport}")
-            gone = {(f[0], f[2]) for f in forwards}
-            self._update_state(p, forwards=[list(f) for f in st.forwards if (f[0], f[2]) not in gone])
+            keep = [list(f) + [o] for f, o in zip(st.forwards, owners) if f not in gone]
+            self._update_state(p, forwards=keep)
 
 
 def _check_resources(cpus: int, memory_mib: int, disk_gib: int) -> None:

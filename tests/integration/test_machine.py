@@ -185,8 +185,8 @@ def test_ctrl_c_ends_the_container_in_the_guest(vm, registry):
         assert p.wait(timeout=120) == 130
     finally:
         if p.poll() is None:
-            p.kill()
-        p.communicate()
+            os.killpg(p.pid, signal.SIGKILL)
+        p.communicate(timeout=60)
     deadline = time.monotonic() + 60
     while "interrupted" in vm.run("ps", "-a", "--format", "{{.Names}}").stdout:
         assert time.monotonic() < deadline, "the container still runs in the guest after Ctrl-C on the host"
@@ -261,6 +261,89 @@ def test_published_port_answers_on_the_host(vm, registry):
         assert {"Proto": "tcp", "HostIP": "127.0.0.1", "HostPort": port, "GuestPort": port} in ports
     finally:
         vm.run("rm", "-f", "web")
+
+
+def _http(url: str, deadline_s: float = 120) -> bytes:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return urllib.request.urlopen(url, timeout=10).read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _closed(port: int, deadline_s: float = 60) -> bool:
+    """Nothing forwards host port ``port`` any more (within the deadline)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+                return True
+            except OSError:
+                time.sleep(0.5)
+    return False
+
+
+def _guest_port(vm, name: str, cport: str) -> int:
+    """The host port the guest's runtime published for CPORT of container NAME."""
+    deadline = time.monotonic() + 120
+    while True:
+        cp = vm.run("port", name, cport)
+        if cp.returncode == 0 and cp.stdout.strip():
+            return int(cp.stdout.split()[0].rsplit(":", 1)[1])
+        assert time.monotonic() < deadline, cp.stderr
+        time.sleep(1)
+
+
+def test_a_port_the_guest_picks_is_forwarded_while_the_run_lasts(vm, registry):
+    """-p CONTAINERPORT in the foreground: the guest picks the port, the host's same port answers."""
+    import signal
+    import subprocess
+
+    p = subprocess.Popen([*vm.rl.argv0, "--connection", NAME, "run", "--rm", "--name", "dyn", "-p", "8080",
+                          registry.ref("busybox"), "sh", "-c",
+                          "mkdir /www && echo picked-by-guest > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                         env=vm.rl.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        port = _guest_port(vm, "dyn", "8080")
+        assert _http(f"http://127.0.0.1:{port}/") == b"picked-by-guest\n"
+        assert {"Proto": "tcp", "HostIP": "", "HostPort": port, "GuestPort": port} in vm.info()["Ports"]
+        os.killpg(p.pid, signal.SIGINT)
+        p.wait(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate(timeout=60)
+    assert "not forwarded" not in err, err
+    # the run ended: its forward is gone and the host port is free again
+    assert all(f["HostPort"] != port for f in vm.info()["Ports"])
+    assert _closed(port, 5)
+
+
+def test_publish_all_of_a_detached_container_until_it_stops(vm, registry):
+    """run -d -P: forwarded once it runs, removed when the container stops (not when the command ends)."""
+    cp = vm.run("run", "-d", "--name", "pall", "-P", "--expose", "8081", registry.ref("busybox"), "sh", "-c",
+                "mkdir /www && echo published-all > /www/index.html && exec httpd -f -p 8081 -h /www")
+    assert cp.returncode == 0, cp.stderr
+    try:
+        port = _guest_port(vm, "pall", "8081")
+        assert _http(f"http://127.0.0.1:{port}/") == b"published-all\n"
+        fw = {"Proto": "tcp", "HostIP": "", "HostPort": port, "GuestPort": port}
+        assert fw in vm.info()["Ports"]
+        time.sleep(2)
+        assert fw in vm.info()["Ports"]     # still there after the command ended
+        assert vm.run("stop", "-t", "1", "pall").returncode == 0
+        deadline = time.monotonic() + 120
+        while fw in vm.info()["Ports"]:
+            assert time.monotonic() < deadline, "the forward outlived the container"
+            time.sleep(0.5)
+        assert _closed(port, 10)
+    finally:
+        vm.run("rm", "-f", "pall")
 
 
 def test_publishing_a_port_taken_on_the_host_fails_before_running(vm, registry):

@@ -174,6 +174,39 @@ def test_plan_publish_without_host_port_is_left_to_the_guest():
     plan = F.plan_forward(["run", "-p", "80", "-p", "127.0.0.1::81", "img"], "/", "")
     assert plan.ports == ()
     assert plan.remote_argv == ("run", "-p", "80", "-p", "81", "img")
+    # ... and read back: the host's same port forwarded on the address asked for
+    assert plan.dynamic == (("tcp", "", 80), ("tcp", "127.0.0.1", 81)) and plan.track and plan.label_at == 1
+    assert F.forwards_for(plan, [("tcp", 34567, 80), ("tcp", 34568, 81), ("tcp", 9999, 99)]) == \
+        [("tcp", "", 34567, 34567), ("tcp", "127.0.0.1", 34568, 34568)]
+
+
+def test_plan_publish_all_and_ranges():
+    plan = F.plan_forward(["container", "run", "-dP", "--publish=8000-8001/udp", "-p", "9090:90", "img"], "/", "")
+    assert plan.keep_ports and plan.track and plan.label_at == 2
+    assert ("tcp", "", 0) in plan.dynamic and ("udp", "", 8000) in plan.dynamic and ("udp", "", 8001) in plan.dynamic
+    assert plan.ports == (("tcp", "", 9090, 9090),)
+    # -P forwards whatever the guest published; explicit ports keep their address
+    assert F.forwards_for(plan, [("tcp", 40000, 80), ("udp", 40001, 53), ("tcp", 9090, 90)]) == \
+        [("tcp", "", 40000, 40000), ("udp", "", 40001, 40001), ("tcp", "", 9090, 9090)]
+    assert F.plan_forward(["run", "--publish-all", "img"], "/", "").dynamic == (("tcp", "", 0), ("udp", "", 0))
+    with pytest.raises(UsageError):
+        F.plan_forward(["run", "-p", "x", "img"], "/", "")
+
+
+def test_plan_labels_only_runs_that_publish():
+    assert not F.plan_forward(["run", "img"], "/", "").track
+    assert not F.plan_forward(["create", "-P", "img"], "/", "").track
+    assert not F.plan_forward(["exec", "-P", "c", "x"], "/", "").track   # (exec has no -P; never labelled)
+    plan = F.with_token(F.plan_forward(["run", "--rm", "-P", "img", "sh"], "/", ""), "abc")
+    assert plan.remote_argv == ("run", "--label", "rootless.machine.forward=abc", "--rm", "-P", "img", "sh")
+
+
+def test_detach_options_per_os():
+    from vmhost.detach import detach_options
+
+    assert detach_options(False) == {"start_new_session": True, "close_fds": True}
+    win = detach_options(True)
+    assert win["creationflags"] == 0x8 | 0x200 and "start_new_session" not in win
 
 
 def test_plan_ipv6_publish():
