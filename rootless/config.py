@@ -78,6 +78,8 @@ def _home(env: dict[str, str]) -> Path:
     h = env.get("HOME")
     if h:
         return Path(h)
+    if os.name == "nt":                      # (the machine commands run on Windows)
+        return Path(env.get("USERPROFILE") or Path.home())
     import pwd
 
     return Path(pwd.getpwuid(os.getuid()).pw_dir)
@@ -97,6 +99,8 @@ def default_runtime_dir(env: dict[str, str]) -> Path:
     x = env.get("XDG_RUNTIME_DIR")
     if x and os.path.isdir(x) and os.access(x, os.W_OK):
         return Path(x) / "rootless"
+    if os.name == "nt":                      # the per-user temporary directory is private there
+        return Path(env.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "rootless" / "run"
     return Path(env.get("TMPDIR") or "/tmp") / f"rootless-run-{os.getuid()}"
 
 
@@ -110,7 +114,7 @@ def ensure_private_dir(path: Path) -> Path:
                           hint="set XDG_RUNTIME_DIR or ROOTLESS_RUNTIME_DIR to a writable directory") from None
     import stat
 
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+    if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
         raise ConfigError(f"{path} is not a directory owned by you",
                           hint="remove it or set ROOTLESS_RUNTIME_DIR to another directory")
     if st.st_mode & 0o077:

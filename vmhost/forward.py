@@ -345,13 +345,14 @@ def run_passthrough(argv: list[str], *, stdin_null: bool = False) -> int:
 
     def note(sig, _frame):
         got.append(sig)
-        if sig != signal.SIGINT and sig != signal.SIGQUIT and proc is not None:
+        if sig not in (signal.SIGINT, getattr(signal, "SIGQUIT", None)) and proc is not None:
             try:
                 proc.send_signal(sig)
             except OSError:
                 pass
 
-    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)}
+    sigs = [getattr(signal, n) for n in ("SIGINT", "SIGQUIT", "SIGTERM", "SIGHUP", "SIGBREAK") if hasattr(signal, n)]
+    old = {s: signal.signal(s, note) for s in sigs}
     try:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin_null else None)

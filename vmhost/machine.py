@@ -1,6 +1,6 @@
 """Machine lifecycle: init, start, stop, rm, list, inspect, set.
 
-Every change of a machine happens under its fcntl lock (``lock``); state
+Every change of a machine happens under its lock (``lock``, vmhost.lock); state
 files are written atomically. A machine is *running* when the pid recorded
 in state.json still exists with the recorded start time (a recycled pid is
 not our QEMU).
@@ -15,7 +15,6 @@ SIGTERM -> SIGKILL, each with a deadline.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import os
 import shutil
@@ -47,6 +46,7 @@ class MachineState:
     owners: tuple[str, ...] = ()  # per forward: the guest container that owns it ("" = the command that made it)
     kind: str = "rootless"      # the guest image's kind: rootless | cloud
     share: str = ""             # the host directory the running guest really mounted
+    qmp: str = ""               # QEMU's control socket: a path, or tcp:127.0.0.1:PORT (Windows)
 
 
 def _proc_start(pid: int) -> str | None:
@@ -61,6 +61,8 @@ def _proc_start(pid: int) -> str | None:
 def _alive(pid: int, start: str | None) -> bool:
     if pid <= 0:
         return False
+    if os.name == "nt":
+        return _alive_windows(pid)
     if os.path.isdir("/proc/self"):
         now = _proc_start(pid)
         return now is not None and (start is None or now == start)
@@ -71,6 +73,31 @@ def _alive(pid: int, start: str | None) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def _alive_windows(pid: int) -> bool:
+    """Is process ``pid`` running (Windows: os.kill(pid, 0) would terminate it)."""
+    import ctypes
+
+    k32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    h = k32.OpenProcess(0x1000, False, pid)   # PROCESS_QUERY_LIMITED_INFORMATION
+    if not h:
+        return False
+    try:
+        code = ctypes.c_ulong()
+        return bool(k32.GetExitCodeProcess(h, ctypes.byref(code))) and code.value == 259   # STILL_ACTIVE
+    finally:
+        k32.CloseHandle(h)
+
+
+def host_ids() -> tuple[int, int]:
+    """The uid and gid the guest user gets: the host's, or 1000 where there are none (Windows)."""
+    if hasattr(os, "getuid"):
+        return os.getuid(), os.getgid()
+    return 1000, 1000
+
+
+_SIGKILL = getattr(signal, "SIGKILL", signal.SIGTERM)   # Windows: both terminate the process
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -134,8 +161,9 @@ class Machines:
     def _locked(self, name: str):
         p = self.paths(name)
         p.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(p.lock, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        from vmhost import lock
+
+        with lock.locked(p.lock):
             yield p
 
     def state(self, name: str) -> MachineState:
@@ -152,7 +180,8 @@ class Machines:
                             forwards=tuple(tuple(f[:4]) for f in d.get("forwards", [])) if running else (),
                             owners=tuple((f[4] if len(f) > 4 else "") for f in d.get("forwards", []))
                             if running else (),
-                            kind=d.get("kind", "rootless"), share=d.get("share", "") if running else "")
+                            kind=d.get("kind", "rootless"), share=d.get("share", "") if running else "",
+                            qmp=d.get("qmp") or str(p.qmp))
 
     def _write_state(self, p: MachinePaths, **d) -> None:
         write_json_atomic(p.state, d)
@@ -225,13 +254,17 @@ class Machines:
             host_pub = (tmp / "ssh_host_ed25519_key.pub").read_text()
             (tmp / "known_hosts").write_text(ssh.known_hosts_line(name, host_pub))
             home = str(Path(self.env.get("HOME") or Path.home()).resolve()) if share_home else ""
+            if home and self.probe.system == "Windows":
+                self.reporter.warn("QEMU on Windows cannot share directories (no virtio-9p): the machine will not "
+                                   "share your home directory")
+                home = ""
             if home and _guest_system_path(home):
                 self.reporter.warn(f"your home directory {home} is a system directory of the guest: "
                                    "the machine will not share it")
                 home = ""
             spec = MachineSpec(name=name, arch=arch, cpus=cpus, memory_mib=memory_mib, disk_gib=disk_gib,
-                               accel=accel, image=str(img.path), user=_user_name(self.env), uid=os.getuid(),
-                               gid=os.getgid(), home=home,
+                               accel=accel, image=str(img.path), user=_user_name(self.env), uid=host_ids()[0],
+                               gid=host_ids()[1], home=home,
                                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             write_json_atomic(tmp / "machine.json", spec.to_json())
             final = self.paths(name).dir
@@ -293,17 +326,19 @@ class Machines:
         if spec.home and not share:
             self.reporter.warn(f"{spec.home} does not exist: the machine starts without the shared home")
         last_err = None
+        windows = self.probe.system == "Windows"
         for _attempt in range(3):
             port = free_port()
+            qmp = f"tcp:127.0.0.1:{free_port()}" if windows else str(p.qmp)
             launch = Q.Launch(qemu=qemu, accel=accel, kernel=kernel, initrd=initrd,
-                              console=img.cmdline_console, disk=str(p.disk), ssh_port=port, qmp=str(p.qmp),
+                              console=img.cmdline_console, disk=str(p.disk), ssh_port=port, qmp=qmp,
                               pidfile=str(p.pidfile), serial_log=str(p.serial_log), share=share, append=append,
-                              seed_disk=seed_disk)
+                              seed_disk=seed_disk, host_system=self.probe.system)
             argv = Q.qemu_argv(spec, launch)
             for f in (p.serial_log, p.pidfile):
                 f.unlink(missing_ok=True)
             try:
-                self._spawn(argv, p)
+                self._spawn(argv, p, daemonizes="-daemonize" in argv, qmp=qmp)
                 break
             except HelperFailed as e:
                 last_err = e
@@ -315,8 +350,9 @@ class Machines:
         pid = int(p.pidfile.read_text().strip())
         now = time.time()
         self._write_state(p, running=True, pid=pid, pid_start=_proc_start(pid), ssh_port=port, accel=accel,
-                          started_at=now, last_up=now, forwards=[], qemu_argv=argv, kind=img.kind, share=share)
-        st = MachineState(True, pid, port, accel, now, now, kind=img.kind, share=share)
+                          started_at=now, last_up=now, forwards=[], qemu_argv=argv, kind=img.kind, share=share,
+                          qmp=qmp)
+        st = MachineState(True, pid, port, accel, now, now, kind=img.kind, share=share, qmp=qmp)
         # a cloud image's first boot installs packages (online) and runs cloud-init: more time
         limit = timeout or {("rootless", False): 120.0, ("rootless", True): 600.0,
                             ("cloud", False): 600.0, ("cloud", True): 1800.0}[(img.kind, accel == "tcg")]
@@ -332,9 +368,11 @@ class Machines:
         self.reporter.info(f"Machine {spec.name} is ready ({accel}, {time.monotonic() - t0:.1f} s)")
         return st
 
-    def _spawn(self, argv: list[str], p: MachinePaths) -> None:
+    def _spawn(self, argv: list[str], p: MachinePaths, *, daemonizes: bool = True, qmp: str = "") -> None:
         import subprocess
 
+        if not daemonizes:
+            return self._spawn_detached(argv, p, qmp)
         with open(p.qemu_log, "ab") as log:
             log.write(("\n== " + time.strftime("%Y-%m-%d %H:%M:%S") + " " + " ".join(argv) + "\n").encode())
             log.flush()
@@ -352,6 +390,40 @@ class Machines:
             raise HelperFailed("start QEMU", cp.returncode, err, hint=hint)
         if not p.pidfile.is_file():
             raise HelperFailed("start QEMU", None, "QEMU wrote no pid file", hint=f"see {p.qemu_log}")
+
+    def _spawn_detached(self, argv: list[str], p: MachinePaths, qmp: str) -> None:
+        """Where QEMU cannot -daemonize (Windows): start it detached, then wait until it
+        wrote its pid file and answers on its control socket, or died (its messages
+        are in qemu.log)."""
+        from vmhost.detach import spawn_detached
+        from vmhost.qmp import QMP, QMPError
+
+        with open(p.qemu_log, "ab") as log:
+            log.write(("\n== " + time.strftime("%Y-%m-%d %H:%M:%S") + " " + " ".join(argv) + "\n").encode())
+        start = p.qemu_log.stat().st_size
+        try:
+            pid = spawn_detached(argv, dict(os.environ), log=p.qemu_log)
+        except OSError as e:
+            raise HelperFailed("start QEMU", None, e.strerror or str(e)) from None
+        deadline = time.monotonic() + 120
+        while True:
+            if not _alive(pid, None):
+                with open(p.qemu_log, "rb") as f:
+                    f.seek(start)
+                    err = f.read().decode(errors="replace")
+                raise HelperFailed("start QEMU", None, err or "QEMU exited", hint=f"QEMU's messages are in {p.qemu_log}")
+            if p.pidfile.is_file():
+                try:
+                    with QMP(qmp, timeout=2):
+                        return
+                except QMPError:
+                    pass
+            if time.monotonic() > deadline:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, _SIGKILL)
+                raise HelperFailed("start QEMU", None, "QEMU did not answer on its control socket in 120 s",
+                                   hint=f"see {p.qemu_log}")
+            time.sleep(0.1)
 
     def _wait_ready(self, spec: MachineSpec, p: MachinePaths, st: MachineState, deadline: float) -> None:
         pos = 0
@@ -393,12 +465,24 @@ class Machines:
 
     # ------------------------------------------------------------ ssh
 
+    @property
+    def _ssh_master(self) -> bool:
+        """One shared SSH connection per machine (OpenSSH's ControlMaster: not on Windows)."""
+        return self.probe.system != "Windows"
+
     def _start_master(self, name: str, p: MachinePaths, st: MachineState):
         import subprocess
 
         from vmhost import ssh
 
         base = self.ssh_argv(name, state=st, tty=False)
+        if not self._ssh_master:
+            # Windows' OpenSSH has no connection sharing: just check that we can log in
+            try:
+                return subprocess.run(base + ["--", "true"], stdin=subprocess.DEVNULL, capture_output=True,
+                                      text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                return subprocess.CompletedProcess(base, 255, "", "timed out")
         argv = ssh.master_argv(base[:-1], p.ssh_control) + [base[-1]]
         p.ssh_control.unlink(missing_ok=True)
         log = p.dir / "ssh.log"
@@ -425,7 +509,8 @@ class Machines:
         p = self.paths(name)
         exe = Q.find_program("ssh", self.env, self.probe, "connect to the machine")
         argv = ssh.base_argv(exe, name, p.key, p.known_hosts, st.ssh_port, user or spec.user, tty=tty,
-                             control=p.ssh_control if (user or spec.user) == spec.user else None)
+                             control=p.ssh_control if (user or spec.user) == spec.user and self._ssh_master
+                             else None)
         return argv + (extra or []) + ["127.0.0.1"]
 
     def ssh_run(self, name: str, command: list[str], *, state: MachineState | None = None, user: str | None = None,
@@ -543,15 +628,15 @@ class Machines:
             done = wait(limit if cp.returncode in (0, 255) else 0)
             if not done:
                 with contextlib.suppress(QMPError, OSError):
-                    with QMP(str(p.qmp), timeout=5) as q:
+                    with QMP(st.qmp or str(p.qmp), timeout=5) as q:
                         q.command("system_powerdown")
                 done = wait(10)
         if not done:
             with contextlib.suppress(QMPError, OSError):
-                with QMP(str(p.qmp), timeout=5) as q:
+                with QMP(st.qmp or str(p.qmp), timeout=5) as q:
                     q.command("quit")
             done = wait(5)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in (signal.SIGTERM, _SIGKILL):
             if done:
                 break
             with contextlib.suppress(ProcessLookupError):
@@ -581,7 +666,7 @@ class Machines:
                 self._kill(p, st, graceful=False)
             for pid in _processes_using(p.dir):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, _SIGKILL)
             self._cleanup_runtime(p)
             trash = p.dir.with_name(f".rm-{name}-{os.getpid()}")
             os.rename(p.dir, trash)
@@ -638,7 +723,7 @@ class Machines:
             "SSHConfig": {"IdentityPath": str(p.key), "Port": st.ssh_port if st.running else 0,
                           "RemoteUsername": spec.user, "KnownHostsFile": str(p.known_hosts)},
             "ConfigDir": str(p.dir), "RuntimeDir": str(p.run), "SerialLog": str(p.serial_log),
-            "QMPSocket": str(p.qmp), "PID": st.pid,
+            "QMPSocket": st.qmp or str(p.qmp), "PID": st.pid,
             "Ports": [{"Proto": f[0], "HostIP": f[1], "HostPort": f[2], "GuestPort": f[3]} for f in st.forwards],
         }
 
@@ -689,7 +774,7 @@ class Machines:
                                     hint=f"publish on another host port (-p OTHER:{gport})")
                 new.append(fw)
             added = []
-            with QMP(str(p.qmp)) as q:
+            with QMP(st.qmp or str(p.qmp)) as q:
                 for proto, ip, hport, gport in new:
                     out = q.hmp(f"hostfwd_add net0 {Q.hostfwd_rule(proto, ip, hport, gport)}").strip()
                     if out:
@@ -729,7 +814,7 @@ class Machines:
             if not gone:
                 return
             with contextlib.suppress(QMPError):
-                with QMP(str(p.qmp)) as q:
+                with QMP(st.qmp or str(p.qmp)) as q:
                     for proto, ip, hport, _g in gone:
                         q.hmp(f"hostfwd_remove net0 {proto}:{ip}:{hport}")
             keep = [list(f) + [o] for f, o in zip(st.forwards, owners) if f not in gone]
@@ -757,12 +842,23 @@ def _guest_system_path(path: str) -> bool:
 
 
 def _user_name(env: dict[str, str]) -> str:
+    """The guest user's name: the host user's, made a valid Linux user name (Windows: "Jane Doe" -> jane_doe)."""
     try:
         import pwd
 
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (KeyError, ImportError):
-        return env.get("USER") or getpass.getuser()
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except (KeyError, ImportError, AttributeError):
+        name = env.get("USER") or env.get("USERNAME") or getpass.getuser()
+    return guest_user_name(name)
+
+
+def guest_user_name(name: str) -> str:
+    import re
+
+    n = re.sub(r"[^a-z0-9_-]", "_", name.lower().split("\\")[-1].split("@")[0])[:32]
+    if not n or not (n[0].isalpha() or n[0] == "_"):
+        n = ("u" + n)[:32]
+    return "user" if n in ("root", "daemon", "bin", "sys", "nobody") else n
 
 
 def _iso(t: float) -> str:
@@ -770,10 +866,23 @@ def _iso(t: float) -> str:
 
 
 def _processes_using(d: Path) -> list[int]:
-    """Our processes whose command line names a file of the machine directory."""
+    """Our processes whose command line names a file of the machine directory
+    (/proc; ``ps`` on macOS; none on Windows, where no SSH master is kept)."""
     needle = str(d).encode() + b"/"
     pids = []
     me = os.getpid()
+    if os.name == "nt":
+        return []
+    if not os.path.isdir("/proc/self"):
+        import subprocess
+
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(["ps", "-x", "-o", "pid=,command="], capture_output=True, timeout=10).stdout
+            for line in out.splitlines():
+                pid, _, cmd = line.strip().partition(b" ")
+                if pid.isdigit() and int(pid) != me and needle in cmd:
+                    pids.append(int(pid))
+        return pids
     with contextlib.suppress(OSError):
         for e in os.scandir("/proc"):
             if not e.name.isdigit() or int(e.name) == me:

@@ -197,6 +197,7 @@ class Launch:
     forwards: tuple[tuple[str, str, int, int], ...] = ()   # (proto, host ip, host port, guest port)
     append: str = ""            # the kernel command line ("" = the rootless guest's)
     seed_disk: str = ""         # a cloud image's NoCloud seed (raw, read-only; "" = none)
+    host_system: str = "Linux"  # platform.system() of the host: Linux | Darwin | Windows
 
 
 def kernel_cmdline(console: str, quiet: bool = True) -> str:
@@ -211,8 +212,27 @@ def hostfwd_rule(proto: str, host_ip: str, host_port: int, guest_port: int) -> s
     return f"{proto}:{host_ip}:{host_port}-:{guest_port}"
 
 
+def _opt(value: str) -> str:
+    """A value inside a QEMU option list (commas are doubled)."""
+    return value.replace(",", ",,")
+
+
+def qmp_chardev(address: str) -> str:
+    """-chardev for the QMP socket: a unix socket path, or ``tcp:HOST:PORT`` (Windows)."""
+    if address.startswith("tcp:"):
+        host, port = address[4:].rsplit(":", 1)
+        return f"socket,id=qmp0,host={host},port={port},server=on,wait=off"
+    return f"socket,id=qmp0,path={_opt(address)},server=on,wait=off"
+
+
 def qemu_argv(spec, launch: Launch) -> list[str]:
-    """The QEMU command line for machine ``spec`` (pure)."""
+    """The QEMU command line for machine ``spec`` (pure).
+
+    Per host OS: Linux and macOS QEMU daemonizes once set up (start-up errors
+    come back synchronously) and QMP is a unix socket; Windows QEMU cannot
+    daemonize (the caller starts it detached: vmhost.detach) and QMP is on a
+    loopback TCP port; WHPX needs the in-kernel irqchip off.
+    """
     arch = spec.arch
     accel = launch.accel
     argv = [launch.qemu, "-name", f"rootless-{spec.name},process=rootless-{spec.name}",
@@ -227,28 +247,31 @@ def qemu_argv(spec, launch: Launch) -> list[str]:
         raise MachineError(f"machines are not supported on {arch} hosts")
     if accel == "tcg":
         argv += ["-accel", "tcg,thread=multi,tb-size=256"]
+    elif accel == "whpx":
+        argv += ["-accel", "whpx,kernel-irqchip=off"]
     else:
         argv += ["-accel", accel]
     argv += ["-cpu", cpu, "-smp", str(spec.cpus), "-m", f"{spec.memory_mib}M"]
     argv += ["-kernel", launch.kernel, "-initrd", launch.initrd,
              "-append", launch.append or kernel_cmdline(launch.console)]
-    argv += ["-drive", f"if=none,id=disk0,file={launch.disk},format=qcow2,discard=unmap,cache=writeback",
+    argv += ["-drive", f"if=none,id=disk0,file={_opt(launch.disk)},format=qcow2,discard=unmap,cache=writeback",
              "-device", "virtio-blk-pci,drive=disk0"]
     if launch.seed_disk:
         from vmhost.cloud import SEED_SERIAL
 
-        argv += ["-drive", f"if=none,id=seed0,file={launch.seed_disk},format=raw,readonly=on",
+        argv += ["-drive", f"if=none,id=seed0,file={_opt(launch.seed_disk)},format=raw,readonly=on",
                  "-device", f"virtio-blk-pci,drive=seed0,serial={SEED_SERIAL}"]
     fwd = [f"hostfwd={hostfwd_rule('tcp', '127.0.0.1', launch.ssh_port, 22)}"]
     fwd += [f"hostfwd={hostfwd_rule(p, ip, hp, gp)}" for p, ip, hp, gp in launch.forwards]
     argv += ["-netdev", ",".join(["user", "id=net0", "ipv6=off"] + fwd),
              "-device", "virtio-net-pci,netdev=net0"]
     if launch.share:
-        argv += ["-fsdev", f"local,id=fs0,path={launch.share},security_model=none",
+        argv += ["-fsdev", f"local,id=fs0,path={_opt(launch.share)},security_model=none",
                  "-device", "virtio-9p-pci,fsdev=fs0,mount_tag=home"]
     argv += ["-device", "virtio-rng-pci"]
-    argv += ["-chardev", f"socket,id=qmp0,path={launch.qmp},server=on,wait=off",
-             "-mon", "chardev=qmp0,mode=control"]
-    argv += ["-chardev", f"file,id=serial0,path={launch.serial_log}", "-serial", "chardev:serial0"]
-    argv += ["-pidfile", launch.pidfile, "-daemonize"]
+    argv += ["-chardev", qmp_chardev(launch.qmp), "-mon", "chardev=qmp0,mode=control"]
+    argv += ["-chardev", f"file,id=serial0,path={_opt(launch.serial_log)}", "-serial", "chardev:serial0"]
+    argv += ["-pidfile", launch.pidfile]
+    if launch.host_system != "Windows":
+        argv.append("-daemonize")
     return argv

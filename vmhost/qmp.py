@@ -1,6 +1,6 @@
 """A small synchronous QMP client (JSON lines on QEMU's control socket).
 
-    with QMP(path) as q:
+    with QMP(path) as q:           # a unix socket path, or tcp:127.0.0.1:PORT
         q.command("query-status")            -> {"running": True, "status": "running", ...}
         q.hmp("hostfwd_add net0 tcp:127.0.0.1:8080-:80")   -> "" or QEMU's error text
 
@@ -36,10 +36,16 @@ class QMP:
         self.close()
 
     def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self.path.startswith("tcp:"):      # Windows: QEMU's QMP on a loopback port
+            host, port = self.path[4:].rsplit(":", 1)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            target: object = (host, int(port))
+        else:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target = self.path
         s.settimeout(self.timeout)
         try:
-            s.connect(self.path)
+            s.connect(target)
         except OSError as e:
             s.close()
             raise QMPError(f"cannot connect to the machine's control socket {self.path}: {e.strerror or e}",

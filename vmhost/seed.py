@@ -87,7 +87,7 @@ def seed_entries(spec, authorized_key: str, host_key: bytes, code: bytes) -> lis
 def write_initrd(dest: Path, base_initrd: Path, entries: list[cpio.Entry]) -> None:
     """dest = the image's initramfs + the seed archive (mode 0600, atomic)."""
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
             with open(base_initrd, "rb") as b:
@@ -99,7 +99,7 @@ def write_initrd(dest: Path, base_initrd: Path, entries: list[cpio.Entry]) -> No
             pad = (4 - out.tell() % 4) % 4
             out.write(b"\0" * pad)
             cpio.write(out, entries, first_ino=100000)
-        os.rename(tmp, dest)
+        os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -81,12 +81,12 @@ class MachinePaths:
     @classmethod
     def of(cls, config, name: str) -> "MachinePaths":
         run = Path(config.runtime_dir) / "machines" / name
-        if len(str(run)) > 72:
+        if len(str(run)) > 72 and os.name != "nt":
             # unix socket paths are limited to 108 bytes (ssh adds 17 to its ControlPath while binding)
             import hashlib
 
             h = hashlib.sha256(str(run).encode()).hexdigest()[:12]
-            run = Path("/tmp") / f"rootless-{os.getuid()}-m-{h}"
+            run = Path("/tmp") / f"rootless-{os.getuid() if hasattr(os, 'getuid') else 0}-m-{h}"
         return cls(Path(config.data_root) / "machines" / name, run)
 
     @property
@@ -152,14 +152,14 @@ def machines_dir(config) -> Path:
 
 def write_json_atomic(path: Path, obj, mode: int = 0o600) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), mode)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        os.rename(tmp, path)
+        os.replace(tmp, path)      # (os.rename does not replace on Windows)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
