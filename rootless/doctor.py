@@ -469,6 +469,9 @@ def cgroup_v2_delegation() -> tuple[bool, str, str]:
     if rel is None:
         return False, "not in a cgroup v2 group: limits unavailable", "boot with systemd.unified_cgroup_hierarchy=1"
     path = Path(unified) / rel.lstrip("/")
+    from rootless.runtime.cgroups import delegation_root
+
+    path = Path(delegation_root(str(path)))   # (a delegated subtree's own processes sit in its leaf "init")
     controllers = (_read(str(path / "cgroup.controllers")) or "").split()
     writable = os.access(path, os.W_OK) and os.access(path / "cgroup.subtree_control", os.W_OK)
     want = {"memory", "cpu", "pids"}

@@ -3,7 +3,7 @@ the image's initramfs (no cloud-init, no second disk, nothing to mount).
 
     /init                       stage 1 (vmhost/guest/init)
     /seed/boot, ready, halt     stage 2 scripts run by busybox init
-    /seed/sshd_config, sshd_env.conf
+    /seed/sshd_config, sshd_env.conf, pam-sshd, session (sshd's PAM: the user's cgroup)
     /seed/machine.env           user name, uid, gid, home, hostname, share tag
     /seed/authorized_keys       the machine's public key (user and root)
     /seed/ssh_host_ed25519_key  the pinned host key (0600)
@@ -75,6 +75,8 @@ def seed_entries(spec, authorized_key: str, host_key: bytes, code: bytes) -> lis
         cpio.file("seed/ready", g("ready"), 0o755),
         cpio.file("seed/halt", g("halt"), 0o755),
         cpio.file("seed/sshd_config", g("sshd_config"), 0o644),
+        cpio.file("seed/pam-sshd", g("pam-sshd"), 0o644),
+        cpio.file("seed/session", g("session"), 0o755),
         cpio.file("seed/sshd_env.conf", sshd_env(spec), 0o644),
         cpio.file("seed/machine.env", machine_env(spec), 0o644),
         cpio.file("seed/authorized_keys", authorized_key.strip() + "\n", 0o644),

@@ -717,7 +717,7 @@ def _cap_last() -> int:
 
 
 def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict, join_userns: str = "",
-          join_netns: str = "") -> Launched:
+          join_netns: str = "", place=None) -> Launched:
     """Create the namespaces and B (the container's PID 1), running ``steps`` in it.
 
     Must be called by a child subreaper (the monitor): A exits after forking
@@ -728,6 +728,10 @@ def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict, join_userns: str 
     namespace (no id mapping then: the joined one has it) / a network
     namespace. A user-defined network needs the per-user network
     namespace's user namespace; ``--network container:X`` needs X's.
+
+    ``place(pid)`` (resource limits: rootless.runtime.cgroups) is called
+    with A's pid before A creates the other namespaces, so that the cgroup
+    namespace of the container is rooted at the cgroup it was put in.
     """
     from rootless.userns import apply_mapping
 
@@ -817,6 +821,8 @@ def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict, join_userns: str 
         if first == b"u":
             apply_mapping(pid_a, mapping)
         if first in (b"u", b"j"):
+            if place is not None:
+                place(pid_a)
             os.write(w_go_a, b"g")
         os.close(w_go_a)
         w_go_a = -1
@@ -897,12 +903,21 @@ def exec_in(pid: int, proc, ctx: dict) -> tuple[int, int]:
         single = False
     ctx["single_mapping"] = single
     ctx["console"] = False
+    from rootless.runtime.cgroups import container_cgroup
+
+    cgroup = container_cgroup(pid)      # a container with limits: exec joins its cgroup
     err_r, err_w = os.pipe()
     child = os.fork()
     if child == 0:
         code = 125
         try:
             os.close(err_r)
+            if cgroup:
+                try:
+                    with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                        f.write("0")
+                except OSError as e:
+                    raise ContainerError(f"cannot join the container's cgroup {cgroup}: {e.strerror}") from None
             for ns in NS_ORDER:
                 if ns in fds:
                     try:

@@ -441,12 +441,22 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         from rootless import network
 
         joined = network.join(prep.netplan, config, ctr.id)
+        place = None
+        if spec.memory or spec.cpus or spec.pids_limit:
+            from rootless.runtime import cgroups
+
+            def place(pid_a: int) -> None:
+                cgroups.apply(spec, pid_a, ctr.id)
         launched = spawn(prep.steps, prep.host, prep.mapping, new_netns=prep.netplan.new_netns, ctx=ctx,
-                         join_userns=joined.userns, join_netns=joined.netns)
+                         join_userns=joined.userns, join_netns=joined.netns, place=place)
         trace("monitor: spawned")
     except BaseException as e:
         for fd in child_ends:
             os.close(fd)
+        if spec.memory or spec.cpus or spec.pids_limit:
+            from rootless.runtime import cgroups
+
+            cgroups.cleanup(ctr.id)
         store.update_state(ctr.id, status="created", pid=0, exit_code=getattr(e, "exit_code", 125),
                            error=str(e))
         if spec.auto_remove:
@@ -464,10 +474,6 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
 
         net_state = network.start(prep.netplan, pid, str(ctr.dir / "userdata"), container_id=ctr.id,
                                   name=ctr.name, joined=joined)
-        if spec.memory or spec.cpus or spec.pids_limit:
-            from rootless.runtime import cgroups
-
-            cgroups.apply(spec, pid, ctr.id)
         trace("monitor: network up")
         launched.go()
         trace("monitor: exec'ed")
@@ -478,6 +484,10 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         from rootless import network
 
         network.stop(net_state)
+        if spec.memory or spec.cpus or spec.pids_limit:
+            from rootless.runtime import cgroups
+
+            cgroups.cleanup(ctr.id)
         err = early or e
         store.update_state(ctr.id, status="created", pid=0, exit_code=err.exit_code, error=err.message,
                            network={})
