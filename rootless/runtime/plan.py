@@ -235,12 +235,14 @@ def plan(spec, host: Host) -> list[Step]:
     vols = {t: (d, new) for t, d, new in host.volume_dirs}
     for m in spec.mounts:
         if m.kind == "tmpfs":
-            flags = sc.MS_NOSUID | sc.MS_NODEV | (sc.MS_RDONLY if m.readonly else 0)
+            # Docker's and Podman's defaults: noexec,nosuid,nodev (exec/suid/dev turn them off)
+            flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | (sc.MS_RDONLY if m.readonly else 0)
+            clear = {"exec": sc.MS_NOEXEC, "suid": sc.MS_NOSUID, "dev": sc.MS_NODEV}
             data = []
             for o in m.options:
-                if o == "noexec":
-                    flags |= sc.MS_NOEXEC
-                elif o in ("exec", "suid", "dev", "nosuid", "nodev"):
+                if o in clear:
+                    flags &= ~clear[o]
+                elif o in ("noexec", "nosuid", "nodev"):
                     continue
                 else:
                     data.append(o)

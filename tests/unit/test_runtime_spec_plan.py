@@ -191,6 +191,13 @@ def test_plan_variants():
     from rootless import syscalls as sc
 
     assert t.flags & sc.MS_RDONLY and t.flags & sc.MS_NOEXEC and t.data == ""
+    # tmpfs: Docker's defaults noexec,nosuid,nodev; exec/suid/dev turn them off
+    tm = P.plan(spec(mounts=(MountSpec("tmpfs", "/a"), MountSpec("tmpfs", "/b", "", False, ("exec", "size=1m")))),
+                host())
+    a = next(s for s in tm if isinstance(s, P.Mount) and s.target == "/a")
+    b = next(s for s in tm if isinstance(s, P.Mount) and s.target == "/b")
+    assert a.flags & (sc.MS_NOEXEC | sc.MS_NOSUID | sc.MS_NODEV) == sc.MS_NOEXEC | sc.MS_NOSUID | sc.MS_NODEV
+    assert not b.flags & sc.MS_NOEXEC and b.flags & sc.MS_NOSUID and b.data == "size=1m"
 
 
 def test_storage_options():
