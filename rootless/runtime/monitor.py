@@ -516,7 +516,8 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
 
         cgroups.cleanup(ctr.id)
     if spec.auto_remove:
-        _auto_remove(config, store, ctr)   # (no "exited" state to write first: it goes)
+        store.record_exit(ctr.id, code)    # for a `wait` (the container and its state.json go)
+        _auto_remove(config, store, ctr)
     else:
         store.update_state(ctr.id, status="exited", pid=0, exit_code=code, finished_at=now_iso(), network={},
                            attached=False)

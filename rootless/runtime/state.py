@@ -288,7 +288,8 @@ class ContainerStore:
     def create(self, name: str | None, spec: ContainerSpec, *, anon_volumes: tuple[str, ...] = (),
                cid: str | None = None) -> Container:
         if name is not None and not valid_name(name.lstrip("/")):
-            raise UsageError(f"invalid container name {name!r}", hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+            raise UsageError(f"invalid container name {name!r}",
+                             hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters")
         cid = cid or self.new_id()
         with self.lock():
             taken = self.names()
@@ -332,11 +333,38 @@ class ContainerStore:
         try:
             return State.from_json(json.loads((self.root / cid / "state.json").read_bytes()))
         except (OSError, ValueError, TypeError):
-            return State(status="exited", exit_code=255)
+            code = self.removed_exit(cid)
+            return State(status="exited", exit_code=255 if code is None else code)
+
+    # The exit status of a container removed by --rm, for a `wait` that started
+    # before the removal (Podman keeps them for a while too): containers/.exits/<id>.
+    EXIT_KEEP = 300.0
+
+    def record_exit(self, cid: str, code: int) -> None:
+        d = self.root / ".exits"
+        try:
+            d.mkdir(exist_ok=True)
+            now = time.time()
+            for e in os.scandir(d):
+                try:
+                    if now - e.stat(follow_symlinks=False).st_mtime > self.EXIT_KEEP:
+                        os.unlink(e.path)
+                except OSError:
+                    pass
+            _atomic_write(d / cid, str(int(code)).encode())
+        except OSError:
+            pass
+
+    def removed_exit(self, cid: str) -> int | None:
+        try:
+            return int((self.root / ".exits" / cid).read_text())
+        except (OSError, ValueError):
+            return None
 
     def rename(self, c: Container, new: str) -> None:
         if not valid_name(new.lstrip("/")):
-            raise UsageError(f"invalid container name {new!r}", hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+            raise UsageError(f"invalid container name {new!r}",
+                             hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters")
         new = new.lstrip("/")
         with self.lock():
             if new in self.names():
