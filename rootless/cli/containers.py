@@ -195,7 +195,7 @@ def _create(ctx, args):
     if args.name is not None:
         if not valid_name(args.name.lstrip("/")):
             raise UsageError(f"invalid container name {args.name!r}",
-                             hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+                             hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters")
         if args.name.lstrip("/") in cstore.names():
             from rootless.errors import NameInUse
 
@@ -221,15 +221,21 @@ def _create(ctx, args):
 
         cgroups.check_available()
     anon = []
+    made = []     # volumes created here (Docker creates named volumes at create too)
     vstore = VolumeStore(config)
     for m in spec.mounts:
         if m.kind == "volume" and not m.source:
             v, _ = vstore.create(None, anonymous=True)
             anon.append(v.name)
+            made.append(v.name)
+        elif m.kind == "volume":
+            v, new = vstore.create(m.source)
+            if new:
+                made.append(v.name)
     try:
         return cstore.create(args.name, spec, anon_volumes=tuple(anon), cid=cid)
     except BaseException:
-        for v in anon:
+        for v in made:
             try:
                 vstore.remove(v, force=True)
             except RootlessError:
@@ -533,11 +539,23 @@ def _remove(ctx, ctr, force: bool, volumes: bool) -> None:
 def cmd_rm(ctx, args) -> int:
     store = _store(ctx)
 
+    missing = []
+
     def one(ref):
-        _remove(ctx, store.lookup(ref), args.force, args.volumes)
+        try:
+            ctr = store.lookup(ref)
+        except ContainerNotFound as e:
+            if not args.force:
+                raise
+            missing.append(e.message)   # Docker: rm -f of a missing container is not a failure
+            return
+        _remove(ctx, ctr, args.force, args.volumes)
         print(ref)
 
-    return _each(args.containers, one)
+    status = _each(args.containers, one)
+    for m in missing:
+        _print_err(m)
+    return status
 
 
 _cmd("rm", "Remove one or more containers", _rm_setup)(cmd_rm)
@@ -1034,9 +1052,15 @@ def _inspect_json(c) -> dict:
                        "Source": m.source, "Destination": m.target, "Mode": "ro" if m.readonly else "",
                        "RW": not m.readonly})
     anon = list(c.anon_volumes)
+    volumes_dir = c.dir.parent.parent / "volumes"     # <data root>/volumes (rootless.runtime.volumes)
     for m in mounts:
-        if m["Type"] == "volume" and not m["Name"] and anon:
-            m["Name"] = anon.pop(0)
+        if m["Type"] == "volume":
+            if not m["Name"] and anon:
+                m["Name"] = anon.pop(0)
+            # Docker: Source is the volume's data directory on the host
+            m.update(Source=str(volumes_dir / m["Name"] / "_data") if m["Name"] else "", Driver="local")
+        else:
+            m["Propagation"] = "rprivate"
     return {
         "Id": c.id,
         "Created": c.created,
