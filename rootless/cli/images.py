@@ -93,7 +93,9 @@ def _image_rows(store, args) -> list[dict]:
     rows = []
     for img in sorted(store.images(), key=lambda i: -i.added):
         created = parse_time(img.created)
-        tags = list(img.repo_tags) or ["<none>:<none>"]
+        # Docker: an image pulled by digest only is listed as REPOSITORY <none> (with its digest)
+        digest_repos = list(dict.fromkeys(d.split("@")[0] + ":<none>" for d in img.repo_digests))
+        tags = list(img.repo_tags) or digest_repos or ["<none>:<none>"]
         if "dangling" in filters:
             want = filters["dangling"][-1].lower() in ("true", "1")
             if want != (not img.repo_tags):
@@ -141,6 +143,13 @@ def _ref_match(pattern: str, repo: str, tag: str) -> bool:
     return not ptag or fnmatch.fnmatchcase(tag, ptag)
 
 
+def _json_lines(rows: list[dict]) -> str:
+    """Docker's ``--format json``: one JSON object per line (``{{json .}}``), not an array."""
+    import json
+
+    return "\n".join(json.dumps(r) for r in rows)
+
+
 def cmd_images(ctx, args) -> int:
     from rootless.cli.format import output
 
@@ -159,7 +168,7 @@ def cmd_images(ctx, args) -> int:
         return [r["Repository"], r["Tag"]] + ([r["Digest"]] if args.digests else []) + [
             r["ID"], r["CreatedSince"], r["Size"]]
 
-    text = output(rows, args.format, headers, row)
+    text = _json_lines(rows) if args.format == "json" else output(rows, args.format, headers, row)
     if text:
         print(text)
     return 0
@@ -333,6 +342,9 @@ def cmd_history(ctx, args) -> int:
                      "Size": human_size(r["Size"]) if human else str(r["Size"]), "Comment": r["Comment"]})
     if args.quiet:
         print("\n".join(r["ID"] for r in rows))
+        return 0
+    if args.format == "json":
+        print(_json_lines(rows))
         return 0
     print(output(rows, args.format, ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
                  lambda r: [r["ID"], r["CreatedSince"], r["CreatedBy"], r["Size"], r["Comment"]]))
