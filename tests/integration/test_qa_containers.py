@@ -249,3 +249,12 @@ def test_cp_failures_end_with_the_reason(rl, registry, tmp_path, state):
     os.chmod(src / "b_secret", 0o600)
     rl.ok("cp", str(src), "c:/tmp/", timeout=60)
     rl.ok("rm", "-f", "c")
+
+
+def test_image_labels_are_the_containers_labels(rl, registry):
+    rl.ok("create", "--name", "lab", "--network", "none", "-l", "test.role=mine", "-l", "extra=1",
+          registry.ref("layered"))
+    labels = json.loads(rl.ok("inspect", "lab"))[0]["Config"]["Labels"]
+    assert labels == {"org.opencontainers.image.title": "layered (test image)", "test.role": "mine", "extra": "1"}
+    assert rl.ok("ps", "-a", "--filter", "label=org.opencontainers.image.title", "--format", "{{.Names}}") == "lab\n"
+    rl.ok("rm", "-v", "lab")

@@ -108,6 +108,10 @@ def test_build_spec_overrides():
         spec(mounts=(MountSpec("tmpfs", "/t"), MountSpec("tmpfs", "/t")))
     with pytest.raises(UsageError):
         spec(hostname="bad host")
+    # the image's labels are the container's too; --label wins
+    s = build_spec(dict(IMG, Labels={"a": "img", "b": "img"}), RunOptions(labels=(("b", "cli"), ("c", ""))),
+                   image_id="sha256:abc", image_ref="img")
+    assert dict(s.labels) == {"a": "img", "b": "cli", "c": ""}
 
 
 def test_spec_json_roundtrip():
