@@ -329,10 +329,18 @@ def _release_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, PROXY_SIGNALS)
 
 
+def _check_tty(tty: bool, interactive: bool) -> None:
+    """Docker's CheckTty: -it needs a terminal on stdin (status 1, before anything is created)."""
+    if tty and interactive and not os.isatty(0):
+        raise UsageError("the input device is not a TTY", hint="drop -t when stdin is a pipe or a file",
+                         exit_code=1)
+
+
 def cmd_run(ctx, args) -> int:
     from rootless.runtime import monitor, trace
 
     trace("cli: run")
+    _check_tty(args.tty, args.interactive)
 
     ctr = _create(ctx, args)
     trace("cli: created")
@@ -404,6 +412,7 @@ def cmd_start(ctx, args) -> int:
         ctr = store.lookup(args.containers[0])
         if ctr.state.running:
             raise ContainerStateError(f"container {args.containers[0]} is already running", exit_code=1)
+        _check_tty(ctr.spec.tty, args.interactive)
         winsize = None
         if ctr.spec.tty:
             from rootless.runtime.tty import get_winsize
@@ -956,6 +965,7 @@ def cmd_exec(ctx, args) -> int:
         command = command[1:]
     if not command:
         raise UsageError("exec needs a command", hint="rootless exec CONTAINER COMMAND [ARG...]")
+    _check_tty(args.tty, args.interactive and not args.detach)
     ctr = _store(ctx).lookup(args.container)
     if not ctr.state.running:
         raise ContainerStateError(f"container {args.container} is not running",

@@ -258,3 +258,16 @@ def test_image_labels_are_the_containers_labels(rl, registry):
     assert labels == {"org.opencontainers.image.title": "layered (test image)", "test.role": "mine", "extra": "1"}
     assert rl.ok("ps", "-a", "--filter", "label=org.opencontainers.image.title", "--format", "{{.Names}}") == "lab\n"
     rl.ok("rm", "-v", "lab")
+
+
+def test_it_without_a_terminal_is_refused_like_docker(rl, registry):
+    ref = registry.ref("busybox")
+    cp = rl("run", "--rm", "-it", "--network", "none", ref, "cat", input="x\n", timeout=30)
+    assert cp.returncode == 1 and "the input device is not a TTY" in cp.stderr
+    assert rl.ok("ps", "-aq") == ""                      # refused before anything was created
+    assert rl.ok("run", "--rm", "-t", "--network", "none", ref, "echo", "t-only", input="").strip() == "t-only"
+    rl.ok("run", "-d", "--name", "e", "--network", "none", ref, "sleep", "60")
+    cp = rl("exec", "-it", "e", "cat", input="x\n", timeout=30)
+    assert cp.returncode == 1 and "not a TTY" in cp.stderr
+    assert rl.ok("exec", "-i", "e", "cat", input="piped\n") == "piped\n"
+    rl.ok("rm", "-f", "e")
