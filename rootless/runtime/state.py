@@ -337,13 +337,17 @@ class ContainerStore:
             return State(status="exited", exit_code=255 if code is None else code)
 
     # The exit status of a container removed by --rm, for a `wait` that started
-    # before the removal (Podman keeps them for a while too): containers/.exits/<id>.
+    # before the removal (Podman keeps them for a while too): <runtime dir>/exits/<id>
+    # (volatile, outside the store: --rm leaves nothing there).
     EXIT_KEEP = 300.0
 
+    def _exits(self) -> Path:
+        return Path(self.config.runtime_dir) / "exits"
+
     def record_exit(self, cid: str, code: int) -> None:
-        d = self.root / ".exits"
+        d = self._exits()
         try:
-            d.mkdir(exist_ok=True)
+            d.mkdir(parents=True, exist_ok=True)
             now = time.time()
             for e in os.scandir(d):
                 try:
@@ -357,7 +361,7 @@ class ContainerStore:
 
     def removed_exit(self, cid: str) -> int | None:
         try:
-            return int((self.root / ".exits" / cid).read_text())
+            return int((self._exits() / cid).read_text())
         except (OSError, ValueError):
             return None
 

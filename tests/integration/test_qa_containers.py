@@ -206,7 +206,7 @@ def test_run_rm_leaves_nothing_after_failures_and_a_killed_cli(rl, registry):
     assert rl("run", "--rm", "--network", "none", "-u", "nobody-here", ref, "true").returncode == 125
     assert rl("run", "--rm", "--network", "none", "-v", "/anon", "-w", "/etc/passwd", ref, "true").returncode == 125
     assert rl.ok("ps", "-aq") == ""
-    assert [n for n in os.listdir(rl.root / "containers") if n != ".exits"] == []
+    assert os.listdir(rl.root / "containers") == []
     assert rl.ok("volume", "ls", "-q") == ""
     # the CLI of a foreground --rm run is SIGKILLed: the container goes on, then goes away
     p = rl.popen("run", "--rm", "--network", "none", "--hostname", "orphan", ref, "sh", "-c", "echo up; sleep 1",
@@ -271,3 +271,15 @@ def test_it_without_a_terminal_is_refused_like_docker(rl, registry):
     assert cp.returncode == 1 and "not a TTY" in cp.stderr
     assert rl.ok("exec", "-i", "e", "cat", input="piped\n") == "piped\n"
     rl.ok("rm", "-f", "e")
+
+
+def test_ps_before_and_since_filters(rl, registry):
+    for n in ("first", "second", "third"):
+        rl.ok("create", "--name", n, "--network", "none", registry.ref("busybox"), "true")
+    names = lambda *f: rl.ok("ps", "-a", *f, "--format", "{{.Names}}").split()  # noqa: E731
+    assert names("--filter", "before=second") == ["first"]
+    assert names("--filter", "since=first") == ["third", "second"]
+    assert names("--filter", "since=first", "--filter", "before=third") == ["second"]
+    cp = rl("ps", "-a", "--filter", "since=nobody")
+    assert cp.returncode == 1 and "no such container" in cp.stderr
+    rl.ok("rm", "first", "second", "third")
