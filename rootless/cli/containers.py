@@ -790,11 +790,18 @@ def cmd_ps(ctx, args) -> int:
     from rootless.cli.format import output
 
     filters = _parse_filters(args.filter)
-    items = _store(ctx).list()
+    store = _store(ctx)
+    items = store.list()
     show_all = args.all or args.latest or args.last >= 0 or "status" in filters or "exited" in filters
     if not show_all:
         items = [c for c in items if c.state.running]
     items = [c for c in items if _matches(c, filters)]
+    for ref in filters.get("before", []):      # created before / since another container
+        t = store.lookup(ref).created
+        items = [c for c in items if c.created < t]
+    for ref in filters.get("since", []):
+        t = store.lookup(ref).created
+        items = [c for c in items if c.created > t]
     if args.latest:
         items = items[:1]
     elif args.last >= 0:
