@@ -475,6 +475,8 @@ def cmd_restart(ctx, args) -> int:
 
     def one(ref):
         ctr = store.lookup(ref)
+        if ctr.state.running and ctr.spec.auto_remove:
+            store.update_state(ctr.id, restarting=True)    # the monitor keeps a --rm container
         monitor.stop_container(ctx.config, ctr, args.time, sig)
         ctr = store.lookup(ctr.id)
         started = monitor.start(ctx.config, ctr, attach=False)

@@ -432,7 +432,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     ctx["stdio"] = stdio
 
     store.update_state(ctr.id, status="starting", monitor_pid=os.getpid(),
-                       monitor_start=proc_start_time(os.getpid()), error="", exit_code=None)
+                       monitor_start=proc_start_time(os.getpid()), error="", exit_code=None, restarting=False)
     from rootless.runtime import trace
 
     trace("monitor: spawning")
@@ -515,7 +515,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         from rootless.runtime import cgroups
 
         cgroups.cleanup(ctr.id)
-    if spec.auto_remove:
+    if spec.auto_remove and not store.raw_state(ctr.id).restarting:
         store.record_exit(ctr.id, code)    # for a `wait` (the container and its state.json go)
         _auto_remove(config, store, ctr)
     else:

@@ -111,12 +111,14 @@ class State(Record):
     error: str = ""
     network: dict = {}
     attached: bool = False
+    restarting: bool = False           # `restart` is stopping it: a --rm container stays
 
     def to_json(self) -> dict:
         return {"status": self.status, "pid": self.pid, "pid_start": self.pid_start,
                 "monitor_pid": self.monitor_pid, "monitor_start": self.monitor_start,
                 "exit_code": self.exit_code, "started_at": self.started_at, "finished_at": self.finished_at,
-                "error": self.error, "network": self.network, "attached": self.attached}
+                "error": self.error, "network": self.network, "attached": self.attached,
+                "restarting": self.restarting}
 
     @classmethod
     def from_json(cls, d: dict) -> "State":

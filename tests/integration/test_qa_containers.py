@@ -283,3 +283,17 @@ def test_ps_before_and_since_filters(rl, registry):
     cp = rl("ps", "-a", "--filter", "since=nobody")
     assert cp.returncode == 1 and "no such container" in cp.stderr
     rl.ok("rm", "first", "second", "third")
+
+
+def test_restart_keeps_an_rm_container(rl, registry):
+    cid = rl.ok("run", "-d", "--rm", "--name", "rr", "--network", "none", "-v", "/anon", registry.ref("busybox"),
+                "sleep", "60").strip()
+    vols = rl.ok("volume", "ls", "-q").split()
+    assert rl.ok("restart", "-t", "0", "rr") == "rr\n"
+    assert rl.ok("ps", "-q", "--no-trunc") == cid + "\n"         # the same container, running again
+    assert rl.ok("volume", "ls", "-q").split() == vols
+    rl.ok("stop", "-t", "0", "rr")                                 # a plain stop still removes it
+    deadline = time.monotonic() + 10
+    while rl.ok("ps", "-aq") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert rl.ok("ps", "-aq") == "" and rl.ok("volume", "ls", "-q") == ""
