@@ -595,6 +595,10 @@ def cmd_prune(ctx, args) -> int:
             removed.append(c.id)
         except RootlessError as e:
             _print_err(e.message)
+    try:    # and what interrupted creates and removals left behind
+        removed += store.sweep()
+    except RootlessError as e:
+        _print_err(e.message)
     print("Deleted Containers:")
     for cid in removed:
         print(cid)

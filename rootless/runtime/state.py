@@ -389,9 +389,41 @@ class ContainerStore:
             if not c.dir.exists():
                 return
             # rename first: a half-removed container never shows up in ps
-            gone = self.root / f".{c.id}.removing"
+            # (the pid: sweep() finishes the job of a remover that died)
+            gone = self.root / f".{c.id}.removing{os.getpid()}"
             try:
                 os.rename(c.dir, gone)
             except FileNotFoundError:
                 return
         remove_tree(gone, mapping)
+
+    def sweep(self, mapping=None) -> list[str]:
+        """Remove what interrupted creates and removals left (hidden ``.<id>.tmp`` and
+        ``.<id>.removing<pid>`` of dead processes); returns their ids."""
+        from rootless.storage import remove_tree
+
+        todo = []
+        with self.lock():    # creates and the renames of removals happen under this lock
+            try:
+                names = os.listdir(self.root)
+            except FileNotFoundError:
+                return []
+            for n in names:
+                cid, dot, rest = n[1:].partition(".")
+                if not n.startswith(".") or len(cid) != 64 or not dot:
+                    continue
+                if rest.startswith("removing"):
+                    pid = rest[len("removing"):]
+                    if pid.isdigit() and int(pid) != os.getpid() and os.path.exists(f"/proc/{pid}"):
+                        continue      # still being removed
+                elif rest != "tmp":
+                    continue
+                mine = self.root / f".{cid}.removing{os.getpid()}"
+                try:
+                    os.rename(self.root / n, mine)
+                except OSError:
+                    continue
+                todo.append((cid, mine))
+        for cid, path in todo:
+            remove_tree(path, mapping)
+        return [cid for cid, _ in todo]

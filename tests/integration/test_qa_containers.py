@@ -297,3 +297,22 @@ def test_restart_keeps_an_rm_container(rl, registry):
     while rl.ok("ps", "-aq") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert rl.ok("ps", "-aq") == "" and rl.ok("volume", "ls", "-q") == ""
+
+
+def test_prune_finishes_interrupted_removals_and_creates(rl, registry):
+    """A CLI killed inside `rm` (after the rename, before the files are gone) or inside
+    `create` leaves hidden directories holding subordinate-owned files: prune removes them."""
+    ref = registry.ref("busybox")
+    rl.ok("run", "--network", "none", ref, "sh", "-c", "mkdir /d && echo x > /d/f && chown -R 1000:1000 /d")
+    cid = rl.ok("ps", "-aq", "--no-trunc").strip()
+    croot = rl.root / "containers"
+    dead = 2 ** 22 + 17        # above pid_max: no such process
+    os.rename(croot / cid, croot / f".{cid}.removing{dead}")
+    (croot / f".{'a' * 64}.tmp" / "upper").mkdir(parents=True)
+    keep = croot / f".{'b' * 64}.removing{os.getpid()}"        # a live remover: left alone
+    keep.mkdir()
+    assert rl.ok("ps", "-aq") == ""
+    out = rl.ok("container", "prune", "-f")
+    assert cid in out and "a" * 64 in out
+    assert sorted(os.listdir(croot)) == [keep.name]
+    keep.rmdir()
