@@ -106,3 +106,18 @@ def arguments(setup: Callable[[Parser], None]):
         return fn
 
     return deco
+
+
+def confirm(message: str) -> bool:
+    """Docker's prompt of the prune commands: ask on stdout, read a line from stdin
+    (a terminal or not); only "y"/"yes" goes on, so a script without -f removes nothing."""
+    import sys
+
+    print(f"{message} [y/N] ", end="", flush=True)
+    try:
+        answer = sys.stdin.readline()
+    except (OSError, ValueError):
+        answer = ""
+    if not answer.endswith("\n"):
+        print()
+    return answer.strip().lower() in ("y", "yes")

@@ -295,10 +295,11 @@ def _prune_setup(p):
 def cmd_prune(ctx, args) -> int:
     from rootless.image.present import human_size
 
-    if not args.force and sys.stdin.isatty():
+    if not args.force:
+        from rootless.cli.base import confirm
+
         what = "all images without at least one container associated to them" if args.all else "all dangling images"
-        ans = input(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ")
-        if ans.strip().lower() not in ("y", "yes"):
+        if not confirm(f"WARNING! This will remove {what}.\nAre you sure you want to continue?"):
             return 0
     removed, freed = _store(ctx).prune(all_images=args.all)
     if removed:

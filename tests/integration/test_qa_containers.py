@@ -316,3 +316,25 @@ def test_prune_finishes_interrupted_removals_and_creates(rl, registry):
     assert cid in out and "a" * 64 in out
     assert sorted(os.listdir(croot)) == [keep.name]
     keep.rmdir()
+
+
+def test_prune_without_force_asks_even_without_a_terminal(rl, registry):
+    """Docker reads the answer from stdin, terminal or not: no "y", nothing removed."""
+    rl.ok("create", "--name", "stopped", "--network", "none", "-v", "/anon", registry.ref("busybox"), "true")
+    rl.ok("rm", "stopped")                                   # its anonymous volume stays (no -v)
+    rl.ok("create", "--name", "stopped", "--network", "none", registry.ref("busybox"), "true")
+    rl.ok("tag", registry.ref("busybox"), "extra:1")
+    rl.ok("rmi", registry.ref("busybox"))                    # still tagged extra:1
+    for cmd in (["container", "prune"], ["volume", "prune"], ["image", "prune", "-a"]):
+        cp = rl(*cmd, input="")
+        assert cp.returncode == 0 and "Are you sure" in cp.stdout, (cmd, cp.stdout)
+        cp = rl(*cmd, input="no\n")
+        assert cp.returncode == 0 and "Deleted" not in cp.stdout, (cmd, cp.stdout)
+    assert rl.ok("ps", "-aq") != "" and rl.ok("volume", "ls", "-q") != ""
+    assert "Deleted Containers:" in rl.ok("container", "prune", input="y\n")
+    assert rl.ok("ps", "-aq") == ""
+    assert rl.ok("volume", "ls", "-q") != ""
+    rl.ok("volume", "prune", input="y\n")
+    assert rl.ok("volume", "ls", "-q") == ""
+    rl.ok("image", "prune", "-a", input="y\n")
+    assert rl.ok("images", "-q") == ""
