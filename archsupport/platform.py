@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -130,17 +131,81 @@ def host_platform(machine: str | None = None) -> Platform:
 
 
 def native_platforms(host: Platform | None = None) -> tuple[Platform, ...]:
-    """Platforms the host CPU runs without emulation."""
+    """Platforms the host CPU runs without emulation.
+
+    Besides the host's own: 386 on amd64 and arm (v7, v6) on arm64, when the
+    kernel and CPU really execute them (Linux may be booted with
+    ia32_emulation=0; many arm64 CPUs have no AArch32).
+    """
     host = host or host_platform()
     out = [host]
-    if host.architecture == "amd64":
+    if host.architecture == "amd64" and _secondary_runs("386"):
         out.append(Platform("linux", "386"))
-    elif host.architecture == "arm64" and _arm32_supported():
+    elif host.architecture == "arm64" and _secondary_runs("arm"):
         out += [Platform("linux", "arm", "v7"), Platform("linux", "arm", "v6")]
     return tuple(out)
 
 
-def _arm32_supported() -> bool:
+@functools.lru_cache(maxsize=4)
+def _secondary_runs(arch: str) -> bool:
+    """Does the host execute ``arch`` programs without qemu?
+
+    386 on amd64: unless the kernel was booted with ``ia32_emulation=0``
+    (cheap: this is on every `run`'s path). arm on arm64: executes the tiny
+    ``exit(42)`` program of archsupport.probe directly. A host binfmt_misc
+    registration for arm would make that probe succeed through qemu, so then
+    (and when the probe cannot be run at all) /proc/cpuinfo decides.
+    """
+    if arch == "386":
+        try:
+            with open("/proc/cmdline") as f:
+                return "ia32_emulation=0" not in f.read().split()
+        except OSError:
+            return True
+    from archsupport.binfmt import read_state
+
+    if read_state().any_entry_for(arch) is None:
+        got = _exec_probe(arch)
+        if got is not None:
+            return got
+    return _arm32_in_cpuinfo()
+
+
+def _exec_probe(arch: str) -> bool | None:
+    """True/False if the probe ran/failed with ENOEXEC; None if it could not be tried."""
+    import errno
+    import tempfile
+
+    from archsupport.probe import EXIT_CODE, probe_elf
+
+    for d in (os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir(), "/dev/shm"):
+        if not d or not os.path.isdir(d):
+            continue
+        try:
+            fd, path = tempfile.mkstemp(prefix=".rootless-probe-", dir=d)
+        except OSError:
+            continue
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(probe_elf(arch))
+            os.chmod(path, 0o700)
+            try:
+                pid = os.posix_spawn(path, [path], {})
+            except OSError as e:
+                if e.errno == errno.ENOEXEC:
+                    return False
+                continue      # noexec mount, EACCES: try the next directory
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status) == EXIT_CODE
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    return None
+
+
+def _arm32_in_cpuinfo() -> bool:
     """Does this arm64 CPU execute AArch32 code (cpuinfo lists 32-bit features)?"""
     try:
         with open("/proc/cpuinfo") as f:
@@ -148,3 +213,78 @@ def _arm32_supported() -> bool:
     except OSError:
         return False
     return "CPU architecture: 7" in text or " thumb" in text or "half thumb" in text or "edsp" in text
+
+
+def requested(platform: str | None = None, arch: str | None = None, variant: str | None = None,
+              os_: str | None = None) -> Platform | None:
+    """The platform asked for by ``--platform`` and/or Podman's ``--arch``/``--variant``/``--os``.
+
+    ``--arch``/``--variant``/``--os`` override the parts of ``--platform``;
+    None when nothing was asked (the host's platform is then preferred).
+    Unknown values raise UsageError (exit 125) listing the known platforms.
+    """
+    if not (platform or arch or variant or os_):
+        return None
+    base = parse(platform) if platform else None
+    o = (os_ or (base.os if base else "linux")).lower()
+    if o not in KNOWN_OS:
+        raise UsageError(f"unknown platform os {o!r}", hint="known: " + ", ".join(known_platform_strings()))
+    if arch:
+        try:
+            a, v = normalize_arch(arch, variant or "")
+        except UsageError:
+            raise UsageError(f"unknown architecture {arch!r}",
+                             hint="known: " + ", ".join(known_platform_strings())) from None
+    elif base:
+        a, v = base.architecture, (normalize_variant(base.architecture, variant) if variant else base.variant)
+    else:
+        h = host_platform()
+        a, v = h.architecture, (normalize_variant(h.architecture, variant) if variant else h.variant)
+    return Platform(o, a, v)
+
+
+def mismatch_warning(wanted: Platform | None, actual: Platform, host: Platform | None = None) -> str | None:
+    """The warning pull/run/create print when the image's platform is not the one asked for.
+
+    With no platform asked for, Docker's warning when the image does not
+    match the host; None when all is well.
+    """
+    host = host or host_platform()
+    if wanted is not None:
+        if wanted.matches(actual):
+            return None
+        return f"image platform ({actual}) does not match the expected platform ({wanted})"
+    if any(n.matches(actual) for n in (host,)):
+        return None
+    return (f"the image's platform ({actual}) does not match the host platform ({host}) and no specific "
+            "platform was requested: it runs emulated")
+
+
+def select(available: list[Platform], wanted: Platform | None, host: Platform | None = None,
+           ref: str = "the image") -> Platform:
+    """Pick the entry of an index for ``wanted`` (or the host); raise PlatformNotFound listing the others.
+
+    Without ``wanted``: the host's platform, else another natively run one
+    (386 on amd64), else - like Docker - fail rather than silently emulate.
+    """
+    from rootless.errors import PlatformNotFound
+
+    host = host or host_platform()
+    linux = [p for p in available if p.os == "linux"] or list(available)
+    if wanted is not None:
+        exact = [p for p in linux if p == wanted]
+        if exact:
+            return exact[0]
+        loose = [p for p in linux if wanted.matches(p)]
+        if loose:
+            return loose[0]
+    else:
+        for cand in (host, *native_platforms(host)[1:]):
+            for p in linux:
+                if cand.matches(p):
+                    return p
+    have = ", ".join(sorted({str(p) for p in available})) or "none"
+    want = str(wanted or host)
+    raise PlatformNotFound(f"{ref} has no {want} image (it has: {have})",
+                           hint=f"choose one with --platform, e.g. --platform {sorted(str(p) for p in available)[0]}"
+                           if available else None)

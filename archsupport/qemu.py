@@ -1,11 +1,34 @@
-"""qemu-user discovery: which interpreter runs a foreign architecture."""
+"""qemu-user discovery: which interpreter runs a foreign architecture.
+
+Search order for OCI arch A (qemu target T, e.g. arm64 -> aarch64):
+
+1. the path configured in ``[emulation.qemu] A = "/path"``;
+2. ``qemu-T-static`` on PATH (Debian/Ubuntu ``qemu-user-static``);
+3. ``qemu-T`` on PATH when it is a static binary (Debian >= 13, Fedora's
+   ``qemu-user-static-*``, self-built ``--static``).
+
+Only a static qemu works for containers: with the F flag the kernel opens the
+interpreter from the host, but a dynamic one would look for its libraries
+inside the container's rootfs.
+
+Preserve-argv0 (binfmt flag P): the kernel (>= 5.12) tells the interpreter
+through ``AT_FLAGS`` that argv[0] was preserved, and qemu-user >= 6.0 reads it
+(QEMU commit "linux-user: manage binfmt-misc preserve-arg[0] flag"; before,
+only Debian's ``*-binfmt-P`` file-name hack existed). qemu-binfmt-conf.sh
+adds P with ``--preserve-argv0 yes``. Without P, a program started as
+``exec -a NAME`` (busybox applets, login shells ``-sh``) sees its path instead.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
 from archsupport.platform import QEMU_ARCH
+
+PRESERVE_ARGV0_QEMU = (6, 0)
+PRESERVE_ARGV0_KERNEL = (5, 12)
 
 
 @dataclass(frozen=True)
@@ -17,6 +40,13 @@ class QemuUser:
     @property
     def version(self) -> str:
         return qemu_version(self.path)
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        return parse_version(self.version)
+
+    def supports_preserve_argv0(self, kernel: tuple[int, int] | None = None) -> bool:
+        return supports_preserve_argv0(self.version, kernel)
 
 
 def _is_static(path: str) -> bool:
@@ -43,37 +73,82 @@ def _is_static(path: str) -> bool:
                 if p_type == 3:  # PT_INTERP
                     return False
             return True
-    except OSError:
+    except (OSError, struct.error):
         return False
+
+
+def qemu_name(arch: str) -> str:
+    """qemu's target name for OCI ``arch`` (arm64 -> aarch64)."""
+    return QEMU_ARCH.get(arch, arch)
 
 
 def find_qemu(arch: str, configured: str | None = None) -> QemuUser | None:
     """The best qemu-user for OCI ``arch``: configured path, qemu-X-static, static qemu-X."""
+    q, _ = locate_qemu(arch, configured)
+    return q
+
+
+def locate_qemu(arch: str, configured: str | None = None) -> tuple[QemuUser | None, str]:
+    """(qemu or None, why not / where from) - the reason words doctor and errors."""
     from rootless import hosttools
 
-    name = QEMU_ARCH.get(arch, arch)
+    name = qemu_name(arch)
     if configured:
-        if os.access(configured, os.X_OK):
-            return QemuUser(arch, configured, _is_static(configured))
-        return None
+        if os.path.isfile(configured) and os.access(configured, os.X_OK):
+            real = os.path.realpath(configured)
+            return QemuUser(arch, real, _is_static(real)), f"configured in [emulation.qemu] {arch}"
+        return None, f"the configured qemu for {arch} ({configured}) is not an executable file"
+    dynamic = None
     for cand in (f"qemu-{name}-static", f"qemu-{name}"):
         p = hosttools.find(cand)
         if p:
             real = os.path.realpath(p)
             static = _is_static(real)
-            if static or cand.endswith("-static"):
-                return QemuUser(arch, real, static)
-    return None
+            if static:
+                return QemuUser(arch, real, True), f"found {p}"
+            dynamic = dynamic or QemuUser(arch, real, False)
+    if dynamic:
+        return dynamic, f"{dynamic.path} is dynamically linked (containers need a static qemu)"
+    return None, f"no qemu-{name}-static or static qemu-{name} on PATH"
 
 
+def parse_version(text: str) -> tuple[int, ...]:
+    nums = []
+    for part in text.split(".")[:3]:
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        nums.append(int(digits))
+    return tuple(nums)
+
+
+@functools.lru_cache(maxsize=32)
 def qemu_version(path: str) -> str:
+    """``7.2.22`` from ``qemu-aarch64 version 7.2.22 (Debian ...)``; "unknown" if it does not say."""
     from rootless import hosttools
+    from rootless.errors import RootlessError
 
     try:
-        cp = hosttools.run([path, "--version"], f"ask {path} for its version", timeout=10, check=False)
-    except Exception:
+        out = hosttools.spawn_capture([path, "--version"], f"ask {path} for its version")
+    except RootlessError:
         return "unknown"
-    first = cp.stdout.decode(errors="replace").splitlines()[:1]
+    first = out.decode(errors="replace").splitlines()[:1]
     if first and "version" in first[0]:
-        return first[0].split("version", 1)[1].strip().split()[0]
+        rest = first[0].split("version", 1)[1].strip().split()
+        if rest:
+            return rest[0]
     return "unknown"
+
+
+def supports_preserve_argv0(version: str, kernel: tuple[int, int] | None = None) -> bool:
+    """Does binfmt flag P work with this qemu version on this kernel?"""
+    if kernel is None:
+        from rootless.doctor import kernel_version
+
+        kernel = kernel_version()
+    v = parse_version(version)
+    return bool(v) and v >= PRESERVE_ARGV0_QEMU and kernel >= PRESERVE_ARGV0_KERNEL

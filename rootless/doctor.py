@@ -43,6 +43,7 @@ class HostFacts:
     idmap_ok: bool = False
     subuid: list = field(default_factory=list)
     subgid: list = field(default_factory=list)
+    emulation: dict = field(default_factory=dict)   # arch -> mode `run` would use (check_qemu)
 
 
 def _read(path: str) -> str | None:
@@ -310,24 +311,77 @@ def check_network_backends(f: HostFacts) -> Check:
                  "sudo apt-get install passt (or slirp4netns)")
 
 
-def check_qemu(f: HostFacts) -> list[Check]:
-    from archsupport.platform import KNOWN_ARCHES, host_platform, native_platforms
-    from archsupport.qemu import find_qemu
+def _probe_nft(nft: str) -> str:
+    import subprocess
 
-    native = {p.architecture for p in native_platforms(host_platform())}
+    ruleset = ("table inet rootless-doctor {\n chain post {\n  type nat hook postrouting priority 100;\n"
+               "  oifname \"x\" masquerade\n }\n}\n")
+    cp = subprocess.run([nft, "-f", "-"], input=ruleset.encode(), capture_output=True)
+    if cp.returncode != 0:
+        raise RuntimeError(cp.stderr.decode(errors="replace").strip().splitlines()[-1:] or "nft failed")
+    return "ok"
+
+
+def check_user_networks(f: HostFacts) -> Check:
+    """User-defined networks: nftables (NAT, isolation) inside a user-owned network namespace."""
+    from rootless import hosttools
+    from rootless.errors import RootlessError
+    from rootless.userns import run_in_userns
+
+    nft = hosttools.find("nft")
+    if nft is None:
+        return Check("user-networks", WARN, "nft not found: user-defined networks (network create) unavailable",
+                     "sudo apt-get install nftables", required=False)
+    if not f.userns_ok:
+        return Check("user-networks", WARN, "not tried: no user namespaces", "see the userns check", required=False)
+    from rootless import syscalls
+
+    try:
+        run_in_userns(_probe_nft, nft, mapping=_self_only(f), flags=syscalls.CLONE_NEWNET)
+    except (RootlessError, OSError, RuntimeError) as e:
+        return Check("user-networks", WARN, f"nftables in a user namespace failed: {e}: user-defined networks "
+                                            "unavailable", "sudo modprobe nf_tables nft_masq (or use a kernel with "
+                                                           "nf_tables)", required=False)
+    return Check("user-networks", OK, f"bridges, veths and nftables NAT in a user namespace ({nft})",
+                 required=False)
+
+
+def check_qemu(f: HostFacts, binfmt: Check | None = None) -> list[Check]:
+    """One line per foreign architecture: its qemu-user and the emulation mode `run` would use."""
+    from archsupport.emulation import arch_platform, decide, gather
+    from archsupport.platform import KNOWN_ARCHES, host_platform, native_platforms
+    from archsupport.qemu import locate_qemu
+
+    host = host_platform()
+    native = {p.architecture for p in native_platforms(host)}
+    sandbox_ok = None if binfmt is None or f.kernel < (6, 7) else binfmt.status == OK
     out = []
     for arch in KNOWN_ARCHES:
         if arch in native:
             continue
-        q = find_qemu(arch, f.config.qemu_path(arch))
-        if q and q.static:
-            out.append(Check(f"qemu-{arch}", OK, f"{q.path}", required=False))
-        elif q:
-            out.append(Check(f"qemu-{arch}", WARN, f"{q.path} is not static (needs its libraries in every image)",
-                             "sudo apt-get install qemu-user-static", required=False))
+        q, why = locate_qemu(arch, f.config.qemu_path(arch))
+        p = arch_platform(arch)
+        emu = decide(p, gather(p, f.config, host=host, sandbox_ok=sandbox_ok,
+                               sandbox_why=binfmt.detail if binfmt else ""), f.config.emulation_mode)
+        f.emulation[arch] = emu.mode
+        if emu.mode == "host":
+            mode = f"mode host (registration {emu.host_entry})"
+        elif emu.mode == "sandboxed":
+            mode = f"mode sandboxed (flags {emu.flags})"
         else:
-            out.append(Check(f"qemu-{arch}", WARN, f"no qemu-user for {arch}: linux/{arch} images cannot run",
-                             "sudo apt-get install qemu-user-static", required=False))
+            mode = "mode none"
+        if emu.mode == "none":
+            what = f"{q.path} {q.version}: " if q else ""
+            out.append(Check(f"qemu-{arch}", WARN, f"{what}linux/{arch} images cannot run: {emu.reason}",
+                             emu.hint, required=False))
+        elif q is None:
+            out.append(Check(f"qemu-{arch}", OK, f"{mode}; {emu.interpreter}", required=False))
+        elif not q.static:
+            out.append(Check(f"qemu-{arch}", WARN, f"{q.path} is not static (needs its libraries in every image); "
+                                                   f"{mode}", "sudo apt-get install qemu-user-static",
+                             required=False))
+        else:
+            out.append(Check(f"qemu-{arch}", OK, f"{q.path} {q.version}; {mode}", required=False))
     return out
 
 
@@ -367,6 +421,25 @@ def check_binfmt(f: HostFacts) -> Check:
                      "an admin can register qemu on the host: `sudo rootless binfmt install`", required=False)
     return Check("binfmt_misc", OK, "sandboxed binfmt_misc mounts in a user namespace (foreign images need no admin)",
                  required=False)
+
+
+def binfmt_summary(binfmt: Check, f: HostFacts) -> Check:
+    """Add to the binfmt_misc line which mode foreign images use, and the host's registrations."""
+    from archsupport.binfmt import read_state
+
+    modes: dict[str, list[str]] = {}
+    for arch, mode in f.emulation.items():
+        modes.setdefault(mode, []).append(arch)
+    st = read_state()
+    if not st.mounted:
+        host = "host binfmt_misc not mounted (no host registrations)"
+    else:
+        ours = [e.name for e in st.entries if e.enabled and e.architecture()]
+        host = "host registrations: " + (", ".join(ours) if ours else "none") + (
+            "" if st.enabled else " (host binfmt_misc DISABLED)")
+    used = "; ".join(f"{m}: {', '.join(a)}" for m, a in modes.items())
+    return Check(binfmt.name, binfmt.status, f"{binfmt.detail}; {host}; foreign images use {used or 'nothing'}",
+                 binfmt.fix, required=binfmt.required)
 
 
 def _self_only(f: HostFacts):
@@ -453,9 +526,10 @@ def run_checks(config: Config) -> list[Check]:
     elif overlay.status != OK:
         checks[-2] = Check("overlay", FAIL, overlay.detail + "; and fuse-overlayfs is not usable either",
                            overlay.fix + "; " + fuse.fix)
-    checks += [check_tun(f), check_network_backends(f)]
-    checks += check_qemu(f)
-    checks += [check_binfmt(f), check_cgroups(f), check_space(f)]
+    checks += [check_tun(f), check_network_backends(f), check_user_networks(f)]
+    binfmt = check_binfmt(f)
+    checks += check_qemu(f, binfmt)
+    checks += [binfmt_summary(binfmt, f), check_cgroups(f), check_space(f)]
     return checks
 
 

@@ -30,6 +30,7 @@ PACKAGES = {
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
     "mmdebstrap": "mmdebstrap",
+    "nft": "nftables",
 }
 
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -161,3 +162,55 @@ def run(argv: list[str], desc: str, *, input: bytes | None = None, timeout: floa
     if check and cp.returncode != 0:
         raise HelperFailed(desc, cp.returncode, cp.stderr.decode(errors="replace"))
     return cp
+
+
+def spawn_capture(argv: list[str], desc: str, *, timeout: float = 10.0) -> bytes:
+    """Run argv (stdin /dev/null), return its stdout; HelperFailed on failure.
+
+    Like ``spawn_wait``, uses ``os.posix_spawn`` so that short queries on the
+    start-up path (``qemu-aarch64-static --version``) do not import subprocess.
+    A program still running after ``timeout`` seconds is killed.
+    """
+    import select
+    import signal
+    import time
+
+    r, w = os.pipe()
+    er, ew = os.pipe()
+    fa = [(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, ew, 2), (os.POSIX_SPAWN_CLOSE, r),
+          (os.POSIX_SPAWN_CLOSE, er), (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+    try:
+        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=fa)
+    except OSError as e:
+        for fd in (r, w, er, ew):
+            os.close(fd)
+        raise HelperFailed(desc, None, e.strerror or str(e),
+                           hint=f"install it: apt-get install {package_for(os.path.basename(argv[0]))}") from None
+    os.close(w)
+    os.close(ew)
+    out, err = [], []
+    open_fds = {r: out, er: err}
+    deadline = time.monotonic() + timeout
+    killed = False
+    while open_fds:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+            break
+        ready, _, _ = select.select(list(open_fds), [], [], left)
+        for fd in ready:
+            b = os.read(fd, 65536)
+            if b:
+                open_fds[fd].append(b)
+            else:
+                del open_fds[fd]
+    os.close(r)
+    os.close(er)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if killed:
+        raise HelperFailed(desc, None, f"timed out after {timeout} s")
+    if code != 0:
+        raise HelperFailed(desc, code, b"".join(err).decode(errors="replace"))
+    return b"".join(out)

@@ -132,6 +132,27 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         raise _err("capset")
 
 
+class _Statfs(ctypes.Structure):
+    # struct statfs starts with f_type (__fsword_t: a long, but an unsigned int on s390x);
+    # the rest is padding large enough for every architecture
+    _fields_ = [("f_type", ctypes.c_uint if os.uname().machine == "s390x" else ctypes.c_long),
+                ("_rest", ctypes.c_byte * 256)]
+
+
+_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+
+PROC_SUPER_MAGIC = 0x9FA0
+BINFMTFS_MAGIC = 0x42494E4D
+
+
+def fs_type(path) -> int:
+    """statfs(path).f_type: the filesystem's magic number (PROC_SUPER_MAGIC...)."""
+    buf = _Statfs()
+    if _libc.statfs(_b(path), ctypes.byref(buf)) != 0:
+        raise _err("statfs", os.fsdecode(path))
+    return buf.f_type & 0xFFFFFFFF
+
+
 def check(step: str, fn, *args, hint: str | None = None, **kw):
     """Call fn(*args); turn an OSError into a SyscallError naming ``step``."""
     try:

@@ -78,12 +78,22 @@ def _run_flags(p, *, run: bool) -> None:
     p.add_argument("--init", action="store_true", help="run an init that reaps zombies and forwards signals")
     p.add_argument("--pull", default="missing", choices=("always", "missing", "never", "newer"))
     p.add_argument("--platform", default="", help="os/arch[/variant] of the image")
+    p.add_argument("--arch", default="", help="architecture of the image (overrides --platform's), e.g. arm64")
+    p.add_argument("--variant", default="", help="architecture variant of the image, e.g. v7")
     p.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--stop-signal", default="", help="signal to stop the container (default SIGTERM)")
     p.add_argument("--stop-timeout", type=int, default=None, help="seconds before SIGKILL on stop")
-    p.add_argument("--network", "--net", default="default", help="default | none | host")
-    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CTR[/PROTO]")
+    p.add_argument("--network", "--net", default="default",
+                   help="default (pasta or slirp4netns) | none | host | container:NAME|ID | NETWORK")
+    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HOSTPORT:]CTRPORT[/PROTO]")
+    p.add_argument("-P", "--publish-all", action="store_true", help="publish every exposed port on a free host port")
+    p.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]", help="expose a port (for -P)")
+    p.add_argument("--network-alias", "--net-alias", action="append", default=[], metavar="NAME",
+                   help="another DNS name of the container on its user-defined network")
+    p.add_argument("--ip", default="", help="the container's IPv4 address on its user-defined network")
     p.add_argument("--dns", action="append", default=[], metavar="IP")
+    p.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN")
+    p.add_argument("--dns-option", "--dns-opt", action="append", default=[], metavar="OPTION")
     p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP")
     p.add_argument("--cap-add", action="append", default=[], metavar="CAP")
     p.add_argument("--cap-drop", action="append", default=[], metavar="CAP")
@@ -151,7 +161,9 @@ def _options(args, env: dict[str, str]):
         dns=tuple(args.dns), add_hosts=tuple(args.add_host), stop_signal=args.stop_signal,
         stop_timeout=args.stop_timeout, labels=parse_labels(args.label), auto_remove=args.rm,
         rootfs="", memory=parse_bytes(args.memory, "--memory") if args.memory else 0, cpus=cpus,
-        pids_limit=args.pids_limit)
+        pids_limit=args.pids_limit, network_aliases=tuple(args.network_alias), ip=args.ip,
+        publish_all=args.publish_all, expose=tuple(args.expose), dns_search=tuple(args.dns_search),
+        dns_options=tuple(args.dns_option))
 
 
 _warned = False
@@ -250,11 +262,9 @@ def _image(ctx, args):
     except ImportError:
         raise RootlessError("this build of rootless has no image store yet",
                             hint="use --rootfs DIR to run a root filesystem directory") from None
-    plat = None
-    if args.platform:
-        from archsupport.platform import parse
+    from archsupport.platform import mismatch_warning, requested
 
-        plat = parse(args.platform)
+    plat = requested(args.platform or None, getattr(args, "arch", "") or None, getattr(args, "variant", "") or None)
     store = Store(ctx.config)
     pull = "missing" if args.pull == "newer" else args.pull
     try:
@@ -273,6 +283,8 @@ def _image(ctx, args):
             raise ImageNotFound(f"{args.image}: image not known",
                                 hint="pull it first (rootless pull) or use --pull=missing") from None
         raise e
+    if plat is not None and (w := mismatch_warning(plat, img.platform)):
+        ctx.warn(w)
     return img.config, img.id, args.image, str(img.platform)
 
 
@@ -678,13 +690,25 @@ def _command_text(c, trunc: bool) -> str:
     return f'"{cmd}"'
 
 
-def _ports_text(c) -> str:
-    ports = (c.state.network or {}).get("ports") or []
+def _port_mappings(c) -> list:
+    from rootless.network.ports import PortMapping
+
     out = []
-    for p in ports:
-        out.append(f"{p.get('host_ip', '0.0.0.0')}:{p.get('host_port')}->{p.get('container_port')}/"
-                   f"{p.get('protocol', 'tcp')}")
-    return ", ".join(out)
+    for p in (c.state.network or {}).get("ports") or []:
+        try:
+            out.append(PortMapping.from_json(p))
+        except (KeyError, ValueError, TypeError):
+            continue
+    return out
+
+
+def _ports_text(c) -> str:
+    """Docker's PORTS column: published ports (ranges collapsed), then exposed ones, while running."""
+    if c.state.status != "running":
+        return ""
+    from rootless.network.ports import format_ps
+
+    return format_ps(_port_mappings(c), list(getattr(c.spec, "exposed", ()) or ()))
 
 
 def _ps_item(c, trunc: bool, now: float) -> dict:
@@ -1064,7 +1088,17 @@ _cmd("exec", "Run a command in a running container", _exec_setup)(cmd_exec)
 # ---------------------------------------------------------------------------
 # inspect / wait / top / port
 
-def _inspect_json(c) -> dict:
+def _emulation_json(platform: str, config) -> dict:
+    """The emulation mode the container uses (archsupport.emulation), for inspect."""
+    if not platform or config is None:
+        return {"mode": "native"}
+    from archsupport.emulation import choose
+    from archsupport.platform import parse
+
+    return choose(parse(platform), config).to_json()
+
+
+def _inspect_json(c, config=None) -> dict:
     spec = c.spec
     st = c.state
     binds = [f"{m.source}:{m.target}" + (":ro" if m.readonly else "") for m in spec.mounts if m.kind == "bind"]
@@ -1115,14 +1149,23 @@ def _inspect_json(c) -> dict:
                        "NanoCpus": int(spec.cpus * 1e9), "PidsLimit": spec.pids_limit or None,
                        "Tmpfs": {m.target: ",".join(m.options) for m in spec.mounts if m.kind == "tmpfs"} or None,
                        "SecurityOpt": ["no-new-privileges"] if spec.no_new_privileges else None,
-                       "UsernsMode": spec.userns, "PortBindings": {}, "Dns": list(spec.dns),
-                       "ExtraHosts": list(spec.add_hosts)},
-        "NetworkSettings": {"Ports": {}, "Mode": spec.network},
+                       "UsernsMode": spec.userns, "PortBindings": _net().port_bindings(spec),
+                       "PublishAllPorts": getattr(spec, "publish_all", False), "Dns": list(spec.dns),
+                       "DnsSearch": list(getattr(spec, "dns_search", ())),
+                       "DnsOptions": list(getattr(spec, "dns_options", ())), "ExtraHosts": list(spec.add_hosts)},
+        "NetworkSettings": _net().inspect_settings(spec, st.network, st.pid, st.running),
         "GraphDriver": {"Name": "overlay", "Data": {"UpperDir": str(c.dir / "upper"),
                                                     "WorkDir": str(c.dir / "work"),
                                                     "MergedDir": str(c.dir / "rootfs")}},
-        "Rootless": {"Caps": list(spec.caps), "Platform": spec.platform, "Rootfs": spec.rootfs},
+        "Rootless": {"Caps": list(spec.caps), "Platform": spec.platform, "Rootfs": spec.rootfs,
+                     "Emulation": _emulation_json(spec.platform, config)},
     }
+
+
+def _net():
+    import rootless.network
+
+    return rootless.network
 
 
 def _signame(n: int) -> str:
@@ -1161,7 +1204,7 @@ def cmd_inspect(ctx, args) -> int:
     for n in args.names:
         if args.type != "image":
             try:
-                items.append(_inspect_json(store.lookup(n)))
+                items.append(_inspect_json(store.lookup(n), ctx.config))
                 continue
             except ContainerNotFound:
                 if args.type == "container":
@@ -1215,7 +1258,7 @@ def cmd_container_inspect(ctx, args) -> int:
     items = []
 
     def one(ref):
-        items.append(_inspect_json(store.lookup(ref)))
+        items.append(_inspect_json(store.lookup(ref), ctx.config))
 
     status = _each(args.names, one)
     if items:
@@ -1339,21 +1382,20 @@ def _port_setup(p):
 
 
 def cmd_port(ctx, args) -> int:
+    from rootless.network.ports import format_port_lines
+
     ctr = _store(ctx).lookup(args.container)
-    ports = (ctr.state.network or {}).get("ports") or []
-    want = None
+    mappings = _port_mappings(ctr) if ctr.state.running else []
+    which = None
     if args.port:
         num, _, proto = args.port.partition("/")
-        want = (str(num), proto or "tcp")
-    shown = 0
-    for p in ports:
-        key = (str(p.get("container_port")), p.get("protocol", "tcp"))
-        if want and key != want:
-            continue
-        host = f"{p.get('host_ip') or '0.0.0.0'}:{p.get('host_port')}"
-        print(host if want else f"{key[0]}/{key[1]} -> {host}")
-        shown += 1
-    if want and not shown:
+        if not num.isdigit() or proto not in ("", "tcp", "udp"):
+            raise UsageError(f"invalid port {args.port!r}", hint="use PORT or PORT/tcp or PORT/udp")
+        which = f"{int(num)}/{proto or 'tcp'}"
+    lines = format_port_lines(mappings, which)
+    for line in lines:
+        print(line)
+    if which and not lines:
         _print_err(f"no public port '{args.port}' published for {args.container}")
         return 1
     return 0

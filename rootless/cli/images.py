@@ -47,6 +47,8 @@ def _add_tls(p) -> None:
 def _pull_setup(p):
     p.add_argument("image", help="NAME[:TAG|@DIGEST]")
     p.add_argument("--platform", help="os/arch[/variant] (default: this host's)")
+    p.add_argument("--arch", help="architecture (overrides --platform's), e.g. arm64")
+    p.add_argument("--variant", help="architecture variant, e.g. v7")
     p.add_argument("-a", "--all-platforms", action="store_true", help="pull every platform of a multi-arch image")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     _add_tls(p)
@@ -57,7 +59,9 @@ def cmd_pull(ctx, args) -> int:
 
     store = _store(ctx)
     rep = ctx.reporter(quiet=args.quiet)
-    img = pull(store, args.image, platform=_platform(args.platform), reporter=rep,
+    from archsupport.platform import requested
+
+    img = pull(store, args.image, platform=requested(args.platform, args.arch, args.variant), reporter=rep,
                all_platforms=args.all_platforms, tls_verify=_tls(args))
     print(img.id)
     return 0

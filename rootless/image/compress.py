@@ -113,6 +113,9 @@ class _Prefixed:
                 self.first = b""
                 return out
             out, self.first = self.first[:n], self.first[n:]
+            if len(out) < n:
+                # a full read: tarfile.addfile fails on short reads ("unexpected end of data")
+                out += self.raw.read(n - len(out))
             return out
         return self.raw.read(n)
 

@@ -364,9 +364,10 @@ def pull(store, ref_str: str, *, platform: Platform | None = None, reporter: Rep
             if len(cf.diff_ids) != len(man.layers):
                 raise ImageError(f"{ref.familiar}: the manifest has {len(man.layers)} layers but the configuration "
                                  f"lists {len(cf.diff_ids)}", hint="the image is corrupt")
-            if index_desc is None and platform is not None and not platform.matches(cf.platform):
-                raise PlatformNotFound(f"{ref.familiar} is an image for {cf.platform}, not for {platform}",
-                                       hint=f"pull it without --platform, or use --platform {cf.platform}")
+            if index_desc is None and platform is not None and not platform.matches(cf.platform) and reporter:
+                from archsupport.platform import mismatch_warning
+
+                reporter.warn(mismatch_warning(platform, cf.platform))
             for l in man.layers:
                 if l.media_type and l.media_type not in oci.LAYER_TYPES and "tar" not in l.media_type:
                     raise ImageError(f"{ref.familiar}: unsupported layer type {l.media_type}")

@@ -359,7 +359,11 @@ class Store:
             blobs.update(e.get("extra_blobs", []))
         for d in db.get("indexes", {}).values():
             blobs.add(d["digest"])
-        return blobs, layers
+        # the layers the build cache keeps (rootless.build.cache, buildcache.json)
+        from rootless.build.cache import references
+
+        cb, cl = references(self.root)
+        return blobs | cb, layers | cl
 
     def discard(self, blobs=(), layers=(), *, in_userns: bool = False) -> list[str]:
         """Remove the given blobs/layers unless referenced or pinned by someone."""

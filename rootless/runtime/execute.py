@@ -731,11 +731,18 @@ def _cap_last() -> int:
         return 40
 
 
-def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict) -> Launched:
+def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict, join_userns: str = "",
+          join_netns: str = "") -> Launched:
     """Create the namespaces and B (the container's PID 1), running ``steps`` in it.
 
     Must be called by a child subreaper (the monitor): A exits after forking
     B, so B becomes our child. B waits for :meth:`Launched.go` before exec.
+
+    ``join_userns`` / ``join_netns`` (from :func:`rootless.network.join`):
+    A enters these existing namespaces (setns) instead of creating a user
+    namespace (no id mapping then: the joined one has it) / a network
+    namespace. A user-defined network needs the per-user network
+    namespace's user namespace; ``--network container:X`` needs X's.
     """
     from rootless.userns import apply_mapping
 
@@ -747,8 +754,18 @@ def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict) -> Launched:
     err_r, err_w = os.pipe()
     go_r, go_w = os.pipe()
     flags = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWCGROUP
-    if new_netns:
+    if new_netns and not join_netns:
         flags |= sc.CLONE_NEWNET
+    join_fds = {}
+    try:
+        for kind, path in (("user", join_userns), ("net", join_netns)):
+            if path:
+                join_fds[kind] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        for fd in join_fds.values():
+            os.close(fd)
+        raise ContainerError(f"cannot open the namespace to join ({e.filename}): {e.strerror}",
+                             hint="the container or network namespace it shares is gone: start it again") from None
     pid_a = os.fork()
     if pid_a == 0:
         code = 125
@@ -757,13 +774,20 @@ def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict) -> Launched:
             os.close(w_go_a)
             os.close(err_r)
             os.close(go_w)
-            try:
-                sc.unshare(sc.CLONE_NEWUSER)
-            except OSError as e:
-                raise HostError(f"cannot create a user namespace: {e.strerror}",
-                                hint="run `rootless doctor` to see why unprivileged user namespaces are not "
-                                     "allowed") from None
-            os.write(w_sync, b"u")
+            if "user" in join_fds:
+                try:
+                    sc.setns(join_fds["user"], sc.CLONE_NEWUSER)
+                except OSError as e:
+                    raise SyscallError("joining the user namespace of the network", e.errno or 0) from None
+                os.write(w_sync, b"j")
+            else:
+                try:
+                    sc.unshare(sc.CLONE_NEWUSER)
+                except OSError as e:
+                    raise HostError(f"cannot create a user namespace: {e.strerror}",
+                                    hint="run `rootless doctor` to see why unprivileged user namespaces are not "
+                                         "allowed") from None
+                os.write(w_sync, b"u")
             if os.read(r_go_a, 1) != b"g":
                 os._exit(125)
             os.close(r_go_a)
@@ -776,6 +800,13 @@ def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict) -> Launched:
             except OSError as e:
                 raise SyscallError("creating the mount, pid, uts, ipc, cgroup and network namespaces",
                                    e.errno or 0) from None
+            if "net" in join_fds:
+                try:
+                    sc.setns(join_fds["net"], sc.CLONE_NEWNET)
+                except OSError as e:
+                    raise SyscallError("joining the network namespace of the container", e.errno or 0) from None
+            for fd in join_fds.values():
+                os.close(fd)
             try:
                 sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
             except OSError as e:
@@ -794,10 +825,13 @@ def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict) -> Launched:
     os.close(r_go_a)
     os.close(err_w)
     os.close(go_r)
+    for fd in join_fds.values():
+        os.close(fd)
     try:
-        ok = os.read(r_sync, 1) == b"u"
-        if ok:
+        first = os.read(r_sync, 1)
+        if first == b"u":
             apply_mapping(pid_a, mapping)
+        if first in (b"u", b"j"):
             os.write(w_go_a, b"g")
         os.close(w_go_a)
         w_go_a = -1

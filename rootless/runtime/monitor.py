@@ -117,7 +117,7 @@ def prepare(config, ctr, reporter=None) -> Prepared:
             from rootless.userns import run_in_userns
 
             run_in_userns(_vfs_fill, list(lowers), rootfs, mapping=base)
-    netplan = plan_network(spec, config)
+    netplan = plan_network(spec, config, container_dir=cdir)
     files = netplan.etc_files(spec.hostname)
     ud = os.path.join(cdir, "userdata")
     for path, text in files.items():
@@ -436,8 +436,13 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     from rootless.runtime import trace
 
     trace("monitor: spawning")
+    joined = None
     try:
-        launched = spawn(prep.steps, prep.host, prep.mapping, new_netns=prep.netplan.new_netns, ctx=ctx)
+        from rootless import network
+
+        joined = network.join(prep.netplan, config, ctr.id)
+        launched = spawn(prep.steps, prep.host, prep.mapping, new_netns=prep.netplan.new_netns, ctx=ctx,
+                         join_userns=joined.userns, join_netns=joined.netns)
         trace("monitor: spawned")
     except BaseException as e:
         for fd in child_ends:
@@ -457,7 +462,8 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     try:
         from rootless import network
 
-        net_state = network.start(prep.netplan, pid, str(ctr.dir / "userdata"))
+        net_state = network.start(prep.netplan, pid, str(ctr.dir / "userdata"), container_id=ctr.id,
+                                  name=ctr.name, joined=joined)
         if spec.memory or spec.cpus or spec.pids_limit:
             from rootless.runtime import cgroups
 
@@ -713,7 +719,12 @@ def wait_recorded(store, ctr, timeout: float = 10.0):
         if not st.monitor_alive():
             return st.truth()
         if time.monotonic() > deadline:
-            return st.truth()
+            st = st.truth()
+            from rootless.runtime.state import alive
+
+            if st.status != "exited" and not alive(st.pid, st.pid_start):
+                st = st.replace(status="exited", pid=0, exit_code=255, error="the monitor did not record an exit status")
+            return st
         wait_gone(st.monitor_pid, st.monitor_start, 0.05)
 
 

@@ -309,6 +309,13 @@ class ContainerSpec(Record):
     entrypoint: tuple[str, ...] | None = None   # as resolved (for inspect)
     cmd: tuple[str, ...] | None = None
     image_volumes: tuple[str, ...] = ()
+    # networking (rootless.network): see plan_network
+    network_aliases: tuple[str, ...] = ()
+    ip: str = ""
+    publish_all: bool = False
+    exposed: tuple[str, ...] = ()     # EXPOSE of the image + --expose ("80/tcp")
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         d = self.to_dict()
@@ -365,6 +372,12 @@ class RunOptions(Record):
     memory: int = 0
     cpus: float = 0.0
     pids_limit: int = 0
+    network_aliases: tuple[str, ...] = ()
+    ip: str = ""
+    publish_all: bool = False
+    expose: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
     extra: dict = {}
 
 
@@ -452,6 +465,7 @@ def build_spec(image_config, opts: RunOptions, *, image_id: str, image_ref: str,
     labels.update(opts.labels)
 
     caps = effective_caps(tuple(opts.cap_add), tuple(opts.cap_drop))
+    exposed = _exposed(_img(image_config, "exposed_ports", ()) or (), opts.expose)
     if opts.cpus < 0 or opts.memory < 0 or opts.pids_limit < 0:
         raise UsageError("resource limits must not be negative")
     return ContainerSpec(
@@ -463,7 +477,25 @@ def build_spec(image_config, opts: RunOptions, *, image_id: str, image_ref: str,
         stop_timeout=10 if opts.stop_timeout is None else opts.stop_timeout, labels=tuple(labels.items()),
         auto_remove=opts.auto_remove, platform=platform, rootfs=opts.rootfs, memory=opts.memory,
         cpus=opts.cpus, pids_limit=opts.pids_limit, entrypoint=ep or None, cmd=cmd or None,
-        image_volumes=image_volumes)
+        image_volumes=image_volumes, network_aliases=tuple(opts.network_aliases), ip=opts.ip,
+        publish_all=opts.publish_all, exposed=exposed, dns_search=tuple(opts.dns_search),
+        dns_options=tuple(opts.dns_options))
+
+
+def _exposed(image_ports, expose) -> tuple[str, ...]:
+    """EXPOSE of the image (``{"80/tcp": {}}`` or a list) and ``--expose`` values, as ``PORT/PROTO``."""
+    items = list(image_ports.keys() if isinstance(image_ports, dict) else image_ports) + list(expose)
+    if not items:
+        return ()
+    from rootless.network.ports import parse_expose
+
+    out: list[str] = []
+    for e in items:
+        for port, proto in parse_expose(str(e)):
+            k = f"{port}/{proto}"
+            if k not in out:
+                out.append(k)
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------

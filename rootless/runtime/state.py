@@ -134,6 +134,8 @@ class State(Record):
     def truth(self) -> "State":
         """The state as /proc says it is (no ghosts)."""
         if self.status in ("running", "stopping") and not alive(self.pid, self.pid_start):
+            if self.exit_code is None and self.monitor_alive():
+                return self  # the monitor is recording the real exit status right now
             return self.replace(status="exited", pid=0,
                            exit_code=self.exit_code if self.exit_code is not None else 255)
         if self.status == "starting" and not self.monitor_alive():

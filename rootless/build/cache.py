@@ -1,0 +1,110 @@
+"""The layer cache index: ``buildcache.json`` next to ``images.json``.
+
+``{"version": 1, "entries": {key: {"diff_id", "blob": descriptor, "empty", "created", "used"}}}``
+
+A key (``rootless.build.cachekey``) maps to the layer a step produced (or
+``empty`` when the step changed nothing).  The layers and blobs stay in the
+store's ``layers/`` and ``blobs/``; ``Store.referenced`` counts the entries
+here as references, so ``rmi``/``image prune`` keep cached layers;
+``prune(store)`` drops the cache (then the store's GC frees what nothing
+else uses).  Changes happen under the store lock, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+FILE = "buildcache.json"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    diff_id: str
+    blob: dict | None          # the layer blob's descriptor JSON
+    empty: bool
+    created: float = 0.0       # when the step ran (the image's times come from here: a cached
+                               # rebuild makes the same image ID)
+
+    def to_json(self) -> dict:
+        return {"diff_id": self.diff_id, "blob": self.blob, "empty": self.empty, "created": self.created}
+
+
+def _load(path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            d = json.load(f)
+        if isinstance(d, dict) and d.get("version") == VERSION and isinstance(d.get("entries"), dict):
+            return d
+    except (OSError, ValueError):
+        pass
+    return {"version": VERSION, "entries": {}}
+
+
+class BuildCache:
+    def __init__(self, store):
+        self.store = store
+        self.path = store.root / FILE
+        self._entries: dict | None = None
+
+    def entries(self) -> dict:
+        if self._entries is None:
+            self._entries = _load(self.path)["entries"]
+        return self._entries
+
+    def get(self, key: str) -> CacheEntry | None:
+        e = self.entries().get(key)
+        if not isinstance(e, dict):
+            return None
+        created = float(e.get("created") or 0)
+        if e.get("empty"):
+            return CacheEntry("", None, True, created)
+        diff = e.get("diff_id")
+        blob = e.get("blob")
+        if not diff or not isinstance(blob, dict):
+            return None
+        # a cached layer whose files were removed (by hand) is a miss
+        if not self.store.has_layer(diff) or not self.store.has_blob(blob.get("digest", "")):
+            return None
+        return CacheEntry(diff, blob, False, created)
+
+    def put(self, key: str, entry: CacheEntry) -> None:
+        from rootless.image.locks import atomic_write
+
+        with self.store.lock():
+            d = _load(self.path)
+            rec = entry.to_json()
+            if not rec["created"]:
+                rec["created"] = time.time()
+            d["entries"][key] = rec
+            atomic_write(self.path, json.dumps(d, separators=(",", ":")).encode())
+            self._entries = d["entries"]
+
+
+def references(root) -> tuple[set[str], set[str]]:
+    """(blob digests, diff_ids) the cache keeps (used by Store.referenced)."""
+    blobs: set[str] = set()
+    layers: set[str] = set()
+    for e in _load(root / FILE)["entries"].values():
+        if not isinstance(e, dict) or e.get("empty"):
+            continue
+        if isinstance(e.get("diff_id"), str):
+            layers.add(e["diff_id"])
+        b = e.get("blob")
+        if isinstance(b, dict) and isinstance(b.get("digest"), str):
+            blobs.add(b["digest"])
+    return blobs, layers
+
+
+def prune(store) -> int:
+    """Forget every cache entry and free what nothing else uses; returns the number of entries."""
+    from rootless.image.locks import atomic_write
+
+    with store.lock():
+        d = _load(store.root / FILE)
+        n = len(d["entries"])
+        atomic_write(store.root / FILE, json.dumps({"version": VERSION, "entries": {}}).encode())
+    store.gc()
+    return n

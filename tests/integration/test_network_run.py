@@ -1,0 +1,431 @@
+"""Networking of `rootless run` (issue 6, "Done when"), as the unprivileged user.
+
+Everything contacted is 127.0.0.1 of this host or an address inside the
+namespaces these tests made (containers, the per-user network namespace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, require
+
+
+@pytest.fixture(scope="module")
+def net_rl(tmp_path_factory, registry, unprivileged):
+    """One store for the module: busybox pulled once; ROOTLESS_NETNS_IDLE short so holders go away."""
+    from tests.conftest import RL
+
+    require("userns", "newuidmap", "tun", "network")
+    r = RL(tmp_path_factory.mktemp("net-rl"))
+    r.env["ROOTLESS_NETNS_IDLE"] = "2"
+    r.ok("pull", "-q", registry.ref("busybox"), timeout=300)
+    r.image = registry.ref("busybox")
+    yield r
+    for cid in r.ok("ps", "-aq").split():
+        r("rm", "-f", cid)
+    r.cleanup()
+
+
+def _wait_http(url: str, timeout: float = 20) -> bytes:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            return urllib.request.urlopen(url, timeout=5).read()
+        except OSError as e:
+            last = e
+            time.sleep(0.1)
+    raise AssertionError(f"{url}: {last}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def www(tmp_path):
+    d = tmp_path / "www"
+    d.mkdir()
+    (d / "index.html").write_text("hello through a published port\n")
+    data = os.urandom(10 * 1024 * 1024)
+    (d / "big").write_bytes(data)
+    os.chmod(tmp_path, 0o755)
+    return d, hashlib.sha256(data).hexdigest()
+
+
+def test_publish_fetch_checksum_source_and_release(net_rl, www):
+    rl = net_rl
+    d, digest = www
+    port = free_port()
+    cid = rl.ok("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "-v", f"{d}:/www:ro", rl.image,
+                "httpd", "-f", "-vv", "-p", "80", "-h", "/www").strip()
+    try:
+        assert _wait_http(f"http://127.0.0.1:{port}/") == b"hello through a published port\n"
+        got = urllib.request.urlopen(f"http://127.0.0.1:{port}/big", timeout=60).read()
+        assert hashlib.sha256(got).hexdigest() == digest
+        # port, ps, inspect
+        assert rl.ok("port", "web").strip() == f"80/tcp -> 127.0.0.1:{port}"
+        assert rl.ok("port", "web", "80").strip() == f"127.0.0.1:{port}"
+        assert rl("port", "web", "81").returncode == 1
+        ps = rl.ok("ps", "--format", "{{.Ports}}", "--filter", "name=web").strip()
+        assert ps == f"127.0.0.1:{port}->80/tcp"
+        ins = json.loads(rl.ok("inspect", "web"))[0]
+        assert ins["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+        assert ins["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+        # the server's log names the client's address: pasta keeps it (127.0.0.1 here), not the gateway
+        logs = rl.ok("logs", "web") + rl("logs", "web").stderr
+        # busybox httpd -vv: "[::ffff:127.0.0.1]:51620: url:/"
+        sources = set(re.findall(r"(\d+\.\d+\.\d+\.\d+)\]?:\d+: url:", logs))
+        gw = _gateway_in(rl, "web")
+        assert sources, logs
+        assert gw not in sources, (gw, sources)
+        assert "127.0.0.1" in sources
+        # a second container cannot publish the same host port: 125, naming the port and its holder
+        cp = rl("run", "--rm", "-p", f"127.0.0.1:{port}:80", rl.image, "true")
+        assert cp.returncode == 125, cp
+        assert str(port) in cp.stderr and "already in use by container web (port relay, pid" in cp.stderr, cp.stderr
+    finally:
+        rl.ok("stop", "-t", "1", cid)
+    # stopped: the port is free again
+    for _ in range(50):
+        if _port_free(port):
+            break
+        time.sleep(0.1)
+    assert _port_free(port)
+    assert rl.ok("port", "web").strip() == ""
+    rl.ok("rm", "web")
+
+
+def _gateway_in(rl, name: str) -> str:
+    out = rl.ok("exec", name, "ip", "route")
+    m = re.search(r"default via (\S+)", out)
+    return m.group(1) if m else ""
+
+
+def test_random_port_range_and_publish_all(net_rl):
+    rl = net_rl
+    base = free_port()
+    rl.ok("run", "-d", "--name", "multi", "-p", "127.0.0.1::80", "-p", "127.0.0.1::53/udp", "--expose", "7000",
+          "-P", rl.image, "sleep", "60")
+    try:
+        lines = rl.ok("port", "multi").splitlines()
+        keys = sorted(l.split(" -> ")[0] for l in lines)
+        assert keys == ["53/udp", "7000/tcp", "80/tcp"], lines
+        for l in lines:
+            host = l.split(" -> ")[1]
+            assert host.startswith("127.0.0.1:") or host.startswith("0.0.0.0:")
+            assert int(host.rsplit(":", 1)[1]) > 0
+    finally:
+        rl.ok("rm", "-f", "multi")
+    del base
+
+
+def test_invalid_publish_is_125(net_rl):
+    rl = net_rl
+    for bad in ("80:80:80:80", "abc", "8080:0", "127.0.0.1:8080:80/sctp", "1.2.3.4.5:80:80"):
+        cp = rl("run", "--rm", "-p", bad, rl.image, "true")
+        assert cp.returncode == 125, (bad, cp)
+        assert "invalid port specification" in cp.stderr or "sctp" in cp.stderr
+        assert "Traceback" not in cp.stderr
+    # a host process holds the port: named with its pid
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        busy = s.getsockname()[1]
+        cp = rl("run", "--rm", "-p", f"127.0.0.1:{busy}:80", rl.image, "true")
+        assert cp.returncode == 125
+        assert f"host port 127.0.0.1:{busy}/tcp is already in use by pid {os.getpid()}" in cp.stderr, cp.stderr
+    cp = rl("run", "--rm", "--network", "nosuchnet", rl.image, "true")
+    assert cp.returncode == 125 and "network nosuchnet not found" in cp.stderr
+    cp = rl("run", "--rm", "--network-alias", "x", rl.image, "true")
+    assert cp.returncode == 125 and "user-defined networks" in cp.stderr
+
+
+def _host_http_server(tmp_path, text: str):
+    d = tmp_path / "hostsrv"
+    d.mkdir()
+    (d / "index.html").write_text(text)
+    port = free_port()
+    p = subprocess.Popen(["busybox", "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(d)])
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return p, port
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("host httpd did not start")
+
+
+def test_host_containers_internal_reaches_the_host_loopback(net_rl, tmp_path):
+    rl = net_rl
+    srv, port = _host_http_server(tmp_path, "the host says hi\n")
+    try:
+        for name in ("host.containers.internal", "host.docker.internal"):
+            out = rl.ok("run", "--rm", rl.image, "wget", "-q", "-O", "-", f"http://{name}:{port}/", timeout=60)
+            assert out == "the host says hi\n"
+        # slirp4netns: 10.0.2.2 is the host's loopback
+        out = rl.ok("run", "--rm", "--network", "slirp4netns", rl.image, "wget", "-q", "-O", "-",
+                    f"http://host.containers.internal:{port}/", timeout=60)
+        assert out == "the host says hi\n"
+        # a user-defined network, through the per-user namespace
+        rl.ok("network", "create", "hci")
+        out = rl.ok("run", "--rm", "--network", "hci", rl.image, "wget", "-q", "-O", "-",
+                    f"http://host.containers.internal:{port}/", timeout=60)
+        assert out == "the host says hi\n"
+        # configurable: off -> no entry
+        cfg = rl.home / ".config" / "rootless"
+        cfg.mkdir(parents=True, exist_ok=True)
+        (cfg / "config.toml").write_text("[network]\nhost_containers_internal = false\n")
+        try:
+            hosts = rl.ok("run", "--rm", rl.image, "cat", "/etc/hosts")
+            assert "host.containers.internal" not in hosts
+        finally:
+            (cfg / "config.toml").unlink()
+    finally:
+        srv.kill()
+        srv.wait()
+        rl("network", "rm", "hci")
+
+
+def test_etc_files_dns_options_add_host(net_rl):
+    rl = net_rl
+    out = rl.ok("run", "--rm", "--hostname", "box", "--add-host", "db.local:10.1.2.3", "--dns", "192.0.2.53",
+                "--dns-search", "example.test", "--dns-option", "ndots:2", rl.image, "sh", "-c",
+                "cat /etc/hosts; echo ---; cat /etc/resolv.conf")
+    hosts, resolv = out.split("---\n")
+    assert re.search(r"^\S+\s+box\b", hosts, re.M)
+    assert "10.1.2.3\tdb.local" in hosts
+    assert "host.containers.internal" in hosts and "host.docker.internal" in hosts
+    assert resolv.splitlines() == ["nameserver 192.0.2.53", "search example.test", "options ndots:2"]
+    cp = rl("run", "--rm", "--add-host", "bad", rl.image, "true")
+    assert cp.returncode == 125 and "--add-host" in cp.stderr
+    cp = rl("run", "--rm", "--dns", "not-an-ip", rl.image, "true")
+    assert cp.returncode == 125 and "--dns" in cp.stderr
+
+
+def test_none_has_only_lo_and_container_mode_shares(net_rl):
+    rl = net_rl
+    out = rl.ok("run", "--rm", "--network", "none", rl.image, "ip", "-o", "link")
+    names = [l.split(":")[1].strip().split("@")[0] for l in out.splitlines()]
+    assert names == ["lo"], out
+    rl.ok("run", "-d", "--name", "owner", rl.image, "sh", "-c", "nc -l -p 7777 -e echo shared-namespace; sleep 60")
+    try:
+        time.sleep(0.5)
+        own = rl.ok("exec", "owner", "readlink", "/proc/self/ns/net").strip()
+        out = rl.ok("run", "--rm", "--network", "container:owner", rl.image, "sh", "-c",
+                    "readlink /proc/self/ns/net; nc 127.0.0.1 7777 </dev/null")
+        lines = out.split()
+        assert lines[0] == own
+        assert "shared-namespace" in out
+    finally:
+        rl.ok("rm", "-f", "owner")
+    cp = rl("run", "--rm", "--network", "container:nosuch", rl.image, "true")
+    assert cp.returncode == 125 and "nosuch" in cp.stderr
+
+
+def test_user_networks_names_aliases_isolation(net_rl):
+    rl = net_rl
+    rl.ok("network", "create", "n1")
+    rl.ok("network", "create", "n2")
+    try:
+        rl.ok("run", "-d", "--name", "web1", "--network", "n1", "--network-alias", "www", rl.image,
+              "sh", "-c", "echo hello-from-web1 > /tmp/index.html; httpd -f -p 80 -h /tmp")
+        rl.ok("run", "-d", "--name", "peer", "--network", "n1", rl.image, "sleep", "120")
+        time.sleep(0.5)
+        for target in ("web1", "www", "web1.dns.rootless"):
+            out = rl.ok("exec", "peer", "wget", "-q", "-O", "-", f"http://{target}/", timeout=30)
+            assert out == "hello-from-web1\n", target
+        # the other way round, by name too
+        assert "peer" in rl.ok("exec", "web1", "nslookup", "peer")
+        # network inspect lists both
+        ins = json.loads(rl.ok("network", "inspect", "n1"))[0]
+        assert sorted(c["Name"] for c in ins["Containers"].values()) == ["peer", "web1"]
+        web_ip = json.loads(rl.ok("inspect", "web1"))[0]["NetworkSettings"]["Networks"]["n1"]["IPAddress"]
+        assert web_ip
+        # n2 cannot reach n1: neither by name nor by address
+        out = rl("run", "--rm", "--network", "n2", rl.image, "sh", "-c",
+                 f"nslookup web1; timeout 3 wget -q -O - http://{web_ip}/; echo rc=$?", timeout=60).stdout
+        assert "hello-from-web1" not in out and "rc=0" not in out
+        # in use: rm refused
+        cp = rl("network", "rm", "n1")
+        assert cp.returncode == 125 and "in use" in cp.stderr and "web1" in cp.stderr
+    finally:
+        rl("rm", "-f", "web1", "peer")
+        rl("network", "rm", "n1", "n2")
+
+
+def test_fixed_ip_and_internal(net_rl, tmp_path):
+    rl = net_rl
+    rl.ok("network", "create", "--subnet", "10.89.200.0/24", "fixed")
+    rl.ok("network", "create", "--internal", "closed")
+    srv, port = _host_http_server(tmp_path, "reachable\n")
+    try:
+        out = rl.ok("run", "--rm", "--network", "fixed", "--ip", "10.89.200.42", rl.image, "ip", "-o", "-4",
+                    "addr", "show", "eth0")
+        assert "10.89.200.42/24" in out
+        cp = rl("run", "--rm", "--network", "fixed", "--ip", "10.89.201.1", rl.image, "true")
+        assert cp.returncode == 125 and "not in network fixed" in cp.stderr
+        out = rl("run", "--rm", "--network", "closed", rl.image, "sh", "-c",
+                 f"timeout 3 wget -q -O - http://host.containers.internal:{port}/; echo rc=$?; ip route",
+                 timeout=60).stdout
+        assert "reachable" not in out and "default" not in out
+    finally:
+        srv.kill()
+        srv.wait()
+        rl("network", "rm", "fixed", "closed")
+
+
+def test_publish_on_a_user_network(net_rl):
+    rl = net_rl
+    rl.ok("network", "create", "pubnet")
+    port = free_port()
+    try:
+        rl.ok("run", "-d", "--name", "pubweb", "--network", "pubnet", "-p", f"127.0.0.1:{port}:80", rl.image,
+              "sh", "-c", "echo via-bridge > /tmp/index.html; httpd -f -p 80 -h /tmp")
+        assert _wait_http(f"http://127.0.0.1:{port}/") == b"via-bridge\n"
+        assert rl.ok("port", "pubweb").strip() == f"80/tcp -> 127.0.0.1:{port}"
+        cp = rl("run", "--rm", "--network", "pubnet", "-p", f"127.0.0.1:{port}:80", rl.image, "true")
+        assert cp.returncode == 125 and str(port) in cp.stderr and "in use" in cp.stderr
+    finally:
+        rl("rm", "-f", "pubweb")
+        rl("network", "rm", "pubnet")
+    for _ in range(50):
+        if _port_free(port):
+            break
+        time.sleep(0.1)
+    assert _port_free(port)
+
+
+# busybox nc has no UDP mode: the UDP server is the host's python, mounted read-only into the container
+# (over /usr: call busybox applets as /bin/busybox APPLET then)
+HOST_PY = tuple(x for d in ("/usr", "/lib", "/lib64") if os.path.exists(d) for x in ("-v", f"{d}:{d}:ro"))
+UDP_ECHO = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 9999))\n"
+            "while True:\n    d, a = s.recvfrom(9000)\n    s.sendto(b'%s:' + d, a)\n")
+
+
+def _udp_roundtrip(port: int) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.settimeout(0.5)
+        for _ in range(40):
+            c.sendto(b"hi", ("127.0.0.1", port))
+            try:
+                return c.recvfrom(100)[0]
+            except socket.timeout:
+                continue
+    return None
+
+
+def test_slirp4netns_publish_tcp_and_udp_and_pasta_udp(net_rl):
+    rl = net_rl
+    tport, uport, pport = free_port(), free_port(), free_port()
+    rl.ok("run", "-d", "--name", "slirpweb", "--network", "slirp4netns", "-p", f"127.0.0.1:{tport}:80",
+          "-p", f"127.0.0.1:{uport}:9999/udp", *HOST_PY, rl.image, "sh", "-c",
+          "echo via-slirp > /tmp/index.html; /bin/busybox httpd -p 80 -h /tmp; exec /usr/bin/python3 -c \"$0\"",
+          UDP_ECHO % "slirp")
+    rl.ok("run", "-d", "--name", "pastaudp", "-p", f"127.0.0.1:{pport}:9999/udp", *HOST_PY, rl.image,
+          "/usr/bin/python3", "-c", UDP_ECHO % "pasta")
+    try:
+        assert _wait_http(f"http://127.0.0.1:{tport}/") == b"via-slirp\n"
+        assert _udp_roundtrip(uport) == b"slirp:hi"
+        assert _udp_roundtrip(pport) == b"pasta:hi"
+        assert sorted(rl.ok("port", "slirpweb").splitlines()) == sorted(
+            [f"80/tcp -> 127.0.0.1:{tport}", f"9999/udp -> 127.0.0.1:{uport}"])
+    finally:
+        rl("rm", "-f", "slirpweb", "pastaudp")
+    for _ in range(50):
+        if _port_free(tport):
+            break
+        time.sleep(0.1)
+    assert _port_free(tport)
+
+
+def test_connect_disconnect(net_rl):
+    rl = net_rl
+    rl.ok("network", "create", "c1")
+    rl.ok("network", "create", "c2")
+    try:
+        rl.ok("run", "-d", "--name", "srv", "--network", "c2", rl.image, "sh", "-c",
+              "echo on-c2 > /tmp/index.html; httpd -f -p 80 -h /tmp")
+        rl.ok("run", "-d", "--name", "cli", "--network", "c1", rl.image, "sleep", "120")
+        time.sleep(0.3)
+        cp = rl("exec", "cli", "sh", "-c", "nslookup srv; timeout 3 wget -q -O - http://srv/")
+        assert "on-c2" not in cp.stdout
+        # live: cli joins c2 with an alias; names resolve both ways on c2
+        rl.ok("network", "connect", "--alias", "client", "c2", "cli")
+        out = rl.ok("exec", "cli", "wget", "-q", "-O", "-", "http://srv/", timeout=30)
+        assert out == "on-c2\n"
+        assert "Address" in rl.ok("exec", "srv", "nslookup", "client")
+        nets = json.loads(rl.ok("inspect", "cli"))[0]["NetworkSettings"]["Networks"]
+        assert sorted(nets) == ["c1", "c2"]
+        assert "eth1" in rl.ok("exec", "cli", "ip", "-o", "link")
+        assert sorted(c["Name"] for c in json.loads(rl.ok("network", "inspect", "c2"))[0]["Containers"].values()) \
+            == ["cli", "srv"]
+        cp = rl("network", "connect", "c2", "cli")
+        assert cp.returncode == 125 and "already connected" in cp.stderr
+        # c2 is in use by both now
+        cp = rl("network", "rm", "c2")
+        assert cp.returncode == 125 and "cli" in cp.stderr and "srv" in cp.stderr
+        # disconnect: the name is gone, the interface too
+        rl.ok("network", "disconnect", "c2", "cli")
+        cp = rl("exec", "cli", "sh", "-c", "timeout 3 wget -q -O - http://srv/; ip -o link")
+        assert "on-c2" not in cp.stdout and "eth1" not in cp.stdout
+        cp = rl("network", "disconnect", "c2", "cli")
+        assert cp.returncode == 125 and "not connected" in cp.stderr
+        # a stopped container: connect is remembered for the next start
+        rl.ok("stop", "-t", "1", "cli")
+        rl.ok("network", "connect", "c2", "cli")
+        rl.ok("start", "cli")
+        time.sleep(0.3)
+        assert rl.ok("exec", "cli", "wget", "-q", "-O", "-", "http://srv/", timeout=30) == "on-c2\n"
+        # a container on the default network cannot join live
+        rl.ok("run", "-d", "--name", "plain", rl.image, "sleep", "60")
+        cp = rl("network", "connect", "c1", "plain")
+        assert cp.returncode == 125 and "stop it" in cp.stderr
+        cp = rl("network", "connect", "nonet", "plain")
+        assert cp.returncode == 125 and "not found" in cp.stderr
+    finally:
+        rl("rm", "-f", "srv", "cli", "plain")
+        rl("network", "rm", "c1", "c2")
+
+
+def test_pasta_forwarding_on_all_addresses(net_rl, www):
+    """-p PORT:80 (every address) goes through pasta itself (it keeps remote clients' addresses)."""
+    rl = net_rl
+    d, digest = www
+    port = free_port()
+    rl.ok("run", "-d", "--name", "allweb", "-p", f"{port}:80", "-v", f"{d}:/www:ro", rl.image,
+          "httpd", "-f", "-vv", "-p", "80", "-h", "/www")
+    try:
+        assert _wait_http(f"http://127.0.0.1:{port}/") == b"hello through a published port\n"
+        got = urllib.request.urlopen(f"http://127.0.0.1:{port}/big", timeout=60).read()
+        assert hashlib.sha256(got).hexdigest() == digest
+        logs = rl.ok("logs", "allweb") + rl("logs", "allweb").stderr
+        sources = set(re.findall(r"(\d+\.\d+\.\d+\.\d+)\]?:\d+: url:", logs))
+        assert sources and _gateway_in(rl, "allweb") not in sources, logs
+        assert rl.ok("port", "allweb").strip() == f"80/tcp -> 0.0.0.0:{port}"
+        cp = rl("run", "--rm", "-p", f"127.0.0.1:{port}:80", rl.image, "true")
+        assert cp.returncode == 125 and f"already in use by container allweb (pasta, pid" in cp.stderr, cp.stderr
+    finally:
+        rl("rm", "-f", "allweb")
+    for _ in range(50):
+        if _port_free(port):
+            break
+        time.sleep(0.1)
+    assert _port_free(port)

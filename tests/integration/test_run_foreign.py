@@ -1,0 +1,156 @@
+"""Foreign-architecture containers through `rootless run`, as the unprivileged user.
+
+The host (x86_64 in CI) has no qemu registration in its binfmt_misc: the
+sandboxed mode registers qemu-user inside each container's user namespace.
+The host's /proc/sys/fs/binfmt_misc must be the same before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from archsupport.binfmt import HOST_BINFMT_DIR, read_state
+from archsupport.platform import host_platform
+
+pytestmark = pytest.mark.slow
+
+
+def host_binfmt():
+    st = read_state()
+    try:
+        listing = sorted(os.listdir(HOST_BINFMT_DIR))
+    except OSError as e:
+        listing = [f"<{e.strerror}>"]
+    return st.mounted, st.enabled, tuple((e.name, e.enabled, e.interpreter, e.flags) for e in st.entries), listing
+
+
+@pytest.fixture
+def host_unchanged():
+    before = host_binfmt()
+    yield before
+    assert host_binfmt() == before, "the host's binfmt_misc changed"
+
+
+@pytest.fixture(scope="module")
+def foreign():
+    """A foreign platform of the test images for this host (arm64 on x86_64, amd64 on arm64)."""
+    return ("linux/amd64", "x86_64", "amd64") if host_platform().architecture == "arm64" \
+        else ("linux/arm64", "aarch64", "arm64")
+
+
+def _expected_mode(arch):
+    return "host" if read_state().entry_for(arch, need_flags="F") else "sandboxed"
+
+
+def test_run_platform_busybox_uname(rl, registry, foreign, host_unchanged, unprivileged):
+    plat, machine, arch = foreign
+    cp = rl("run", "--rm", "--platform", plat, registry.ref("busybox"), "uname", "-m")
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == machine
+    if _expected_mode(arch) == "sandboxed" and not host_binfmt()[0]:
+        # the host itself still cannot run it
+        assert not read_state().mounted
+
+
+def test_pipelines_and_children_are_emulated(rl, registry, foreign, host_unchanged, unprivileged):
+    plat, machine, _ = foreign
+    script = ("echo x | cat | sed s/x/piped/; sh -c 'uname -m'; (uname -m) | tr a-z A-Z; "
+              "busybox sh -c 'busybox uname -m' & wait; exec -a foo /bin/busybox 2>&1 || true")
+    cp = rl("run", "--rm", "--platform", plat, registry.ref("busybox"), "sh", "-c", script)
+    lines = cp.stdout.splitlines()
+    assert lines[:4] == ["piped", machine, machine.upper(), machine], cp.stdout + cp.stderr
+    # binfmt flag P: argv[0] reaches the program (without it busybox would print its help)
+    assert lines[4:] == ["foo: applet not found"], cp.stdout
+
+
+def test_debian_arm64_dpkg_and_python(rl, registry, images, host_unchanged, unprivileged):
+    if not images.has("debian"):
+        pytest.skip("no debian test image (NO_DEBIAN=1)")
+    if host_platform().architecture == "arm64":
+        pytest.skip("the arm64 image is native here")
+    cp = rl("run", "--rm", "--platform", "linux/arm64", registry.ref("debian", "bookworm"), "sh", "-c",
+            "dpkg --print-architecture; python3 -c 'import platform; print(platform.machine())'", timeout=300)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.split() == ["arm64", "aarch64"]
+
+
+def test_inspect_shows_emulation_mode(rl, registry, foreign, unprivileged):
+    plat, _, arch = foreign
+    name = "emu-inspect"
+    rl.ok("create", "--name", name, "--platform", plat, registry.ref("busybox"), "true")
+    d = json.loads(rl.ok("inspect", name))[0]
+    emu = d["Rootless"]["Emulation"]
+    assert emu["mode"] == _expected_mode(arch) and emu["platform"].startswith(plat)
+    assert json.loads(rl.ok("inspect", "--format", "{{json .Rootless.Emulation}}", name))["mode"] == emu["mode"]
+    rl.ok("rm", name)
+
+
+def test_arch_and_variant_flags(rl, registry, foreign, unprivileged):
+    plat, machine, arch = foreign
+    out = rl.ok("run", "--rm", "--arch", arch, registry.ref("busybox"), "uname", "-m")
+    assert out.strip() == machine
+    cp = rl("pull", "--arch", arch, "--variant", "v8" if arch == "arm64" else "", registry.ref("busybox"))
+    assert cp.returncode == 0, cp.stderr
+
+
+def test_unknown_platform_lists_known_values(rl, registry, unprivileged):
+    for cmd in (("run", "--rm"), ("create",), ("pull",)):
+        cp = rl(*cmd, "--platform", "linux/sparc", registry.ref("busybox"), *(["true"] if cmd[0] != "pull" else []))
+        assert cp.returncode == 125, (cmd, cp.stderr)
+        assert "linux/sparc" in cp.stderr and "linux/arm64" in cp.stderr and "linux/amd64" in cp.stderr
+    cp = rl("run", "--rm", "--arch", "sparc", registry.ref("busybox"), "true")
+    assert cp.returncode == 125 and "linux/arm64" in cp.stderr
+
+
+def test_index_without_the_platform_lists_what_it_has(rl, registry, unprivileged):
+    cp = rl("run", "--rm", "--platform", "linux/riscv64", registry.ref("busybox"), "true")
+    assert cp.returncode == 125
+    assert "linux/riscv64" in cp.stderr and "linux/amd64" in cp.stderr and "linux/arm64" in cp.stderr
+
+
+def test_platform_mismatch_of_single_platform_image_warns(rl, registry, foreign, unprivileged):
+    """`layered` is an amd64-only image (no index): asking for another platform warns and uses it."""
+    plat, _, _ = foreign
+    if host_platform().architecture != "amd64":
+        pytest.skip("layered is amd64")
+    cp = rl("pull", "--platform", "linux/arm64", registry.ref("layered"))
+    assert cp.returncode == 0, cp.stderr
+    assert "WARNING" in cp.stderr and "linux/amd64" in cp.stderr and "linux/arm64" in cp.stderr
+
+
+def test_mode_none_exits_125_with_reason_and_fix(rl, registry, foreign, unprivileged):
+    plat, _, _ = foreign
+    cfg = rl.home / ".config" / "rootless"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "config.toml").write_text('[emulation]\nmode = "none"\n')
+    cp = rl("run", "--rm", "--platform", plat, registry.ref("busybox"), "uname", "-m")
+    assert cp.returncode == 125
+    assert f"cannot run {plat}" in cp.stderr and "emulation is disabled" in cp.stderr
+    assert "Hint:" in cp.stderr and 'mode = "auto"' in cp.stderr
+
+
+def test_missing_qemu_exits_125_naming_the_package(rl, registry, foreign, unprivileged):
+    plat, _, arch = foreign
+    cfg = rl.home / ".config" / "rootless"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "config.toml").write_text(f'[emulation]\nmode = "sandboxed"\n[emulation.qemu]\n{arch} = "/nonexistent"\n')
+    cp = rl("run", "--rm", "--platform", plat, registry.ref("busybox"), "uname", "-m")
+    assert cp.returncode == 125
+    assert "/nonexistent" in cp.stderr and "qemu-user-static" in cp.stderr
+
+
+def test_exec_format_error_names_the_binarys_architecture(rl, registry, foreign, tmp_path, unprivileged):
+    """A program of a third architecture in an emulated container: 126 with what it is and the fix."""
+    from archsupport.probe import probe_elf
+
+    plat, _, _ = foreign
+    prog = tmp_path / "prog"
+    prog.write_bytes(probe_elf("s390x"))
+    prog.chmod(0o755)
+    cp = rl("run", "--rm", "--platform", plat, "-v", f"{prog}:/prog:ro", registry.ref("busybox"), "/prog")
+    assert cp.returncode == 126, cp.stderr
+    assert "exec /prog: exec format error: /prog is s390x (ELF 64-bit MSB IBM S/390 (s390x))" in cp.stderr
+    assert f"but the image says {plat}" in cp.stderr and "--platform linux/s390x" in cp.stderr
