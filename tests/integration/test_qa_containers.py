@@ -338,3 +338,37 @@ def test_prune_without_force_asks_even_without_a_terminal(rl, registry):
     assert rl.ok("volume", "ls", "-q") == ""
     rl.ok("image", "prune", "-a", input="y\n")
     assert rl.ok("images", "-q") == ""
+
+
+def test_parallel_runs_share_layers_and_concurrent_rm_ps(rl, registry):
+    """8 `run --rm` at once into an empty store (they pull the image together), then
+    8 `rm -f` racing 8 `ps -a`: all succeed, one copy of each layer, nothing left."""
+    ref = registry.ref("layered")
+    procs = [rl.popen("run", "--rm", "--network", "none", ref, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(8)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [o[1] for o in outs]
+    assert all(o[0] == b"hello from layered world\n" for o in outs)
+    assert len(os.listdir(rl.root / "layers")) == 3
+    assert os.listdir(rl.root / "containers") == [] and rl.ok("volume", "ls", "-q") == ""
+    for i in range(8):
+        rl.ok("run", "-d", "--name", f"p{i}", "--network", "none", "--entrypoint", "sleep", ref, "60")
+    procs = [rl.popen("rm", "-f", "-v", f"p{i}", stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(8)]
+    procs += [rl.popen("ps", "-a", stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 16, [o[1] for o in outs]
+    assert all(b"Traceback" not in o[1] for o in outs)
+    assert rl.ok("ps", "-aq") == "" and os.listdir(rl.root / "containers") == []
+    assert rl.ok("volume", "ls", "-q") == ""
+
+
+def test_ctrl_c_of_a_foreground_rm_run(rl, registry):
+    p = rl.popen("run", "--rm", "--network", "none", "-v", "/anon", registry.ref("busybox"), "sh", "-c",
+                 "trap 'echo interrupted; exit 130' INT; echo up; while true; do sleep 0.1; done",
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"up\n"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130 and out == b"interrupted\n", err
+    assert rl.ok("ps", "-aq") == "" and os.listdir(rl.root / "containers") == []
+    assert rl.ok("volume", "ls", "-q") == ""
