@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 
 from rootless.errors import NetworkError, UsageError
-from rootless.runtime.record import Record
+from rootless.record import Record
 
 PASTA_DNS_FORWARD = "169.254.1.1"
 PASTA_HOST_LOOPBACK = "169.254.1.2"

@@ -15,7 +15,7 @@ before the list runs (execute.py), since they need the parent's help.
 from __future__ import annotations
 
 from rootless import syscalls as sc
-from rootless.runtime.record import Record
+from rootless.record import Record
 
 # OCI runtime-spec defaults (runc/crun/Podman)
 MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from rootless.errors import UsageError
-from rootless.runtime.record import Record
+from rootless.record import Record
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

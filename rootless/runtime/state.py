@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rootless.errors import ContainerNotFound, NameInUse, StoreError, UsageError
-from rootless.runtime.record import Record
+from rootless.record import Record
 from rootless.runtime.spec import ContainerSpec
 
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
