@@ -224,12 +224,36 @@ class ContainerStore:
             raise StoreError(f"container {cid[:12]}: config.json is damaged",
                              hint=f"remove it: rootless rm -f {cid[:12]}") from None
         try:
-            st = State.from_json(json.loads((d / "state.json").read_bytes()))
+            raw = State.from_json(json.loads((d / "state.json").read_bytes()))
         except (OSError, ValueError, TypeError):
-            st = State(status="exited", exit_code=255, error="state.json missing or damaged")
+            raw = State(status="exited", exit_code=255, error="state.json missing or damaged")
+        st = raw.truth()
+        if raw.status in ("running", "stopping") and st.status == "exited" and not raw.monitor_alive():
+            st = self._reap(cid, raw)
         return Container(cfg["id"], cfg["name"], cfg.get("image_id", ""), cfg.get("image_ref", ""),
                          cfg.get("created", ""), ContainerSpec.from_json(cfg["spec"]), st.truth(), d,
                          tuple(cfg.get("anon_volumes", ())))
+
+    def _reap(self, cid: str, raw: State) -> State:
+        """The container and its monitor died without the monitor recording it (the monitor
+        was SIGKILLed, the host crashed): stop what the monitor would have stopped (the
+        network helpers: pasta does not notice that a namespace it joined by pid is gone;
+        ``network.stop`` checks each helper's pid against its start time) and record the
+        truth once, so later commands see a plain exited container."""
+        if raw.network:
+            try:
+                from rootless import network
+
+                network.stop(raw.network)
+            except Exception:  # noqa: BLE001 - best effort: the state below is recorded anyway
+                pass
+        with self.ctr_lock(cid):
+            cur = self.raw_state(cid)
+            if cur.status not in ("running", "stopping") or cur.monitor_alive() or alive(cur.pid, cur.pid_start):
+                return cur.truth()
+            st = cur.truth().replace(network={}, error=cur.error or "the monitor died before the container")
+            self.write_state(cid, st)
+            return st
 
     def list(self) -> list[Container]:
         out = []
