@@ -137,7 +137,8 @@ def cmd_ls(ctx, args) -> int:
     short = (lambda s: s) if args.no_trunc else (lambda s: s[:12])
     shown = [dict(i, ID=short(i["ID"])) for i in items]
     if args.format == "json":
-        print(json.dumps([{k: v for k, v in i.items() if k != "type"} for i in shown], indent=4), file=ctx.out)
+        for i in shown:  # one object per line, as docker ps/images/volume ls --format json
+            print(json.dumps({k: v for k, v in i.items() if k != "type"}), file=ctx.out)
         return 0
     text = output(shown, args.format, ["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
                   lambda i: [i["ID"], i["Name"], i["Driver"], i["Scope"]], quiet_field="ID", quiet=args.quiet)
