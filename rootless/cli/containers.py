@@ -850,7 +850,7 @@ def cmd_ps(ctx, args) -> int:
         return 0
     text = output(rows, args.format, ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
                   lambda r: [r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"],
-                             r["Names"]])
+                             r["Names"]], headers={"ID": "CONTAINER ID"})
     if text:
         print(text)
     return 0

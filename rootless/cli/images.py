@@ -172,7 +172,7 @@ def cmd_images(ctx, args) -> int:
         return [r["Repository"], r["Tag"]] + ([r["Digest"]] if args.digests else []) + [
             r["ID"], r["CreatedSince"], r["Size"]]
 
-    text = _json_lines(rows) if args.format == "json" else output(rows, args.format, headers, row)
+    text = _json_lines(rows) if args.format == "json" else output(rows, args.format, headers, row, headers={"ID": "IMAGE ID"})
     if text:
         print(text)
     return 0

@@ -141,7 +141,8 @@ def cmd_ls(ctx, args) -> int:
             print(json.dumps({k: v for k, v in i.items() if k != "type"}), file=ctx.out)
         return 0
     text = output(shown, args.format, ["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
-                  lambda i: [i["ID"], i["Name"], i["Driver"], i["Scope"]], quiet_field="ID", quiet=args.quiet)
+                  lambda i: [i["ID"], i["Name"], i["Driver"], i["Scope"]], quiet_field="ID", quiet=args.quiet,
+                  headers={"ID": "NETWORK ID"})
     if text:
         print(text, file=ctx.out)
     return 0

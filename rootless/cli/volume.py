@@ -72,6 +72,7 @@ def cmd_ls(ctx, args) -> int:
             print(json.dumps(d))
         return 0
     text = output(items, args.format, ["DRIVER", "VOLUME NAME"], lambda d: [d["Driver"], d["Name"]],
+                  headers={"Name": "VOLUME NAME"},
                   quiet_field="Name", quiet=args.quiet)
     if text:
         print(text)
