@@ -83,10 +83,7 @@ def _images_setup(p):
 
 
 def _image_rows(store, args) -> list[dict]:
-    import fnmatch
-
     from rootless.image.present import human_size, parse_time, since
-    from rootless.image.reference import familiar_name
 
     filters = {}
     for f in args.filter:
@@ -471,7 +468,7 @@ def cmd_login(ctx, args) -> int:
         ctx.warn("using --password on the command line is insecure: use --password-stdin")
     client = RegistryClient(server, ctx.config, tls_verify=_tls(args), creds=(user, password))
     client.login_check()
-    path = auth.store(ctx.config, server, user, password)
+    auth.store(ctx.config, server, user, password)
     print("Login Succeeded!")
     return 0
 

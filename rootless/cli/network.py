@@ -20,15 +20,9 @@ def _builtin_id(name: str) -> str:
 
 
 def _default_driver(config) -> str:
-    from rootless import hosttools
+    from rootless.network import backend_name
 
-    if config.network_backend != "auto":
-        return config.network_backend
-    if hosttools.find("pasta"):
-        return "pasta"
-    if hosttools.find("slirp4netns"):
-        return "slirp4netns"
-    return "pasta"
+    return backend_name(config) or "pasta"
 
 
 def _labels(values: list[str] | None) -> dict[str, str]:

@@ -474,7 +474,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     except RootlessError as e:
         early = launched.early_error() if not isinstance(e, (ContainerError,)) else None
         launched.abort()
-        _kill_and_reap(pid)
+        kill_and_reap(pid)
         from rootless import network
 
         network.stop(net_state)
@@ -638,7 +638,8 @@ def _reap_all() -> None:
             return
 
 
-def _kill_and_reap(pid: int) -> None:
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL a child process and collect it (no zombie), whatever state it is in."""
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:
