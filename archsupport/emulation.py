@@ -21,7 +21,7 @@ kernel), ``decide`` is pure and unit-tested with made-up facts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from rootless.record import Record
 
 # elf is imported here (cheap) so that exec_format_error works after pivot_root,
 # when nothing can be imported from the host's filesystem any more
@@ -33,8 +33,7 @@ MODES = ("native", "host", "sandboxed", "none")
 SANDBOX_KERNEL = (6, 7)
 
 
-@dataclass(frozen=True)
-class EmulationFacts:
+class EmulationFacts(Record):
     """What the decision depends on (gathered by ``gather``; made up in unit tests)."""
     host: Platform
     native: tuple[Platform, ...]
@@ -47,8 +46,7 @@ class EmulationFacts:
     sandbox_why: str = ""              # why that probe failed
 
 
-@dataclass(frozen=True)
-class Emulation:
+class Emulation(Record):
     mode: str
     platform: Platform
     qemu: object = None                # QemuUser (sandboxed; host: None, the kernel has its own)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from rootless.record import Record
 
 from rootless.errors import UsageError
 
@@ -34,8 +34,7 @@ KNOWN_ARCHES = tuple(QEMU_ARCH)
 KNOWN_OS = ("linux",)
 
 
-@dataclass(frozen=True, order=True)
-class Platform:
+class Platform(Record):
     os: str
     architecture: str
     variant: str = ""

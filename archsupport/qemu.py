@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from rootless.record import Record
 
 from archsupport.platform import QEMU_ARCH
 
@@ -31,8 +31,7 @@ PRESERVE_ARGV0_QEMU = (6, 0)
 PRESERVE_ARGV0_KERNEL = (5, 12)
 
 
-@dataclass(frozen=True)
-class QemuUser:
+class QemuUser(Record):
     arch: str          # OCI arch
     path: str
     static: bool

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from rootless.record import Record
 from pathlib import Path
 
 from rootless.errors import ConfigError
@@ -47,8 +47,7 @@ NETWORK_BACKENDS = ("auto", "pasta", "slirp4netns")
 EMULATION_MODES = ("auto", "host", "sandboxed", "none")
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Record):
     data_root: Path
     runtime_dir: Path
     config_dir: Path
@@ -60,8 +59,8 @@ class Config:
     pull_parallel: int = 4
     emulation_mode: str = "auto"
     qemu_paths: tuple[tuple[str, str], ...] = ()
-    auth_file: Path = field(default=Path())
-    home: Path = field(default=Path())
+    auth_file: Path = Path()
+    home: Path = Path()
 
     def qemu_path(self, arch: str) -> str | None:
         for a, p in self.qemu_paths:

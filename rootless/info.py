@@ -53,15 +53,9 @@ def _storage_driver(config: Config) -> str:
 
 
 def _network_backend(config: Config) -> str:
-    from rootless import hosttools
+    from rootless.network import backend_name
 
-    if config.network_backend != "auto":
-        return config.network_backend
-    if hosttools.find("pasta"):
-        return "pasta"
-    if hosttools.find("slirp4netns"):
-        return "slirp4netns"
-    return "none (install passt)"
+    return backend_name(config) or "none (install passt)"
 
 
 def _emulation(config: Config) -> dict:

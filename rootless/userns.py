@@ -13,14 +13,13 @@ file owned by uid 1000 in an image is owned by 1000 in every container.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from rootless.record import Record
 
 from rootless import syscalls
 from rootless.errors import HelperFailed, HostError, RootlessError
 
 
-@dataclass(frozen=True)
-class IDMap:
+class IDMap(Record):
     container: int
     host: int
     size: int
@@ -29,8 +28,7 @@ class IDMap:
         return f"{self.container} {self.host} {self.size}"
 
 
-@dataclass(frozen=True)
-class IDMapping:
+class IDMapping(Record):
     uids: tuple[IDMap, ...]
     gids: tuple[IDMap, ...]
     # True when the user has no subordinate range: only their own id is mapped

@@ -19,7 +19,6 @@ output lines are in the hint.
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import threading
 from collections import deque
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from rootless.build import plan as P
 from rootless.errors import BuildError, RootlessError
+from rootless.runtime.monitor import kill_and_reap
 
 STUBS = ("proc", "dev", "sys", "etc/hosts", "etc/hostname", "etc/resolv.conf")
 HOSTNAME = "buildkitsandbox"
@@ -213,7 +213,7 @@ def run_step(builder, graph, node, step: P.RunStep, layers, opts):
             except RootlessError as e:
                 early = launched.early_error()
                 launched.abort()
-                _kill(pid)
+                kill_and_reap(pid)
                 tail = out.join()
                 err = early or e
                 raise StepFailed(f"{graph.dockerfile.filename}:{step.line}: {step.source}: {err.message}",
@@ -241,17 +241,6 @@ def run_step(builder, graph, node, step: P.RunStep, layers, opts):
         store.remove_trees([cdir])
 
 
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
 def _wait(pid: int) -> int:
     try:
         while True:
@@ -261,7 +250,7 @@ def _wait(pid: int) -> int:
             except InterruptedError:
                 continue
     except KeyboardInterrupt:
-        _kill(pid)
+        kill_and_reap(pid)
         raise
 
 

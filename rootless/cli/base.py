@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass, field
+
 from rootless.errors import UsageError
+from rootless.record import Record
 
 # annotations are strings (from __future__): "Callable" needs no typing import,
 # which would cost ~3 ms on every start
@@ -37,8 +38,7 @@ def make_parser(prog: str, summary: str, usage: str | None = None) -> Parser:
     return Parser(prog=prog, description=summary, usage=usage, allow_abbrev=False, formatter_class=_Formatter)
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(Record):
     summary: str
     setup: Callable[[Parser], None]
     handler: Callable[["Context", argparse.Namespace], int | None]
@@ -50,14 +50,14 @@ class Command:
         return p
 
 
-@dataclass
 class Context:
     """What a command handler gets: environment, streams, lazily the Config."""
 
-    env: dict[str, str]
-    out: object = field(default_factory=lambda: sys.stdout)
-    err: object = field(default_factory=lambda: sys.stderr)
-    _config: object = None
+    def __init__(self, env: dict[str, str], out=None, err=None, config=None):
+        self.env = env
+        self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
+        self._config = config
 
     @property
     def config(self):
@@ -106,3 +106,18 @@ def arguments(setup: Callable[[Parser], None]):
         return fn
 
     return deco
+
+
+def confirm(message: str) -> bool:
+    """Docker's prompt of the prune commands: ask on stdout, read a line from stdin
+    (a terminal or not); only "y"/"yes" goes on, so a script without -f removes nothing."""
+    import sys
+
+    print(f"{message} [y/N] ", end="", flush=True)
+    try:
+        answer = sys.stdin.readline()
+    except (OSError, ValueError):
+        answer = ""
+    if not answer.endswith("\n"):
+        print()
+    return answer.strip().lower() in ("y", "yes")

@@ -207,7 +207,7 @@ def _create(ctx, args):
     if args.name is not None:
         if not valid_name(args.name.lstrip("/")):
             raise UsageError(f"invalid container name {args.name!r}",
-                             hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+                             hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters")
         if args.name.lstrip("/") in cstore.names():
             from rootless.errors import NameInUse
 
@@ -233,15 +233,21 @@ def _create(ctx, args):
 
         cgroups.check_available()
     anon = []
+    made = []     # volumes created here (Docker creates named volumes at create too)
     vstore = VolumeStore(config)
     for m in spec.mounts:
         if m.kind == "volume" and not m.source:
             v, _ = vstore.create(None, anonymous=True)
             anon.append(v.name)
+            made.append(v.name)
+        elif m.kind == "volume":
+            v, new = vstore.create(m.source)
+            if new:
+                made.append(v.name)
     try:
         return cstore.create(args.name, spec, anon_volumes=tuple(anon), cid=cid)
     except BaseException:
-        for v in anon:
+        for v in made:
             try:
                 vstore.remove(v, force=True)
             except RootlessError:
@@ -335,10 +341,18 @@ def _release_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, PROXY_SIGNALS)
 
 
+def _check_tty(tty: bool, interactive: bool) -> None:
+    """Docker's CheckTty: -it needs a terminal on stdin (status 1, before anything is created)."""
+    if tty and interactive and not os.isatty(0):
+        raise UsageError("the input device is not a TTY", hint="drop -t when stdin is a pipe or a file",
+                         exit_code=1)
+
+
 def cmd_run(ctx, args) -> int:
     from rootless.runtime import monitor, trace
 
     trace("cli: run")
+    _check_tty(args.tty, args.interactive)
 
     ctr = _create(ctx, args)
     trace("cli: created")
@@ -410,6 +424,7 @@ def cmd_start(ctx, args) -> int:
         ctr = store.lookup(args.containers[0])
         if ctr.state.running:
             raise ContainerStateError(f"container {args.containers[0]} is already running", exit_code=1)
+        _check_tty(ctr.spec.tty, args.interactive)
         winsize = None
         if ctr.spec.tty:
             from rootless.runtime.tty import get_winsize
@@ -472,6 +487,8 @@ def cmd_restart(ctx, args) -> int:
 
     def one(ref):
         ctr = store.lookup(ref)
+        if ctr.state.running and ctr.spec.auto_remove:
+            store.update_state(ctr.id, restarting=True)    # the monitor keeps a --rm container
         monitor.stop_container(ctx.config, ctr, args.time, sig)
         ctr = store.lookup(ctr.id)
         started = monitor.start(ctx.config, ctr, attach=False)
@@ -545,11 +562,23 @@ def _remove(ctx, ctr, force: bool, volumes: bool) -> None:
 def cmd_rm(ctx, args) -> int:
     store = _store(ctx)
 
+    missing = []
+
     def one(ref):
-        _remove(ctx, store.lookup(ref), args.force, args.volumes)
+        try:
+            ctr = store.lookup(ref)
+        except ContainerNotFound as e:
+            if not args.force:
+                raise
+            missing.append(e.message)   # Docker: rm -f of a missing container is not a failure
+            return
+        _remove(ctx, ctr, args.force, args.volumes)
         print(ref)
 
-    return _each(args.containers, one)
+    status = _each(args.containers, one)
+    for m in missing:
+        _print_err(m)
+    return status
 
 
 _cmd("rm", "Remove one or more containers", _rm_setup)(cmd_rm)
@@ -562,9 +591,10 @@ def _prune_setup(p):
 
 def cmd_prune(ctx, args) -> int:
     store = _store(ctx)
-    if not args.force and sys.stdin.isatty():
-        ans = input("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ")
-        if ans.strip().lower() not in ("y", "yes"):
+    if not args.force:
+        from rootless.cli.base import confirm
+
+        if not confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?"):
             return 0
     filters = _parse_filters(args.filter)
     removed = []
@@ -578,6 +608,10 @@ def cmd_prune(ctx, args) -> int:
             removed.append(c.id)
         except RootlessError as e:
             _print_err(e.message)
+    try:    # and what interrupted creates and removals left behind
+        removed += store.sweep()
+    except RootlessError as e:
+        _print_err(e.message)
     print("Deleted Containers:")
     for cid in removed:
         print(cid)
@@ -787,11 +821,18 @@ def cmd_ps(ctx, args) -> int:
     from rootless.cli.format import output
 
     filters = _parse_filters(args.filter)
-    items = _store(ctx).list()
+    store = _store(ctx)
+    items = store.list()
     show_all = args.all or args.latest or args.last >= 0 or "status" in filters or "exited" in filters
     if not show_all:
         items = [c for c in items if c.state.running]
     items = [c for c in items if _matches(c, filters)]
+    for ref in filters.get("before", []):      # created before / since another container
+        t = store.lookup(ref).created
+        items = [c for c in items if c.created < t]
+    for ref in filters.get("since", []):
+        t = store.lookup(ref).created
+        items = [c for c in items if c.created > t]
     if args.latest:
         items = items[:1]
     elif args.last >= 0:
@@ -809,7 +850,7 @@ def cmd_ps(ctx, args) -> int:
         return 0
     text = output(rows, args.format, ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
                   lambda r: [r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"],
-                             r["Names"]])
+                             r["Names"]], headers={"ID": "CONTAINER ID"})
     if text:
         print(text)
     return 0
@@ -962,6 +1003,7 @@ def cmd_exec(ctx, args) -> int:
         command = command[1:]
     if not command:
         raise UsageError("exec needs a command", hint="rootless exec CONTAINER COMMAND [ARG...]")
+    _check_tty(args.tty, args.interactive and not args.detach)
     ctr = _store(ctx).lookup(args.container)
     if not ctr.state.running:
         raise ContainerStateError(f"container {args.container} is not running",
@@ -1068,9 +1110,15 @@ def _inspect_json(c, config=None) -> dict:
                        "Source": m.source, "Destination": m.target, "Mode": "ro" if m.readonly else "",
                        "RW": not m.readonly})
     anon = list(c.anon_volumes)
+    volumes_dir = c.dir.parent.parent / "volumes"     # <data root>/volumes (rootless.runtime.volumes)
     for m in mounts:
-        if m["Type"] == "volume" and not m["Name"] and anon:
-            m["Name"] = anon.pop(0)
+        if m["Type"] == "volume":
+            if not m["Name"] and anon:
+                m["Name"] = anon.pop(0)
+            # Docker: Source is the volume's data directory on the host
+            m.update(Source=str(volumes_dir / m["Name"] / "_data") if m["Name"] else "", Driver="local")
+        else:
+            m["Propagation"] = "rprivate"
     return {
         "Id": c.id,
         "Created": c.created,

@@ -139,11 +139,27 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(_align([headers] + rows))
 
 
+# header of a field in `--format "table ..."` where it is not the field's name split at capitals
+_HEADERS = {"RunningFor": "CREATED", "CreatedSince": "CREATED", "LocalVolumes": "LOCAL VOLUMES"}
+
+
+def _header(field: str, overrides: dict[str, str] | None) -> str:
+    name = field.split(".")[-1]
+    if overrides and name in overrides:
+        return overrides[name]
+    if name in _HEADERS:
+        return _HEADERS[name]
+    if name.isupper():
+        return name
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).upper()
+
+
 def output(items: list, fmt: str | None, default_headers: list[str], default_row,
-           quiet_field: str | None = None, quiet: bool = False) -> str:
+           quiet_field: str | None = None, quiet: bool = False, headers: dict[str, str] | None = None) -> str:
     """Format a listing the way ``docker ps/images/volume ls`` do.
 
-    ``items`` are JSON-able dicts; ``default_row(item) -> list[str]``.
+    ``items`` are JSON-able dicts; ``default_row(item) -> list[str]``; ``headers`` names
+    the columns of ``table`` templates where Docker does (``{"ID": "CONTAINER ID"}``).
     """
     if quiet and quiet_field:
         return "\n".join(str(i[quiet_field]) for i in items)
@@ -153,7 +169,7 @@ def output(items: list, fmt: str | None, default_headers: list[str], default_row
         return json.dumps(items, indent=4)
     if fmt.startswith("table "):
         body = fmt[len("table "):]
-        header_names = [m.group(1).split(".")[-1].upper() for m in re.finditer(r"\{\{\s*\.([\w.]+)\s*\}\}", body)]
+        header_names = [_header(m.group(1), headers) for m in re.finditer(r"\{\{\s*\.([\w.]+)\s*\}\}", body)]
         rows = [render(body, i).split("\t") for i in items]
         hdr = header_names if len(header_names) == len(body.replace("\\t", "\t").split("\t")) else []
         return "\n".join(_align(([hdr] if hdr else []) + rows))

@@ -83,10 +83,7 @@ def _images_setup(p):
 
 
 def _image_rows(store, args) -> list[dict]:
-    import fnmatch
-
     from rootless.image.present import human_size, parse_time, since
-    from rootless.image.reference import familiar_name
 
     filters = {}
     for f in args.filter:
@@ -97,7 +94,9 @@ def _image_rows(store, args) -> list[dict]:
     rows = []
     for img in sorted(store.images(), key=lambda i: -i.added):
         created = parse_time(img.created)
-        tags = list(img.repo_tags) or ["<none>:<none>"]
+        # Docker: an image pulled by digest only is listed as REPOSITORY <none> (with its digest)
+        digest_repos = list(dict.fromkeys(d.split("@")[0] + ":<none>" for d in img.repo_digests))
+        tags = list(img.repo_tags) or digest_repos or ["<none>:<none>"]
         if "dangling" in filters:
             want = filters["dangling"][-1].lower() in ("true", "1")
             if want != (not img.repo_tags):
@@ -145,6 +144,13 @@ def _ref_match(pattern: str, repo: str, tag: str) -> bool:
     return not ptag or fnmatch.fnmatchcase(tag, ptag)
 
 
+def _json_lines(rows: list[dict]) -> str:
+    """Docker's ``--format json``: one JSON object per line (``{{json .}}``), not an array."""
+    import json
+
+    return "\n".join(json.dumps(r) for r in rows)
+
+
 def cmd_images(ctx, args) -> int:
     from rootless.cli.format import output
 
@@ -163,7 +169,7 @@ def cmd_images(ctx, args) -> int:
         return [r["Repository"], r["Tag"]] + ([r["Digest"]] if args.digests else []) + [
             r["ID"], r["CreatedSince"], r["Size"]]
 
-    text = output(rows, args.format, headers, row)
+    text = _json_lines(rows) if args.format == "json" else output(rows, args.format, headers, row, headers={"ID": "IMAGE ID"})
     if text:
         print(text)
     return 0
@@ -290,10 +296,11 @@ def _prune_setup(p):
 def cmd_prune(ctx, args) -> int:
     from rootless.image.present import human_size
 
-    if not args.force and sys.stdin.isatty():
+    if not args.force:
+        from rootless.cli.base import confirm
+
         what = "all images without at least one container associated to them" if args.all else "all dangling images"
-        ans = input(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ")
-        if ans.strip().lower() not in ("y", "yes"):
+        if not confirm(f"WARNING! This will remove {what}.\nAre you sure you want to continue?"):
             return 0
     removed, freed = _store(ctx).prune(all_images=args.all)
     if removed:
@@ -337,6 +344,9 @@ def cmd_history(ctx, args) -> int:
                      "Size": human_size(r["Size"]) if human else str(r["Size"]), "Comment": r["Comment"]})
     if args.quiet:
         print("\n".join(r["ID"] for r in rows))
+        return 0
+    if args.format == "json":
+        print(_json_lines(rows))
         return 0
     print(output(rows, args.format, ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
                  lambda r: [r["ID"], r["CreatedSince"], r["CreatedBy"], r["Size"], r["Comment"]]))
@@ -458,7 +468,7 @@ def cmd_login(ctx, args) -> int:
         ctx.warn("using --password on the command line is insecure: use --password-stdin")
     client = RegistryClient(server, ctx.config, tls_verify=_tls(args), creds=(user, password))
     client.login_check()
-    path = auth.store(ctx.config, server, user, password)
+    auth.store(ctx.config, server, user, password)
     print("Login Succeeded!")
     return 0
 

@@ -20,15 +20,9 @@ def _builtin_id(name: str) -> str:
 
 
 def _default_driver(config) -> str:
-    from rootless import hosttools
+    from rootless.network import backend_name
 
-    if config.network_backend != "auto":
-        return config.network_backend
-    if hosttools.find("pasta"):
-        return "pasta"
-    if hosttools.find("slirp4netns"):
-        return "slirp4netns"
-    return "pasta"
+    return backend_name(config) or "pasta"
 
 
 def _labels(values: list[str] | None) -> dict[str, str]:
@@ -137,10 +131,12 @@ def cmd_ls(ctx, args) -> int:
     short = (lambda s: s) if args.no_trunc else (lambda s: s[:12])
     shown = [dict(i, ID=short(i["ID"])) for i in items]
     if args.format == "json":
-        print(json.dumps([{k: v for k, v in i.items() if k != "type"} for i in shown], indent=4), file=ctx.out)
+        for i in shown:  # one object per line, as docker ps/images/volume ls --format json
+            print(json.dumps({k: v for k, v in i.items() if k != "type"}), file=ctx.out)
         return 0
     text = output(shown, args.format, ["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
-                  lambda i: [i["ID"], i["Name"], i["Driver"], i["Scope"]], quiet_field="ID", quiet=args.quiet)
+                  lambda i: [i["ID"], i["Name"], i["Driver"], i["Scope"]], quiet_field="ID", quiet=args.quiet,
+                  headers={"ID": "NETWORK ID"})
     if text:
         print(text, file=ctx.out)
     return 0

@@ -72,6 +72,7 @@ def cmd_ls(ctx, args) -> int:
             print(json.dumps(d))
         return 0
     text = output(items, args.format, ["DRIVER", "VOLUME NAME"], lambda d: [d["Driver"], d["Name"]],
+                  headers={"Name": "VOLUME NAME"},
                   quiet_field="Name", quiet=args.quiet)
     if text:
         print(text)
@@ -137,9 +138,10 @@ def _prune_setup(p):
 
 
 def cmd_prune(ctx, args) -> int:
-    if not args.force and sys.stdin.isatty():
-        ans = input("WARNING! This will remove unused volumes.\nAre you sure you want to continue? [y/N] ")
-        if ans.strip().lower() not in ("y", "yes"):
+    if not args.force:
+        from rootless.cli.base import confirm
+
+        if not confirm("WARNING! This will remove unused volumes.\nAre you sure you want to continue?"):
             return 0
     removed = _vstore(ctx).prune(all_=args.all)
     print("Deleted Volumes:")

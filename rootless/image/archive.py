@@ -22,9 +22,8 @@ import os
 import posixpath
 import shutil
 import tarfile
-import time
 
-from rootless.errors import DigestMismatch, ImageError, UsageError
+from rootless.errors import ImageError, UsageError
 from rootless.image import oci
 from rootless.image.compress import GZIP_MAGIC, ZSTD_MAGIC, check_digest, decompressed
 from rootless.image.oci import ConfigFile, Descriptor, Manifest, digest_hex
@@ -302,7 +301,7 @@ def _link_blob(store, src: str, digest: str) -> None:
 def load(store, inp, *, reporter: Reporter | None = None) -> list[str]:
     """Load every image of a docker-archive or oci-archive read from ``inp``; returns what was loaded."""
     from rootless.image.locks import Pins, Staging
-    from rootless.image.pull import LayerJob, PlatformImage, commit, extract_layers
+    from rootless.image.pull import LayerJob, commit, extract_layers
 
     reporter = reporter or Reporter()
     store.ensure_dirs()

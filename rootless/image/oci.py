@@ -1,4 +1,4 @@
-"""OCI and Docker image types as frozen dataclasses, converted only at the edges.
+"""OCI and Docker image types as frozen records (rootless.record.Record), converted only at the edges.
 
 ``parse_manifest(bytes, media_type)`` -> Manifest | Index;
 ``ConfigFile.from_json`` / ``ImageConfig`` for the image configuration.
@@ -8,7 +8,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from rootless.record import Record
 
 from archsupport.platform import Platform, normalize_arch
 from rootless.errors import ImageError, UsageError
@@ -65,8 +65,7 @@ def platform_from(os_: str, arch: str, variant: str = "") -> Platform:
 
 # descriptors, manifests, indexes -----------------------------------------
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(Record):
     media_type: str
     digest: str
     size: int
@@ -108,8 +107,7 @@ class Descriptor:
         return None
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(Record):
     media_type: str
     config: Descriptor
     layers: tuple[Descriptor, ...]
@@ -123,8 +121,7 @@ class Manifest:
         return d
 
 
-@dataclass(frozen=True)
-class Index:
+class Index(Record):
     media_type: str
     manifests: tuple[Descriptor, ...]
     annotations: tuple[tuple[str, str], ...] = ()
@@ -198,8 +195,7 @@ def _keys(v) -> tuple[str, ...]:
     return ()
 
 
-@dataclass(frozen=True)
-class Healthcheck:
+class Healthcheck(Record):
     test: tuple[str, ...] = ()
     interval: int = 0          # nanoseconds, as Docker stores them
     timeout: int = 0
@@ -215,8 +211,7 @@ class Healthcheck:
         return d
 
 
-@dataclass(frozen=True)
-class ImageConfig:
+class ImageConfig(Record):
     """The runtime part of an image configuration (``config`` in the JSON).
 
     ``entrypoint``/``cmd`` are None when the image does not set them (not
@@ -228,7 +223,7 @@ class ImageConfig:
     cmd: tuple[str, ...] | None = None
     working_dir: str = ""
     user: str = ""
-    labels: dict = field(default_factory=dict)
+    labels: dict = {}
     exposed_ports: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
     stop_signal: str = ""
@@ -295,8 +290,7 @@ class ImageConfig:
         return out
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
+class HistoryEntry(Record):
     created: str = ""
     created_by: str = ""
     comment: str = ""
@@ -318,8 +312,7 @@ class HistoryEntry:
         return d
 
 
-@dataclass(frozen=True)
-class ConfigFile:
+class ConfigFile(Record):
     """The whole image configuration blob (its digest is the image ID)."""
 
     platform: Platform

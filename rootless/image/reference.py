@@ -13,7 +13,7 @@ is 'localhost' (Docker's rule). Pure: no I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from rootless.record import Record
 
 from rootless.errors import InvalidReference
 
@@ -31,8 +31,7 @@ _SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 ID_RE = re.compile(r"^(?:sha256:)?([a-f0-9]{64})$")
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(Record):
     domain: str
     path: str
     tag: str | None = None

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from rootless.record import Record
 from pathlib import Path
 
 from archsupport.platform import Platform, host_platform, native_platforms
@@ -35,8 +35,7 @@ from rootless.image.oci import ConfigFile, Descriptor, HistoryEntry, ImageConfig
 DB_VERSION = 1
 
 
-@dataclass(frozen=True)
-class ImageRecord:
+class ImageRecord(Record):
     id: str                                 # "sha256:<config digest hex>"
     config: ImageConfig
     platform: Platform

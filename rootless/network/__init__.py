@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 
 from rootless.errors import NetworkError, UsageError
-from rootless.runtime.record import Record
+from rootless.record import Record
 
 PASTA_DNS_FORWARD = "169.254.1.1"
 PASTA_HOST_LOOPBACK = "169.254.1.2"
@@ -149,6 +149,7 @@ def _read(path: str) -> str:
 
 
 def _backend(config) -> tuple[str, str]:
+    """(name, path) of the user-mode backend to use: pasta, else slirp4netns; ("", "") if none."""
     from rootless import hosttools
 
     want = getattr(config, "network_backend", "auto")
@@ -157,6 +158,16 @@ def _backend(config) -> tuple[str, str]:
         if exe:
             return b, exe
     return "", ""
+
+
+def backend_name(config) -> str:
+    """The backend ``run`` would use, for display: the configured one even when it is
+    missing (``run`` then fails naming its package); "" when none is installed."""
+    name, _ = _backend(config)
+    if name:
+        return name
+    want = getattr(config, "network_backend", "auto")
+    return "" if want == "auto" else want
 
 
 _pasta_features: dict[tuple[str, float], bool] = {}

@@ -23,7 +23,7 @@ import errno
 import os
 
 from rootless.errors import PortInUse, UsageError
-from rootless.runtime.record import Record
+from rootless.record import Record
 
 PROTOCOLS = ("tcp", "udp")
 

@@ -349,13 +349,12 @@ def _kill_stale(pid: int) -> None:
 
 def choose_backend(config) -> tuple[str, str]:
     from rootless import hosttools
+    from rootless.network import _backend
 
+    b, p = _backend(config)
+    if b:
+        return b, p
     want = getattr(config, "network_backend", "auto")
-    order = ["pasta", "slirp4netns"] if want == "auto" else [want]
-    for b in order:
-        p = hosttools.find(b)
-        if p:
-            return b, p
     if want == "auto":
         raise HostError("neither pasta nor slirp4netns is installed: needed to connect networks to the outside",
                         hint="install one: apt-get install passt (or slirp4netns); --network none still works")

@@ -134,7 +134,11 @@ def _inside_out(path: str, wfd: int, follow: bool) -> None:
     p, arc = _split_src(path)
     if not os.path.lexists(p):
         raise CopyError(f"could not find the file {path} in the container: no such file or directory")
-    _write_tar(wfd, p, arc, follow)
+    try:
+        _write_tar(wfd, p, arc, follow)
+    except OSError as e:
+        raise CopyError(f"copying {path} out of the container failed: "
+                        f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}") from None
 
 
 def _inside_in(dest: str, rfd: int, src_is_dir: bool, contents: bool, keep_owner: bool) -> None:
@@ -160,7 +164,25 @@ def _dest_plan(dest: str, src_is_dir: bool, contents: bool, in_container: bool) 
     return parent, os.path.basename(dest.rstrip("/"))
 
 
-def _run_inside(config, ctr, fn, *args) -> None:
+def _pipe_end(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return fd, st.st_ino
+
+
+def _close_foreign(ends) -> None:
+    """In a forked child: close the host side's end of the pipe (``_pipe_end``), so that
+    the child sees EOF / EPIPE when the host side finishes or fails (else both wait
+    forever). Checked by inode: the host thread may have closed it and the number
+    been reused before the fork."""
+    for fd, ino in ends:
+        try:
+            if os.fstat(fd).st_ino == ino:
+                os.close(fd)
+        except OSError:
+            pass
+
+
+def _run_inside(config, ctr, fn, *args, child_close=()) -> None:
     """Run fn(*args) as root with the container's root as '/'."""
     import json  # noqa: F401 (needed after the switch of root)
     import pickle  # noqa: F401
@@ -183,6 +205,7 @@ def _run_inside(config, ctr, fn, *args) -> None:
             code = 0
             try:
                 os.close(err_r)
+                _close_foreign(child_close)
                 for fd in fds:
                     sc.setns(fd, 0)
                 os.setresgid(0, 0, 0)
@@ -210,7 +233,7 @@ def _run_inside(config, ctr, fn, *args) -> None:
     mount_step = prep.steps[0]
     _, mapping = mapping_for(ctr.spec)
     try:
-        run_in_userns(_mounted_call, mount_step, prep.host, fn, args, mapping=mapping)
+        run_in_userns(_mounted_call, mount_step, prep.host, fn, args, child_close, mapping=mapping)
     finally:
         _close_arg_fds(args)
 
@@ -224,8 +247,10 @@ def _close_arg_fds(args) -> None:
                 pass
 
 
-def _mounted_call(mount_step, host, fn, args):
+def _mounted_call(mount_step, host, fn, args, child_close=()):
     from rootless.runtime.execute import Executor
+
+    _close_foreign(child_close)
 
     Executor(host, {}).do_MountRootfs(mount_step)
     os.chroot(host.rootfs)
@@ -264,17 +289,23 @@ def copy_out(config, ctr, src: str, dest: str, follow: bool = False) -> None:
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
+    host_end = _pipe_end(r)
     t = threading.Thread(target=host_side, daemon=True)
     t.start()
+    inside: RootlessError | None = None
     try:
-        _run_inside(config, ctr, _inside_out, src, w, follow)
+        _run_inside(config, ctr, _inside_out, src, w, follow, child_close=(host_end,))
+    except RootlessError as e:
+        inside = e
     finally:
         t.join()
-    if errors:
+    if errors:   # the host side's reason first: the container side then only saw a broken pipe
         e = errors[0]
         if isinstance(e, RootlessError):
             raise e
         raise CopyError(f"copying to {dest} failed: {e}") from None
+    if inside is not None:
+        raise inside
 
 
 def copy_in(config, ctr, src: str, dest: str, archive: bool = False, follow: bool = False) -> None:
@@ -293,11 +324,17 @@ def copy_in(config, ctr, src: str, dest: str, archive: bool = False, follow: boo
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
+    host_end = _pipe_end(w)
     t = threading.Thread(target=host_side, daemon=True)
     t.start()
+    inside: RootlessError | None = None
     try:
-        _run_inside(config, ctr, _inside_in, dest, r, src_is_dir, arc == ".", archive)
+        _run_inside(config, ctr, _inside_in, dest, r, src_is_dir, arc == ".", archive, child_close=(host_end,))
+    except RootlessError as e:
+        inside = e
     finally:
         t.join()
     if errors and not isinstance(errors[0], BrokenPipeError):
         raise CopyError(f"reading {src} failed: {errors[0]}")
+    if inside is not None:
+        raise inside

@@ -140,7 +140,9 @@ def _create_file(root: str, path: str) -> str:
     full = secure_join(root, path)
     parent = os.path.dirname(full)
     if parent != root and not os.path.isdir(parent):
-        _mkdir_p(root, os.path.dirname(path))
+        # create the parents of the RESOLVED path: /etc/resolv.conf may be a
+        # link to ../run/systemd/resolve/stub-resolv.conf that the image lacks
+        _mkdir_p(root, parent[len(root):] or "/")
         full = secure_join(root, path)
     if not os.path.lexists(full):
         fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
@@ -372,7 +374,9 @@ HINT_PROC = "the host's /proc must be fully visible (no over-mounts) to mount a 
 # ---------------------------------------------------------------------------
 # the process: user, tty, capabilities, fds, exec
 
-def _read_small(path: str) -> str | None:
+def _read_small(path: str, limit: int = 64 << 20) -> str | None:
+    """A regular file of the image (passwd, group), whole; None if it is not one
+    or cannot be read (a hostile image may point it at /proc/self/mem, a FIFO...)."""
     import stat as _stat
 
     try:
@@ -382,7 +386,16 @@ def _read_small(path: str) -> str | None:
     try:
         if not _stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        return os.read(fd, 1 << 20).decode("utf-8", "replace")
+        chunks, size = [], 0
+        while size < limit:
+            b = os.read(fd, 1 << 20)
+            if not b:
+                break
+            chunks.append(b)
+            size += len(b)
+        return b"".join(chunks).decode("utf-8", "replace")
+    except OSError:
+        return None
     finally:
         os.close(fd)
 
@@ -463,7 +476,9 @@ def start_process(proc, ctx: dict, err_w: int) -> None:
     env = list(proc.env)
     if not any(e.startswith("HOME=") for e in env):
         env.append(f"HOME={user.home}")
-    envd = dict(e.partition("=")[::2] for e in env)
+    # execve takes any NAME=VALUE, Python's os.execvpe does not: drop what it refuses
+    # (an image's Env may hold "=x" or a NUL) instead of failing with a traceback
+    envd = {k: v for k, v in (e.partition("=")[::2] for e in env) if k and "\0" not in k + v}
     if proc.tty:
         slave = _setup_tty(ctx, user.uid)
         try:

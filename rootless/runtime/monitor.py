@@ -432,7 +432,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     ctx["stdio"] = stdio
 
     store.update_state(ctr.id, status="starting", monitor_pid=os.getpid(),
-                       monitor_start=proc_start_time(os.getpid()), error="", exit_code=None)
+                       monitor_start=proc_start_time(os.getpid()), error="", exit_code=None, restarting=False)
     from rootless.runtime import trace
 
     trace("monitor: spawning")
@@ -480,7 +480,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     except RootlessError as e:
         early = launched.early_error() if not isinstance(e, (ContainerError,)) else None
         launched.abort()
-        _kill_and_reap(pid)
+        kill_and_reap(pid)
         from rootless import network
 
         network.stop(net_state)
@@ -531,8 +531,9 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         from rootless.runtime import cgroups
 
         cgroups.cleanup(ctr.id)
-    if spec.auto_remove:
-        _auto_remove(config, store, ctr)   # (no "exited" state to write first: it goes)
+    if spec.auto_remove and not store.raw_state(ctr.id).restarting:
+        store.record_exit(ctr.id, code)    # for a `wait` (the container and its state.json go)
+        _auto_remove(config, store, ctr)
     else:
         store.update_state(ctr.id, status="exited", pid=0, exit_code=code, finished_at=now_iso(), network={},
                            attached=False)
@@ -647,7 +648,8 @@ def _reap_all() -> None:
             return
 
 
-def _kill_and_reap(pid: int) -> None:
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL a child process and collect it (no zombie), whatever state it is in."""
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:

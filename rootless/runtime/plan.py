@@ -15,7 +15,7 @@ before the list runs (execute.py), since they need the parent's help.
 from __future__ import annotations
 
 from rootless import syscalls as sc
-from rootless.runtime.record import Record
+from rootless.record import Record
 
 # OCI runtime-spec defaults (runc/crun/Podman)
 MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -235,12 +235,14 @@ def plan(spec, host: Host) -> list[Step]:
     vols = {t: (d, new) for t, d, new in host.volume_dirs}
     for m in spec.mounts:
         if m.kind == "tmpfs":
-            flags = sc.MS_NOSUID | sc.MS_NODEV | (sc.MS_RDONLY if m.readonly else 0)
+            # Docker's and Podman's defaults: noexec,nosuid,nodev (exec/suid/dev turn them off)
+            flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | (sc.MS_RDONLY if m.readonly else 0)
+            clear = {"exec": sc.MS_NOEXEC, "suid": sc.MS_NOSUID, "dev": sc.MS_NODEV}
             data = []
             for o in m.options:
-                if o == "noexec":
-                    flags |= sc.MS_NOEXEC
-                elif o in ("exec", "suid", "dev", "nosuid", "nodev"):
+                if o in clear:
+                    flags &= ~clear[o]
+                elif o in ("noexec", "nosuid", "nodev"):
                     continue
                 else:
                     data.append(o)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from rootless.errors import UsageError
-from rootless.runtime.record import Record
+from rootless.record import Record
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -459,6 +459,11 @@ def build_spec(image_config, opts: RunOptions, *, image_id: str, image_ref: str,
             raise UsageError(f"duplicate mount point: {m.target}")
         seen.add(m.target)
 
+    # Docker and Podman: the container's labels are the image's, then --label (which wins)
+    img_labels = _img(image_config, "labels", {}) or {}
+    labels = dict((str(k), str(v)) for k, v in (img_labels.items() if isinstance(img_labels, dict) else ()))
+    labels.update(opts.labels)
+
     caps = effective_caps(tuple(opts.cap_add), tuple(opts.cap_drop))
     exposed = _exposed(_img(image_config, "exposed_ports", ()) or (), opts.expose)
     if opts.cpus < 0 or opts.memory < 0 or opts.pids_limit < 0:
@@ -469,7 +474,7 @@ def build_spec(image_config, opts: RunOptions, *, image_id: str, image_ref: str,
         mounts=tuple(mounts), caps=caps, cap_add=tuple(opts.cap_add), cap_drop=tuple(opts.cap_drop),
         no_new_privileges=opts.no_new_privileges, userns=opts.userns, network=opts.network or "default",
         publish=tuple(opts.publish), dns=tuple(opts.dns), add_hosts=tuple(opts.add_hosts), stop_signal=stop,
-        stop_timeout=10 if opts.stop_timeout is None else opts.stop_timeout, labels=tuple(opts.labels),
+        stop_timeout=10 if opts.stop_timeout is None else opts.stop_timeout, labels=tuple(labels.items()),
         auto_remove=opts.auto_remove, platform=platform, rootfs=opts.rootfs, memory=opts.memory,
         cpus=opts.cpus, pids_limit=opts.pids_limit, entrypoint=ep or None, cmd=cmd or None,
         image_volumes=image_volumes, network_aliases=tuple(opts.network_aliases), ip=opts.ip,

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rootless.errors import ContainerNotFound, NameInUse, StoreError, UsageError
-from rootless.runtime.record import Record
+from rootless.record import Record
 from rootless.runtime.spec import ContainerSpec
 
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -111,12 +111,14 @@ class State(Record):
     error: str = ""
     network: dict = {}
     attached: bool = False
+    restarting: bool = False           # `restart` is stopping it: a --rm container stays
 
     def to_json(self) -> dict:
         return {"status": self.status, "pid": self.pid, "pid_start": self.pid_start,
                 "monitor_pid": self.monitor_pid, "monitor_start": self.monitor_start,
                 "exit_code": self.exit_code, "started_at": self.started_at, "finished_at": self.finished_at,
-                "error": self.error, "network": self.network, "attached": self.attached}
+                "error": self.error, "network": self.network, "attached": self.attached,
+                "restarting": self.restarting}
 
     @classmethod
     def from_json(cls, d: dict) -> "State":
@@ -222,12 +224,36 @@ class ContainerStore:
             raise StoreError(f"container {cid[:12]}: config.json is damaged",
                              hint=f"remove it: rootless rm -f {cid[:12]}") from None
         try:
-            st = State.from_json(json.loads((d / "state.json").read_bytes()))
+            raw = State.from_json(json.loads((d / "state.json").read_bytes()))
         except (OSError, ValueError, TypeError):
-            st = State(status="exited", exit_code=255, error="state.json missing or damaged")
+            raw = State(status="exited", exit_code=255, error="state.json missing or damaged")
+        st = raw.truth()
+        if raw.status in ("running", "stopping") and st.status == "exited" and not raw.monitor_alive():
+            st = self._reap(cid, raw)
         return Container(cfg["id"], cfg["name"], cfg.get("image_id", ""), cfg.get("image_ref", ""),
                          cfg.get("created", ""), ContainerSpec.from_json(cfg["spec"]), st.truth(), d,
                          tuple(cfg.get("anon_volumes", ())))
+
+    def _reap(self, cid: str, raw: State) -> State:
+        """The container and its monitor died without the monitor recording it (the monitor
+        was SIGKILLed, the host crashed): stop what the monitor would have stopped (the
+        network helpers: pasta does not notice that a namespace it joined by pid is gone;
+        ``network.stop`` checks each helper's pid against its start time) and record the
+        truth once, so later commands see a plain exited container."""
+        if raw.network:
+            try:
+                from rootless import network
+
+                network.stop(raw.network)
+            except Exception:  # noqa: BLE001 - best effort: the state below is recorded anyway
+                pass
+        with self.ctr_lock(cid):
+            cur = self.raw_state(cid)
+            if cur.status not in ("running", "stopping") or cur.monitor_alive() or alive(cur.pid, cur.pid_start):
+                return cur.truth()
+            st = cur.truth().replace(network={}, error=cur.error or "the monitor died before the container")
+            self.write_state(cid, st)
+            return st
 
     def list(self) -> list[Container]:
         out = []
@@ -290,7 +316,8 @@ class ContainerStore:
     def create(self, name: str | None, spec: ContainerSpec, *, anon_volumes: tuple[str, ...] = (),
                cid: str | None = None) -> Container:
         if name is not None and not valid_name(name.lstrip("/")):
-            raise UsageError(f"invalid container name {name!r}", hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+            raise UsageError(f"invalid container name {name!r}",
+                             hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters")
         cid = cid or self.new_id()
         with self.lock():
             taken = self.names()
@@ -334,11 +361,42 @@ class ContainerStore:
         try:
             return State.from_json(json.loads((self.root / cid / "state.json").read_bytes()))
         except (OSError, ValueError, TypeError):
-            return State(status="exited", exit_code=255)
+            code = self.removed_exit(cid)
+            return State(status="exited", exit_code=255 if code is None else code)
+
+    # The exit status of a container removed by --rm, for a `wait` that started
+    # before the removal (Podman keeps them for a while too): <runtime dir>/exits/<id>
+    # (volatile, outside the store: --rm leaves nothing there).
+    EXIT_KEEP = 300.0
+
+    def _exits(self) -> Path:
+        return Path(self.config.runtime_dir) / "exits"
+
+    def record_exit(self, cid: str, code: int) -> None:
+        d = self._exits()
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            now = time.time()
+            for e in os.scandir(d):
+                try:
+                    if now - e.stat(follow_symlinks=False).st_mtime > self.EXIT_KEEP:
+                        os.unlink(e.path)
+                except OSError:
+                    pass
+            _atomic_write(d / cid, str(int(code)).encode())
+        except OSError:
+            pass
+
+    def removed_exit(self, cid: str) -> int | None:
+        try:
+            return int((self._exits() / cid).read_text())
+        except (OSError, ValueError):
+            return None
 
     def rename(self, c: Container, new: str) -> None:
         if not valid_name(new.lstrip("/")):
-            raise UsageError(f"invalid container name {new!r}", hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+            raise UsageError(f"invalid container name {new!r}",
+                             hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters")
         new = new.lstrip("/")
         with self.lock():
             if new in self.names():
@@ -357,9 +415,41 @@ class ContainerStore:
             if not c.dir.exists():
                 return
             # rename first: a half-removed container never shows up in ps
-            gone = self.root / f".{c.id}.removing"
+            # (the pid: sweep() finishes the job of a remover that died)
+            gone = self.root / f".{c.id}.removing{os.getpid()}"
             try:
                 os.rename(c.dir, gone)
             except FileNotFoundError:
                 return
         remove_tree(gone, mapping)
+
+    def sweep(self, mapping=None) -> list[str]:
+        """Remove what interrupted creates and removals left (hidden ``.<id>.tmp`` and
+        ``.<id>.removing<pid>`` of dead processes); returns their ids."""
+        from rootless.storage import remove_tree
+
+        todo = []
+        with self.lock():    # creates and the renames of removals happen under this lock
+            try:
+                names = os.listdir(self.root)
+            except FileNotFoundError:
+                return []
+            for n in names:
+                cid, dot, rest = n[1:].partition(".")
+                if not n.startswith(".") or len(cid) != 64 or not dot:
+                    continue
+                if rest.startswith("removing"):
+                    pid = rest[len("removing"):]
+                    if pid.isdigit() and int(pid) != os.getpid() and os.path.exists(f"/proc/{pid}"):
+                        continue      # still being removed
+                elif rest != "tmp":
+                    continue
+                mine = self.root / f".{cid}.removing{os.getpid()}"
+                try:
+                    os.rename(self.root / n, mine)
+                except OSError:
+                    continue
+                todo.append((cid, mine))
+        for cid, path in todo:
+            remove_tree(path, mapping)
+        return [cid for cid, _ in todo]

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from rootless.errors import UsageError, VolumeError
-from rootless.runtime.record import Record
+from rootless.record import Record
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -140,7 +140,7 @@ def test_tag_rmi_prune_history(rl, registry):
     assert rows[1].startswith(i[7:19]) and "whiteouts, opaque, owners" in rows[1]
     assert "<missing>" in rows[2] and "busybox" in rows[3]
     assert rl.ok("history", "-q", "--no-trunc", ref).splitlines()[0] == i
-    h = json.loads(rl.ok("history", "--format", "json", ref))
+    h = [json.loads(x) for x in rl.ok("history", "--format", "json", ref).splitlines()]   # JSON lines
     assert [x["CreatedBy"] for x in h] == ["whiteouts, opaque, owners", "passwd and friends", "busybox"]
     # a dangling image: prune removes it, and its layers
     rl.ok("rmi", ref)

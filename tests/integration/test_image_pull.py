@@ -52,7 +52,7 @@ def test_platform_pull_keeps_host_tag(rl, registry, images):
     assert arm["Id"] == arm_id and arm["Architecture"] == "arm64"
     ids = rl.ok("images", "-q", "--no-trunc").split()
     assert sorted(ids) == sorted([host_id, arm_id])
-    rows = json.loads(rl.ok("images", "--format", "json"))
+    rows = [json.loads(x) for x in rl.ok("images", "--format", "json").splitlines()]   # Docker: JSON lines
     assert {r["Platform"] for r in rows} == {f"linux/{images.host_arch}", "linux/arm64"}
     # the Store API the runtime uses
     from archsupport.platform import Platform

@@ -19,6 +19,8 @@ def test_create_ls_inspect_rm(rl, unprivileged):
     assert rl.ok("network", "ls", "-q", "--no-trunc", "--filter", "name=n1").split() == [nid]
     assert rl.ok("network", "ls", "--format", "{{.Name}}", "--filter", "label=team=a").split() == ["n2"]
     assert rl.ok("network", "ls", "--format", "{{.Name}}", "--filter", "type=custom").split() == ["n1", "n2"]
+    lines = rl.ok("network", "ls", "--format", "json", "--filter", "type=custom").splitlines()
+    assert sorted(json.loads(line)["Name"] for line in lines) == ["n1", "n2"]
 
     ins = json.loads(rl.ok("network", "inspect", "n2"))
     assert len(ins) == 1

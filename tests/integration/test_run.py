@@ -402,6 +402,29 @@ def test_ps_shows_truth_after_monitor_and_container_die(rl, bbroot):
     rl.ok("rm", cid)
 
 
+def test_network_helper_reaped_after_monitor_and_container_die(rl, bbroot):
+    """pasta does not notice that a namespace it joined by pid is gone: when the monitor that
+    would stop it is SIGKILLed, the next command that looks at the container stops it."""
+    cid = run(rl, bbroot, "-d", "--network", "pasta", "sleep", "60", check=True).stdout.strip()
+    st = json.loads((rl.root / "containers" / cid / "state.json").read_text())
+    helper = st["network"]["helper_pid"]
+    assert "pasta" in open(f"/proc/{helper}/cmdline").read()
+    os.kill(st["monitor_pid"], signal.SIGKILL)
+    os.kill(st["pid"], signal.SIGKILL)
+    deadline = time.time() + 10
+    while os.path.exists(f"/proc/{st['pid']}") and time.time() < deadline:
+        time.sleep(0.05)
+    assert os.path.exists(f"/proc/{helper}"), "pasta should outlive its container until reaped"
+    assert "Exited" in rl.ok("ps", "-a")
+    deadline = time.time() + 10
+    while os.path.exists(f"/proc/{helper}") and time.time() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{helper}"), "pasta leaked"
+    recorded = json.loads((rl.root / "containers" / cid / "state.json").read_text())
+    assert recorded["status"] == "exited" and recorded["network"] == {}
+    rl.ok("rm", cid)
+
+
 def test_wait_restart_rename_prune_port_create_start(rl, bbroot):
     cid = rl.ok("create", "--name", "c1", "--network", "none", "--rootfs", bbroot, "sh", "-c",
                 "echo started; exit 3").strip()

@@ -10,7 +10,6 @@ instance removes its entries.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 
@@ -35,7 +34,7 @@ def arm64_rootfs(images, tmp_path_factory):
 @pytest.fixture
 def sandboxed():
     """The Emulation for linux/arm64 forced to the sandboxed mode (a host registration must not matter)."""
-    cfg = dataclasses.replace(load_config(), emulation_mode="sandboxed")
+    cfg = load_config().replace(emulation_mode="sandboxed")
     emu = choose(ARM64, cfg)
     if emu.mode != "sandboxed":
         pytest.skip(f"sandboxed emulation unavailable: {emu.reason} (fix: {emu.hint})")

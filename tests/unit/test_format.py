@@ -1,3 +1,4 @@
+import re
 import pytest
 
 from rootless.cli.format import output, render
@@ -36,3 +37,10 @@ def test_output_modes():
     assert '"ID": "a"' in output(items, "json", [], None)
     assert output(items, None, [], None, quiet_field="ID", quiet=True) == "a\nb"
     assert output(items, "table {{.ID}}\\t{{.Name}}", [], None).splitlines()[0].split() == ["ID", "NAME"]
+
+
+def test_table_headers_as_docker_names_them():
+    items = [{"ID": "a", "RunningFor": "2 minutes ago", "CreatedAt": "x", "Names": "n"}]
+    out = output(items, "table {{.ID}}\\t{{.RunningFor}}\\t{{.CreatedAt}}\\t{{.Names}}", [], None,
+                 headers={"ID": "CONTAINER ID"})
+    assert re.split(r"\s{2,}", out.splitlines()[0]) == ["CONTAINER ID", "CREATED", "CREATED AT", "NAMES"]

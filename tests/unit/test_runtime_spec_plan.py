@@ -108,6 +108,10 @@ def test_build_spec_overrides():
         spec(mounts=(MountSpec("tmpfs", "/t"), MountSpec("tmpfs", "/t")))
     with pytest.raises(UsageError):
         spec(hostname="bad host")
+    # the image's labels are the container's too; --label wins
+    s = build_spec(dict(IMG, Labels={"a": "img", "b": "img"}), RunOptions(labels=(("b", "cli"), ("c", ""))),
+                   image_id="sha256:abc", image_ref="img")
+    assert dict(s.labels) == {"a": "img", "b": "cli", "c": ""}
 
 
 def test_spec_json_roundtrip():
@@ -191,6 +195,13 @@ def test_plan_variants():
     from rootless import syscalls as sc
 
     assert t.flags & sc.MS_RDONLY and t.flags & sc.MS_NOEXEC and t.data == ""
+    # tmpfs: Docker's defaults noexec,nosuid,nodev; exec/suid/dev turn them off
+    tm = P.plan(spec(mounts=(MountSpec("tmpfs", "/a"), MountSpec("tmpfs", "/b", "", False, ("exec", "size=1m")))),
+                host())
+    a = next(s for s in tm if isinstance(s, P.Mount) and s.target == "/a")
+    b = next(s for s in tm if isinstance(s, P.Mount) and s.target == "/b")
+    assert a.flags & (sc.MS_NOEXEC | sc.MS_NOSUID | sc.MS_NODEV) == sc.MS_NOEXEC | sc.MS_NOSUID | sc.MS_NODEV
+    assert not b.flags & sc.MS_NOEXEC and b.flags & sc.MS_NOSUID and b.data == "size=1m"
 
 
 def test_storage_options():

@@ -4,7 +4,9 @@
 a class); the runtime defines two dozen of them on the way to every
 ``rootless run``. ``Record`` gives the same frozen, typed value objects
 (fields from the annotations, defaults from class attributes, ``replace``,
-``to_dict``, equality, hashing, repr) without generating code.
+``to_dict``, equality, ordering, hashing, repr) without generating code.
+Used for the types on the path of ``rootless run`` (config, id maps,
+references, OCI types, platforms, container specs and state).
 """
 
 from __future__ import annotations
@@ -62,6 +64,23 @@ class Record:
         if type(other) is not type(self):
             return NotImplemented
         return self._values() == other._values()
+
+    def _cmp(self, other, op):
+        if type(other) is not type(self):
+            return NotImplemented
+        return op(self._values(), other._values())
+
+    def __lt__(self, other):
+        return self._cmp(other, tuple.__lt__)
+
+    def __le__(self, other):
+        return self._cmp(other, tuple.__le__)
+
+    def __gt__(self, other):
+        return self._cmp(other, tuple.__gt__)
+
+    def __ge__(self, other):
+        return self._cmp(other, tuple.__ge__)
 
     def __hash__(self):
         return hash((type(self).__name__,) + tuple(
