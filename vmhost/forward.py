@@ -503,7 +503,8 @@ def spawn_portwatch(ms, name: str, cid: str, env: dict[str, str]) -> None:
 
     base = str(Path(__file__).resolve().parent.parent)   # where the vmhost package is
     penv = dict(env, PYTHONPATH=os.pathsep.join(x for x in (base, env.get("PYTHONPATH", "")) if x))
-    spawn_detached([sys.executable, "-m", "vmhost.portwatch", str(ms.paths(name).dir), name, cid], penv,
+    # (the machine directory with a trailing separator: machine stop/rm find and end this process)
+    spawn_detached([sys.executable, "-m", "vmhost.portwatch", str(ms.paths(name).dir) + os.sep, name, cid], penv,
                    log=ms.paths(name).dir / "portwatch.log")
 
 

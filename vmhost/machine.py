@@ -180,8 +180,16 @@ class Machines:
                             forwards=tuple(tuple(f[:4]) for f in d.get("forwards", [])) if running else (),
                             owners=tuple((f[4] if len(f) > 4 else "") for f in d.get("forwards", []))
                             if running else (),
-                            kind=d.get("kind", "rootless"), share=d.get("share", "") if running else "",
+                            kind=d.get("kind", "rootless"),
+                            share=(d["share"] if "share" in d else self._spec_home(name)) if running else "",
                             qmp=d.get("qmp") or str(p.qmp))
+
+    def _spec_home(self, name: str) -> str:
+        """(state.json of an older version has no "share": the spec's home was shared)"""
+        try:
+            return self.spec(name).home
+        except MachineError:
+            return ""
 
     def _write_state(self, p: MachinePaths, **d) -> None:
         write_json_atomic(p.state, d)
@@ -743,6 +751,8 @@ class Machines:
 
         if not wanted:
             return []
+        if not self.exists(name):
+            raise MachineError(f"machine {name} does not exist")
         with self._locked(name) as p:
             st = self.state(name)
             if not st.running:
@@ -798,6 +808,8 @@ class Machines:
 
         if forwards is not None and not forwards:
             return
+        if not self.exists(name):
+            return          # (a port watcher of a machine being removed: do not make its directory again)
         with self._locked(name) as p:
             st = self.state(name)
             if not st.running:
