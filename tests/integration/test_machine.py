@@ -279,6 +279,8 @@ def _closed(port: int, deadline_s: float = 60) -> bool:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         with socket.socket() as s:
+            # (SO_REUSEADDR: connections in TIME_WAIT do not count, a listener does)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("0.0.0.0", port))
                 return True
