@@ -63,7 +63,8 @@ def _init_setup(p):
     p.add_argument("-m", "--memory", type=_size_mib, help="memory in MiB, or with a unit: 4G (default 2048)")
     p.add_argument("--disk-size", type=_size_gib, help="disk size in GiB (default 20)")
     p.add_argument("--image", metavar="PATH",
-                   help="guest image directory (default: build one from Debian packages, cached)")
+                   help="a cloud image (.qcow2, .img, .raw: Debian/Ubuntu, provisioned by cloud-init) or a guest "
+                        "image directory (default: build one from Debian packages, cached)")
     p.add_argument("--accel", choices=["auto", "kvm", "hvf", "whpx", "tcg"], default="auto",
                    help="accelerator (default auto: KVM/HVF, else TCG emulation with a warning)")
     p.add_argument("--no-share", action="store_true", help="do not share the home directory with the machine")
