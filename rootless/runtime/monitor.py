@@ -445,8 +445,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         if spec.memory or spec.cpus or spec.pids_limit:
             from rootless.runtime import cgroups
 
-            def place(pid_a: int) -> None:
-                cgroups.apply(spec, pid_a, ctr.id)
+            place = lambda pid_a: cgroups.apply(spec, pid_a, ctr.id)  # noqa: E731 (before its cgroup ns)
         launched = spawn(prep.steps, prep.host, prep.mapping, new_netns=prep.netplan.new_netns, ctx=ctx,
                          join_userns=joined.userns, join_netns=joined.netns, place=place)
         trace("monitor: spawned")
