@@ -78,21 +78,26 @@ def require(name: str, purpose: str) -> str:
     return p
 
 
-def spawn_wait(argv: list[str], desc: str, *, stdin_null: bool = True) -> None:
-    """Run argv to completion; raise HelperFailed with its stderr on failure."""
+def _spawn(argv: list[str], desc: str, stdin_null: bool = True) -> tuple[int, int]:
+    """posix_spawn argv with stderr on a pipe; returns (pid, read end)."""
     r, w = os.pipe()
     fa = [(os.POSIX_SPAWN_DUP2, w, 2), (os.POSIX_SPAWN_CLOSE, r)]
     if stdin_null:
         fa.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
     try:
         pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=fa,
-                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))  # Python ignores them; helpers must not
+                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))  # Python ignores them; helpers must not
     except OSError as e:
         os.close(r)
         os.close(w)
         raise HelperFailed(desc, None, e.strerror or str(e),
                            hint=f"install it: apt-get install {package_for(os.path.basename(argv[0]))}") from None
     os.close(w)
+    return pid, r
+
+
+def _reap(pid: int, r: int, desc: str) -> HelperFailed | None:
+    """Read the helper's stderr to EOF, wait for it; the failure, if it failed."""
     chunks = []
     while True:
         b = os.read(r, 65536)
@@ -103,42 +108,30 @@ def spawn_wait(argv: list[str], desc: str, *, stdin_null: bool = True) -> None:
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        raise HelperFailed(desc, code, b"".join(chunks).decode(errors="replace"))
+        return HelperFailed(desc, code, b"".join(chunks).decode(errors="replace"))
+    return None
+
+
+def spawn_wait(argv: list[str], desc: str, *, stdin_null: bool = True) -> None:
+    """Run argv to completion; raise HelperFailed with its stderr on failure."""
+    failure = _reap(*_spawn(argv, desc, stdin_null), desc)
+    if failure is not None:
+        raise failure
 
 
 def spawn_wait_all(jobs: list[tuple[list[str], str]]) -> None:
     """Like spawn_wait for several programs at once (started together, then
     waited for): newuidmap and newgidmap of one container run in parallel."""
     started = []
+    failure = None
     try:
         for argv, desc in jobs:
-            r, w = os.pipe()
-            fa = [(os.POSIX_SPAWN_DUP2, w, 2), (os.POSIX_SPAWN_CLOSE, r),
-                  (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
-            try:
-                pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=fa,
-                                     setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
-            except OSError as e:
-                os.close(r)
-                os.close(w)
-                raise HelperFailed(desc, None, e.strerror or str(e),
-                                   hint=f"install it: apt-get install {package_for(os.path.basename(argv[0]))}") from None
-            os.close(w)
-            started.append((pid, r, desc))
+            started.append((*_spawn(argv, desc), desc))
     finally:
-        failure = None
-        for pid, r, desc in started:
-            chunks = []
-            while True:
-                b = os.read(r, 65536)
-                if not b:
-                    break
-                chunks.append(b)
-            os.close(r)
-            _, status = os.waitpid(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-            if code != 0 and failure is None:
-                failure = HelperFailed(desc, code, b"".join(chunks).decode(errors="replace"))
+        for pid, r, desc in started:  # every helper is reaped; the first failure is raised
+            f = _reap(pid, r, desc)
+            if failure is None:
+                failure = f
     if failure is not None:
         raise failure
 
