@@ -153,6 +153,19 @@ def _unknown(word: str, where: str = "rootless") -> UsageError:
                       hint=f"{hint}See '{where} --help'.")
 
 
+def connection_for(flag: str | None, env: dict[str, str], platform: str) -> str | None:
+    """The machine a container command runs in (pure): ``--connection``, else
+    ``ROOTLESS_CONNECTION``, else the machine ``default`` on a host without a
+    Linux kernel (macOS, Windows), as ``podman machine`` does; None runs it here."""
+    if flag:
+        return flag
+    if env.get("ROOTLESS_CONNECTION"):
+        return env["ROOTLESS_CONNECTION"]
+    if not platform.startswith("linux"):
+        return "default"
+    return None
+
+
 def _dispatch(argv: list[str], env: dict[str, str]) -> int:
     from rootless.cli.base import Context
 
@@ -187,8 +200,8 @@ def _dispatch(argv: list[str], env: dict[str, str]) -> int:
     if "root" in globals_:
         env["ROOTLESS_ROOT"] = os.path.abspath(globals_["root"])
 
-    connection = globals_.get("connection") or env.get("ROOTLESS_CONNECTION")
     word = rest[0]
+    connection = connection_for(globals_.get("connection"), env, sys.platform)
     if connection and word not in ("machine",):
         from vmhost.forward import forward
 

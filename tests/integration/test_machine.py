@@ -144,11 +144,16 @@ def test_serial_console_shows_the_boot(vm):
 
     log = vm.dir / "serial.log"
     child = pexpect.spawn("tail", ["-n", "+1", str(log)], timeout=10, encoding="utf-8")
-    child.expect(r"rootless-guest: stage 1 at [0-9.]+ s")
-    child.expect(r"rootless-guest: booted in [0-9.]+ s")
-    child.expect(r"rootless-guest: ready in [0-9.]+ s")
+    seen = ""
+    for line in (r"rootless-guest: stage 1 at [0-9.]+ s", r"rootless-guest: booted in [0-9.]+ s",
+                 r"rootless-guest: ready in [0-9.]+ s"):
+        # a step of the guest's boot that went wrong says "rootless-guest: failed: ..." before "ready"
+        assert child.expect([line, r"rootless-guest: failed: [^\r\n]*"]) == 0, child.after
+        seen += child.before + child.after
     child.expect(pexpect.EOF)
-    assert "failed" not in child.before
+    seen += child.before
+    assert "failed" not in seen
+    assert log.read_text().startswith(seen.replace("\r\n", "\n"))  # the console saw the whole log
 
 
 # ---------------------------------------------------------------- containers through --connection

@@ -153,12 +153,14 @@ CHILD = textwrap.dedent(r"""
     for f in ("getuid", "getgid", "geteuid", "getegid"):
         if hasattr(os, f):
             delattr(os, f)
+    sys.platform = "darwin"  # a host without a Linux kernel: commands go to machine "default"
     import rootless.cli.main as cli
     import vmhost.cloud, vmhost.fat, vmhost.forward, vmhost.machine, vmhost.qemu, vmhost.qmp, vmhost.seed
     import vmhost.ssh, vmhost.image, vmhost.lock, vmhost.detach, vmhost.portwatch, vmhost.spec
     results = {}
     for argv in (["--connection", "nosuch", "run", "--rm", "-p", "8080:80", "img"], ["machine", "list"],
-                 ["machine", "inspect", "nosuch"], ["machine", "list", "--format", "json"]):
+                 ["machine", "inspect", "nosuch"], ["machine", "list", "--format", "json"],
+                 ["run", "--rm", "img", "true"]):
         results[" ".join(argv)] = cli.main(argv)
     print(json.dumps({"results": results, "blocked_loaded": sorted(BLOCKED & set(sys.modules))}))
 """)
@@ -176,3 +178,17 @@ def test_forward_path_imports_nothing_unix_only(tmp_path):
     assert "machine nosuch does not exist" in cp.stderr
     assert r["machine list"] == 0 and r["machine list --format json"] == 0
     assert r["machine inspect nosuch"] == 125
+    # no --connection on macOS: the command went to machine "default", which the error names with its fix
+    assert r["run --rm img true"] == 125
+    assert "machine default does not exist" in cp.stderr and "rootless machine init" in cp.stderr
+
+
+def test_connection_for_a_host_without_linux_is_the_default_machine():
+    from rootless.cli.main import connection_for
+
+    assert connection_for(None, {}, "linux") is None
+    assert connection_for(None, {}, "darwin") == "default"
+    assert connection_for(None, {}, "win32") == "default"
+    assert connection_for(None, {"ROOTLESS_CONNECTION": "dev"}, "darwin") == "dev"
+    assert connection_for(None, {"ROOTLESS_CONNECTION": "dev"}, "linux") == "dev"
+    assert connection_for("m2", {"ROOTLESS_CONNECTION": "dev"}, "win32") == "m2"
