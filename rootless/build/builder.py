@@ -312,8 +312,14 @@ class Builder:
             return ":".join(parts)
         if step.from_.kind == "stage":
             return "stage:" + self._stage_results[step.from_.stage].key
-        img = self._image(step.from_.ref, graph.options.target_platform, opts.pull)
-        return "image:" + img.id
+        return "image:" + self.step_image(graph, step, step.from_.ref, opts).id
+
+    def step_image(self, graph, step, ref: str, opts: BuildOptions):
+        """The image a COPY --from / RUN --mount from= reads; a failure names the Dockerfile line."""
+        try:
+            return self._image(ref, graph.options.target_platform, opts.pull)
+        except RootlessError as e:
+            raise self._step_error(graph, step, e) from None
 
     def _exclude(self, step):
         if not step.exclude:
@@ -379,7 +385,7 @@ class Builder:
             r = self._stage_results[step.from_.stage]
             return filestep.Source("layers", lowers=tuple(self.lower_dirs(r.layers)),
                                    label=f"stage {graph.node(step.from_.stage).display}")
-        img = self._image(step.from_.ref, graph.options.target_platform, opts.pull)
+        img = self.step_image(graph, step, step.from_.ref, opts)
         return filestep.Source("layers", lowers=tuple(str(p) for p in self.store.layer_dirs(img)),
                                label=f"image {step.from_.ref}")
 

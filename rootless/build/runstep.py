@@ -107,7 +107,7 @@ def _mounts(builder, graph, step: P.RunStep, opts, cdir: Path, mapping) -> tuple
                 src = graph.from_source(m.from_)
                 lowers = (builder.lower_dirs(builder._stage_results[src.stage].layers) if src.kind == "stage"
                           else [str(p) for p in builder.store.layer_dirs(
-                              builder._image(src.ref, graph.options.target_platform, opts.pull))])
+                              builder.step_image(graph, step, src.ref, opts))])
                 view = cdir / f"mnt-{len(out)}"
                 from rootless.userns import run_in_userns
                 from rootless.storage import vfs_materialize

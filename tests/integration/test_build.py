@@ -565,6 +565,24 @@ STOPSIGNAL SIGQUIT
     assert cp.returncode != 0 and "checksum mismatch" in cp.stderr and f"{url}/tool.sh" in cp.stderr
 
 
+def test_copy_from_image_and_its_errors_name_the_line(rl, registry, tmp_path):
+    require("overlay")
+    base = registry.ref("busybox")
+    ctx = write_context(tmp_path / "cf", {"Dockerfile": f"FROM scratch\nCOPY --from={base} /bin/busybox /bb\n"})
+    build(rl, ctx, "-t", "cf:1")
+    _, files = image_files(rl, "cf:1", tmp_path)
+    assert files["/bb"]["type"] == "file" and files["/bb"]["mode"] & 0o111 and len(files) == 1
+    (ctx / "Dockerfile").write_text("FROM scratch\n\nCOPY --from=localhost:1/nope /x /x\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode != 0 and "Traceback" not in cp.stderr
+    assert "/Dockerfile:3: COPY --from=localhost:1/nope /x /x: cannot connect to registry localhost:1" in cp.stderr
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nRUN --mount=type=bind,from=localhost:1/nope,target=/n true\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode != 0 and "Traceback" not in cp.stderr
+    assert "/Dockerfile:2: RUN --mount=type=bind,from=localhost:1/nope,target=/n true: cannot connect to " \
+           "registry localhost:1" in cp.stderr
+
+
 # ---------------------------------------------------------------------------
 # other platforms (emulation through archsupport), manifest lists
 
