@@ -292,7 +292,10 @@ class Builder:
         return StageResult(node.index, plat, layers, history, sp, key, created, stage_time)
 
     def _inputs(self, graph, step, opts: BuildOptions, plat: Platform) -> str:
-        """What a COPY/ADD reads, as a digest (part of its cache key)."""
+        """What a step reads besides its parent layer, as a digest (part of its cache key): a COPY/ADD's
+        sources; a RUN's bind mounts and network mode."""
+        if isinstance(step, P.RunStep):
+            return self._run_inputs(graph, step, opts)
         if not isinstance(step, P.CopyStep):
             return ""
         if step.from_ is None:
@@ -313,6 +316,38 @@ class Builder:
         if step.from_.kind == "stage":
             return "stage:" + self._stage_results[step.from_.stage].key
         return "image:" + self.step_image(graph, step, step.from_.ref, opts).id
+
+    def _run_inputs(self, graph, step: P.RunStep, opts: BuildOptions) -> str:
+        """A RUN's key beyond the step itself: the network it gets (``build --network`` when the RUN
+        names none) and the content of each bind mount's source, as BuildKit: the files of the
+        context path, the key of the stage, the ID of the image. A cache or tmpfs mount adds only its
+        options (in the step), never its content. "" when there is nothing (the key of a plain RUN)."""
+        parts: list = []
+        if opts.network and not step.network:
+            parts.append(["network", opts.network])
+        for m in step.mounts:
+            if m.type == "bind":
+                parts.append(["bind", m.target, self._bind_digest(graph, step, m, opts)])
+        return json.dumps(parts, separators=(",", ":")) if parts else ""
+
+    def _bind_digest(self, graph, step: P.RunStep, m, opts: BuildOptions) -> str:
+        from rootless.build.cachekey import tree_digest
+        from rootless.build.fscopy import CopyError, root_path
+
+        if m.from_:
+            src = graph.from_source(m.from_)
+            if src.kind == "stage":
+                return "stage:" + self._stage_results[src.stage].key
+            return "image:" + self.step_image(graph, step, src.ref, opts).id
+        fs = self._context_fs(opts)
+        try:
+            rel = root_path(fs, m.source or "/")
+            if rel and fs.lstat(rel) is None:
+                raise CopyError(f"RUN --mount=type=bind: {m.source!r} is not in the build context",
+                                hint=f"the source is relative to the build context {opts.context}")
+            return "context:" + tree_digest(fs, rel, self.hasher)
+        except CopyError as e:
+            raise self._step_error(graph, step, e) from None
 
     def step_image(self, graph, step, ref: str, opts: BuildOptions):
         """The image a COPY --from / RUN --mount from= reads; a failure names the Dockerfile line."""

@@ -118,8 +118,9 @@ def _mounts(builder, graph, step: P.RunStep, opts, cdir: Path, mapping) -> tuple
             else:
                 fs = builder._context_fs(opts)
                 rel = root_path(fs, m.source or "/")
-                if rel and fs.lstat(rel) is None:
-                    raise BuildError(f"RUN --mount=type=bind: {m.source!r} is not in the build context")
+                if rel and fs.lstat(rel) is None:      # checked with the cache key already
+                    raise BuildError(f"{graph.dockerfile.filename}:{step.line}: {step.source}: "
+                                     f"RUN --mount=type=bind: {m.source!r} is not in the build context")
                 out.append(MountSpec("bind", target, str(Path(opts.context) / rel) if rel else str(opts.context),
                                      ro))
         elif m.type in ("secret", "ssh"):

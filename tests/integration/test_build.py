@@ -565,6 +565,73 @@ STOPSIGNAL SIGQUIT
     assert cp.returncode != 0 and "checksum mismatch" in cp.stderr and f"{url}/tool.sh" in cp.stderr
 
 
+def _cached(stderr: str, instruction: str) -> bool:
+    """Whether the step of ``instruction`` (its STEP line) was a cache hit."""
+    lines = stderr.splitlines()
+    i = next(n for n, line in enumerate(lines) if "STEP" in line and line.endswith(instruction))
+    return "--> Using cache" in lines[i + 1]
+
+
+def test_build_network_modes_and_bare_pull(rl, registry, tmp_path):
+    require("overlay")
+    base = registry.ref("busybox")
+    run = "RUN tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort > /ifaces"
+    ctx = write_context(tmp_path / "net", {"Dockerfile": f"FROM {base}\n{run}\n"})
+    # a bare --pull means always and leaves CONTEXT alone (nargs="?" took it as the policy before)
+    build(rl, ctx, "-t", "net:none", "--network", "none", "--pull")
+    _, files = image_files(rl, "net:none", tmp_path)
+    assert files["/ifaces"]["data"] == b"lo\n", "--network none: only the loopback interface"
+    cp = build(rl, ctx, "-t", "net:host", "--pull", "--network", "host")
+    assert not _cached(cp.stderr, run), "the network mode is part of the RUN's cache key"
+    _, files = image_files(rl, "net:host", tmp_path)
+    with open("/proc/net/dev") as f:
+        host = sorted(line.split(":")[0].strip() for line in f.readlines()[2:])
+    assert files["/ifaces"]["data"].decode().split() == host, "--network host: the host's interfaces"
+    assert _cached(build(rl, ctx, "--network", "host").stderr, run)
+
+
+BIND_DOCKERFILE = """\
+FROM {base} AS gen
+COPY g.txt /g.txt
+FROM {base}
+RUN --mount=type=cache,target=/c sh -c 'echo run >> /c/log; wc -l < /c/log > /cache-count'
+RUN --mount=type=bind,source=data,target=/in cat /in/d.txt > /out
+RUN --mount=type=bind,from=gen,source=/g.txt,target=/g.txt cat /g.txt > /outg
+"""
+
+
+def test_run_bind_mount_content_is_in_the_cache_key(rl, registry, tmp_path):
+    require("overlay")
+    df = BIND_DOCKERFILE.format(base=registry.ref("busybox"))
+    ctx = write_context(tmp_path / "bind", {"Dockerfile": df, "data/d.txt": "one\n", "g.txt": "g1\n"})
+    run_cache, run_ctx, run_stage = df.splitlines()[3:6]
+    build(rl, ctx, "-t", "bind:1")
+    _, files = image_files(rl, "bind:1", tmp_path)
+    assert (files["/out"]["data"], files["/outg"]["data"], files["/cache-count"]["data"]) == (b"one\n", b"g1\n",
+                                                                                               b"1\n")
+    again = build(rl, ctx, "-t", "bind:1")
+    assert again.stderr.count("--> Using cache") == 4, "unchanged: every step from the cache"
+    # a changed file under the bind-mounted context path: that RUN runs again
+    (ctx / "data" / "d.txt").write_text("two\n")
+    cp = build(rl, ctx, "-t", "bind:2")
+    assert _cached(cp.stderr, run_cache), "the cache mount's content (changed by the last run) is not in the key"
+    assert not _cached(cp.stderr, run_ctx)
+    _, files = image_files(rl, "bind:2", tmp_path)
+    assert files["/out"]["data"] == b"two\n" and files["/cache-count"]["data"] == b"1\n"
+    # a changed stage mounted with from=: that RUN runs again
+    (ctx / "g.txt").write_text("g2\n")
+    cp = build(rl, ctx, "-t", "bind:3")
+    assert _cached(cp.stderr, run_cache) and _cached(cp.stderr, run_ctx) and not _cached(cp.stderr, run_stage)
+    _, files = image_files(rl, "bind:3", tmp_path)
+    assert files["/out"]["data"] == b"two\n" and files["/outg"]["data"] == b"g2\n"
+    # a source missing from the context: the file and line
+    (ctx / "Dockerfile").write_text("FROM scratch\n\nRUN --mount=type=bind,source=nothere,target=/x true\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode != 0 and "Traceback" not in cp.stderr
+    assert "Dockerfile:3: RUN --mount=type=bind,source=nothere,target=/x true: RUN --mount=type=bind: " \
+           "'nothere' is not in the build context" in cp.stderr
+
+
 def test_copy_from_image_and_its_errors_name_the_line(rl, registry, tmp_path):
     require("overlay")
     base = registry.ref("busybox")
