@@ -137,6 +137,7 @@ class Builder:
         self._context = None
         self._pins = None
         self._images: dict[tuple[str, str], object] = {}
+        self._multi = False             # building several platforms: errors name the platform
         self.cached_steps = 0
         self.executed_steps = 0
 
@@ -151,6 +152,7 @@ class Builder:
         for w in df.warnings:
             self.reporter.warn(w)
         platforms = list(opts.platforms) or [host_platform()]
+        self._multi = len(platforms) > 1
         self._pins = Pins()
         self.store.ensure_dirs()
         try:
@@ -235,8 +237,7 @@ class Builder:
         except BuildError:
             raise
         except RootlessError as e:
-            raise BuildError(f"{graph.dockerfile.filename}:{node.stage.line}: {node.stage.source}: {e.message}",
-                             hint=e.hint) from None
+            raise BuildError(f"{self.where(graph, node.stage)}: {e.message}", hint=e.hint) from None
         cfg = RunConfig.from_json(img.config.to_json())
         layers = [Layer(d, self._oci_blob(b.to_json())) for d, b in zip(img.layers, img.blobs)]
         history = [h.to_json() for h in img.history]
@@ -363,10 +364,14 @@ class Builder:
 
         return PatternMatcher(list(step.exclude))
 
+    def where(self, graph, step) -> str:
+        """How an error names a step (or a stage's FROM): ``FILE:LINE: INSTRUCTION``, after
+        ``[PLATFORM]`` when the build makes several platforms."""
+        plat = f"[{graph.options.target_platform}] " if self._multi else ""
+        return f"{plat}{graph.dockerfile.filename}:{step.line}: {step.source}"
+
     def _step_error(self, graph, step, e: RootlessError) -> BuildError:
-        err = StepFailed(f"{graph.dockerfile.filename}:{step.line}: {step.source}: {e.message}",
-                         hint=e.hint)
-        return err
+        return StepFailed(f"{self.where(graph, step)}: {e.message}", hint=e.hint)
 
     # ------------------------------------------------------------------
     def _execute(self, graph, node, step, layers: list[Layer], opts: BuildOptions) -> CacheEntry:

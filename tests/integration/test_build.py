@@ -710,6 +710,18 @@ def test_two_platforms_push_pull_run(rl, registry, tmp_path):
         other.cleanup()
 
 
+def test_failing_run_of_two_platforms_names_the_platform(rl, registry, tmp_path):
+    require("overlay")
+    ctx = write_context(tmp_path / "pf", {"Dockerfile": f"FROM {registry.ref('busybox')}\n"
+                                                        "RUN test \"$(uname -m)\" != aarch64\n"})
+    cp = rl("build", "-q", "--platform", "linux/amd64,linux/arm64", "-t", "pf:1", str(ctx), timeout=600)
+    assert cp.returncode == 1
+    assert f"Error: [linux/arm64] {ctx}/Dockerfile:2: RUN test \"$(uname -m)\" != aarch64: process" in cp.stderr
+    assert "exit code: 1" in cp.stderr and "[linux/amd64]" not in cp.stderr
+    assert "Hint: the command printed nothing" in cp.stderr, "-q showed no output: not 'see it above'"
+    assert rl("image", "inspect", "pf:1").returncode != 0
+
+
 def test_output_oci_archive_of_two_platforms(rl, registry, tmp_path):
     require("overlay")
     ctx = write_context(tmp_path / "o2", {"Dockerfile": "ARG BASE\nFROM ${BASE}\nCOPY f /f\n", "f": "x"})
