@@ -314,6 +314,18 @@ def test_manifest_commands(rl, registry, tmp_path):
     assert cp.returncode == 125 and "is an image, not a manifest list" in cp.stderr
     cp = rl("manifest", "inspect", "nope:1")
     assert cp.returncode == 125 and "nope:1: no such manifest list" in cp.stderr
+    # manifest rm: the list goes, its images stay; a bad name removes nothing
+    rl.ok("manifest", "create", "--all", "mylist:v2", src)
+    cp = rl("manifest", "rm", "mylist:v2", "nope:1")
+    assert cp.returncode == 125 and "nope:1: no such manifest list" in cp.stderr
+    assert len(json.loads(rl.ok("manifest", "inspect", "mylist:v2"))["manifests"]) == 2
+    cp = rl("manifest", "rm", single)
+    assert cp.returncode == 125 and "is an image, not a manifest list" in cp.stderr
+    assert rl.ok("manifest", "rm", "mylist:v2") == "Untagged: mylist:v2\n"
+    cp = rl("manifest", "inspect", "mylist:v2")
+    assert cp.returncode == 125 and "no such manifest list" in cp.stderr
+    assert rl("image", "inspect", "mylist:v2").returncode != 0
+    assert rl.ok("run", "--rm", src, "echo", "member image kept") == "member image kept\n"
 
 
 # ---------------------------------------------------------------------------
@@ -685,9 +697,11 @@ def test_two_platforms_push_pull_run(rl, registry, tmp_path):
 
     ctx = write_context(tmp_path / "multi", {"Dockerfile": PLATFORM_DOCKERFILE})
     ref = registry.ref("multi-built", "v1")
-    cp = build(rl, ctx, "--platform", "linux/amd64,linux/arm64", "-t", ref,
+    iid = tmp_path / "iid"
+    cp = build(rl, ctx, "--platform", "linux/amd64,linux/arm64", "-t", ref, "--iidfile", str(iid),
                "--build-arg", f"BASE={registry.ref('busybox')}")
     index_digest = cp.stdout.strip()
+    assert iid.read_text() == index_digest, "--iidfile: the manifest list's digest"
     idx = json.loads(rl.ok("manifest", "inspect", ref))
     assert sorted(m["platform"]["architecture"] for m in idx["manifests"]) == ["amd64", "arm64"]
     rl.ok("push", ref)
