@@ -276,6 +276,21 @@ def test_output_archives_and_iidfile(rl, tmp_path):
         sk = subprocess.run(["skopeo", "inspect", ref], capture_output=True, text=True)
         assert sk.returncode == 0, sk.stderr
         assert "sha256:" + hashlib.sha256(b"").hexdigest() not in sk.stdout
+    # loadable by another tool: skopeo copy reads every blob, checks its digest and size, writes them again
+    oci_dir, plain_dir = tmp_path / "copied-oci", tmp_path / "copied-dir"
+    for src, dest in ((f"docker-archive:{da}", f"oci:{oci_dir}:copied"), (f"oci:{layout}", f"dir:{plain_dir}")):
+        sk = subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", src, dest], capture_output=True,
+                            text=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
+        assert sk.returncode == 0, sk.stderr
+    index = json.loads((oci_dir / "index.json").read_text())
+    manifests = [json.loads((oci_dir / "blobs" / "sha256" / d["digest"][7:]).read_bytes())
+                 for d in index["manifests"]]
+    manifests.append(json.loads((plain_dir / "manifest.json").read_text()))
+    for man, blobs in zip(manifests, (oci_dir / "blobs" / "sha256", plain_dir)):
+        assert man["config"]["digest"] == cp.stdout.strip(), "the same config: the same image ID"
+        (layer,) = man["layers"]
+        with tarfile.open(blobs / layer["digest"][7:]) as tf:
+            assert tf.extractfile("f").read() == b"content"
     cp = rl("build", "-o", "type=local,dest=x", str(ctx))
     assert cp.returncode == 125 and "unsupported --output type 'local'" in cp.stderr
 
