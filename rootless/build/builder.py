@@ -137,6 +137,7 @@ class Builder:
         self._context = None
         self._pins = None
         self._images: dict[tuple[str, str], object] = {}
+        self._multi = False             # building several platforms: errors name the platform
         self.cached_steps = 0
         self.executed_steps = 0
 
@@ -151,6 +152,7 @@ class Builder:
         for w in df.warnings:
             self.reporter.warn(w)
         platforms = list(opts.platforms) or [host_platform()]
+        self._multi = len(platforms) > 1
         self._pins = Pins()
         self.store.ensure_dirs()
         try:
@@ -235,8 +237,7 @@ class Builder:
         except BuildError:
             raise
         except RootlessError as e:
-            raise BuildError(f"{graph.dockerfile.filename}:{node.stage.line}: {node.stage.source}: {e.message}",
-                             hint=e.hint) from None
+            raise BuildError(f"{self.where(graph, node.stage)}: {e.message}", hint=e.hint) from None
         cfg = RunConfig.from_json(img.config.to_json())
         layers = [Layer(d, self._oci_blob(b.to_json())) for d, b in zip(img.layers, img.blobs)]
         history = [h.to_json() for h in img.history]
@@ -292,7 +293,10 @@ class Builder:
         return StageResult(node.index, plat, layers, history, sp, key, created, stage_time)
 
     def _inputs(self, graph, step, opts: BuildOptions, plat: Platform) -> str:
-        """What a COPY/ADD reads, as a digest (part of its cache key)."""
+        """What a step reads besides its parent layer, as a digest (part of its cache key): a COPY/ADD's
+        sources; a RUN's bind mounts and network mode."""
+        if isinstance(step, P.RunStep):
+            return self._run_inputs(graph, step, opts)
         if not isinstance(step, P.CopyStep):
             return ""
         if step.from_ is None:
@@ -312,8 +316,46 @@ class Builder:
             return ":".join(parts)
         if step.from_.kind == "stage":
             return "stage:" + self._stage_results[step.from_.stage].key
-        img = self._image(step.from_.ref, graph.options.target_platform, opts.pull)
-        return "image:" + img.id
+        return "image:" + self.step_image(graph, step, step.from_.ref, opts).id
+
+    def _run_inputs(self, graph, step: P.RunStep, opts: BuildOptions) -> str:
+        """A RUN's key beyond the step itself: the network it gets (``build --network`` when the RUN
+        names none) and the content of each bind mount's source, as BuildKit: the files of the
+        context path, the key of the stage, the ID of the image. A cache or tmpfs mount adds only its
+        options (in the step), never its content. "" when there is nothing (the key of a plain RUN)."""
+        parts: list = []
+        if opts.network and not step.network:
+            parts.append(["network", opts.network])
+        for m in step.mounts:
+            if m.type == "bind":
+                parts.append(["bind", m.target, self._bind_digest(graph, step, m, opts)])
+        return json.dumps(parts, separators=(",", ":")) if parts else ""
+
+    def _bind_digest(self, graph, step: P.RunStep, m, opts: BuildOptions) -> str:
+        from rootless.build.cachekey import tree_digest
+        from rootless.build.fscopy import CopyError, root_path
+
+        if m.from_:
+            src = graph.from_source(m.from_)
+            if src.kind == "stage":
+                return "stage:" + self._stage_results[src.stage].key
+            return "image:" + self.step_image(graph, step, src.ref, opts).id
+        fs = self._context_fs(opts)
+        try:
+            rel = root_path(fs, m.source or "/")
+            if rel and fs.lstat(rel) is None:
+                raise CopyError(f"RUN --mount=type=bind: {m.source!r} is not in the build context",
+                                hint=f"the source is relative to the build context {opts.context}")
+            return "context:" + tree_digest(fs, rel, self.hasher)
+        except CopyError as e:
+            raise self._step_error(graph, step, e) from None
+
+    def step_image(self, graph, step, ref: str, opts: BuildOptions):
+        """The image a COPY --from / RUN --mount from= reads; a failure names the Dockerfile line."""
+        try:
+            return self._image(ref, graph.options.target_platform, opts.pull)
+        except RootlessError as e:
+            raise self._step_error(graph, step, e) from None
 
     def _exclude(self, step):
         if not step.exclude:
@@ -322,10 +364,14 @@ class Builder:
 
         return PatternMatcher(list(step.exclude))
 
+    def where(self, graph, step) -> str:
+        """How an error names a step (or a stage's FROM): ``FILE:LINE: INSTRUCTION``, after
+        ``[PLATFORM]`` when the build makes several platforms."""
+        plat = f"[{graph.options.target_platform}] " if self._multi else ""
+        return f"{plat}{graph.dockerfile.filename}:{step.line}: {step.source}"
+
     def _step_error(self, graph, step, e: RootlessError) -> BuildError:
-        err = StepFailed(f"{graph.dockerfile.filename}:{step.line}: {step.source}: {e.message}",
-                         hint=e.hint)
-        return err
+        return StepFailed(f"{self.where(graph, step)}: {e.message}", hint=e.hint)
 
     # ------------------------------------------------------------------
     def _execute(self, graph, node, step, layers: list[Layer], opts: BuildOptions) -> CacheEntry:
@@ -379,7 +425,7 @@ class Builder:
             r = self._stage_results[step.from_.stage]
             return filestep.Source("layers", lowers=tuple(self.lower_dirs(r.layers)),
                                    label=f"stage {graph.node(step.from_.stage).display}")
-        img = self._image(step.from_.ref, graph.options.target_platform, opts.pull)
+        img = self.step_image(graph, step, step.from_.ref, opts)
         return filestep.Source("layers", lowers=tuple(str(p) for p in self.store.layer_dirs(img)),
                                label=f"image {step.from_.ref}")
 

@@ -14,6 +14,10 @@ last key.  What goes in, per step:
   bytes and link target (not owners, since COPY makes them 0:0 or
   --chown; not times, as BuildKit); from another stage that stage's last
   key; from an image its ID;
+* RUN --mount=type=bind: the content of the source, as for COPY (a context
+  path's files, a stage's last key, an image's ID); cache and tmpfs mounts
+  only by their options, never by their content; ``build --network`` when
+  the RUN gives no --network;
 * WORKDIR: the path and USER (the directory's owner).
 
 So an unchanged rebuild finds every key again, and changing one copied
@@ -110,6 +114,13 @@ def _walk_records(fs: SourceFS, rel: str, prefix: str, hasher: FileHasher, out: 
         for name in fs.listdir(rel):
             _walk_records(fs, f"{rel}/{name}" if rel else name, f"{prefix}/{name}" if prefix else name,
                           hasher, out, exclude)
+
+
+def tree_digest(fs: SourceFS, rel: str, hasher: FileHasher) -> str:
+    """Digest of the tree at ``rel`` in ``fs`` (a RUN --mount=type=bind source of the context)."""
+    recs: list = []
+    _walk_records(fs, rel, "", hasher, recs)
+    return _h(recs)
 
 
 def content_digest(fs: SourceFS, sources, hasher: FileHasher, exclude=None) -> str:

@@ -107,7 +107,7 @@ def _mounts(builder, graph, step: P.RunStep, opts, cdir: Path, mapping) -> tuple
                 src = graph.from_source(m.from_)
                 lowers = (builder.lower_dirs(builder._stage_results[src.stage].layers) if src.kind == "stage"
                           else [str(p) for p in builder.store.layer_dirs(
-                              builder._image(src.ref, graph.options.target_platform, opts.pull))])
+                              builder.step_image(graph, step, src.ref, opts))])
                 view = cdir / f"mnt-{len(out)}"
                 from rootless.userns import run_in_userns
                 from rootless.storage import vfs_materialize
@@ -118,13 +118,15 @@ def _mounts(builder, graph, step: P.RunStep, opts, cdir: Path, mapping) -> tuple
             else:
                 fs = builder._context_fs(opts)
                 rel = root_path(fs, m.source or "/")
-                if rel and fs.lstat(rel) is None:
-                    raise BuildError(f"RUN --mount=type=bind: {m.source!r} is not in the build context")
+                if rel and fs.lstat(rel) is None:      # checked with the cache key already
+                    raise BuildError(f"{builder.where(graph, step)}: "
+                                     f"RUN --mount=type=bind: {m.source!r} is not in the build context")
                 out.append(MountSpec("bind", target, str(Path(opts.context) / rel) if rel else str(opts.context),
                                      ro))
         elif m.type in ("secret", "ssh"):
             if m.required:
-                raise BuildError(f"RUN --mount=type={m.type} is not supported by rootless build",
+                raise BuildError(f"{builder.where(graph, step)}: RUN --mount=type={m.type} is not supported by "
+                                 f"rootless build",
                                  hint="pass the data another way (a bind mount of a file in the context)")
             continue   # not provided: Docker skips an optional secret too
     return tuple(out)
@@ -216,7 +218,7 @@ def run_step(builder, graph, node, step: P.RunStep, layers, opts):
                 kill_and_reap(pid)
                 tail = out.join()
                 err = early or e
-                raise StepFailed(f"{graph.dockerfile.filename}:{step.line}: {step.source}: {err.message}",
+                raise StepFailed(f"{builder.where(graph, step)}: {err.message}",
                                  hint=err.hint or (tail.splitlines()[-1] if tail else None), exit_code=1) from None
             status = _wait(pid)
         finally:
@@ -226,12 +228,9 @@ def run_step(builder, graph, node, step: P.RunStep, layers, opts):
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             what = f"exit code: {code}" if code > 0 else f"killed by signal {-code}"
-            last = "\n".join(tail.splitlines()[-5:])
-            raise StepFailed(f"{graph.dockerfile.filename}:{step.line}: {step.source}: process "
+            raise StepFailed(f"{builder.where(graph, step)}: process "
                              f"\"{' '.join(step.argv)}\" did not complete successfully: {what}",
-                             hint=("its last output:\n" + last) if last and builder.output is None else
-                             "see the command's output above",
-                             exit_code=1)
+                             hint=failure_hint(tail, shown=builder.output is not None), exit_code=1)
         from rootless.userns import run_in_userns
 
         stubs = list(STUBS) + [m.target.strip("/") for m in mounts] + [step.workdir.strip("/")]
@@ -239,6 +238,16 @@ def run_step(builder, graph, node, step: P.RunStep, layers, opts):
     finally:
         staging.close()
         store.remove_trees([cdir])
+
+
+def failure_hint(output: str, shown: bool) -> str:
+    """The hint of a failed RUN: where its output is (above, or its last lines when it was not
+    shown, as with -q), or that it printed nothing (pure)."""
+    if not output.strip():
+        return "the command printed nothing"
+    if shown:
+        return "see the command's output above"
+    return "its last output:\n" + "\n".join(output.splitlines()[-5:])
 
 
 def _wait(pid: int) -> int:

@@ -19,6 +19,32 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}", hint=f"See '{self.prog} --help'.")
 
+    def add_optional_value(self, *flags: str, const: str, **kw):
+        """A flag whose value is optional, as Docker's and Podman's (pflag's NoOptDefVal):
+        a bare ``--pull`` means ``--pull=<const>`` and only ``--pull=VALUE`` gives a
+        value; the next word is never taken (argparse's ``nargs="?"`` would swallow
+        ``rootless build --pull CONTEXT``'s CONTEXT)."""
+        bare = self.__dict__.setdefault("_bare_flags", {})
+        for f in flags:
+            bare[f] = f"{f}={const}"
+        return self.add_argument(*flags, **kw)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        bare = self.__dict__.get("_bare_flags")
+        if bare:
+            args = expand_bare_flags(list(sys.argv[1:] if args is None else args), bare)
+        return super().parse_known_args(args, namespace)
+
+
+def expand_bare_flags(args: list[str], bare: dict[str, str]) -> list[str]:
+    """Rewrite each bare optional-value flag (before ``--``) to its ``FLAG=DEFAULT`` form (pure)."""
+    out = []
+    for i, a in enumerate(args):
+        if a == "--":
+            return out + args[i:]
+        out.append(bare.get(a, a))
+    return out
+
 
 class _Formatter(argparse.HelpFormatter):
     """argparse's formatter imports shutil (and bz2, lzma) for the terminal width on

@@ -25,8 +25,8 @@ def _setup(p):
     p.add_argument("--platform", action="append", default=[], metavar="P[,P2...]",
                    help="target platform(s), e.g. linux/arm64; several make a manifest list")
     p.add_argument("--no-cache", action="store_true", help="do not use the layer cache")
-    p.add_argument("--pull", nargs="?", const="always", default="missing", metavar="POLICY",
-                   help="pull base images: always (the default of a bare --pull), missing, never, newer")
+    p.add_optional_value("--pull", const="always", default="missing", metavar="POLICY",
+                         help="pull base images: --pull=always|missing|never|newer (a bare --pull: always)")
     p.add_argument("--label", action="append", default=[], metavar="K=V", help="set a label on the image")
     p.add_argument("--network", default="", metavar="MODE", help="network of RUN steps: default, none, host")
     p.add_argument("--iidfile", metavar="FILE", help="write the image ID (or manifest list digest) to FILE")

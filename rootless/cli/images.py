@@ -38,8 +38,9 @@ def _tls(args) -> bool | None:
 
 
 def _add_tls(p) -> None:
-    p.add_argument("--tls-verify", nargs="?", const="true", default=None, metavar="BOOL",
-                   help="verify TLS certificates (default true; registries on localhost use plain HTTP)")
+    p.add_optional_value("--tls-verify", const="true", default=None, metavar="BOOL",
+                         help="--tls-verify=true|false: verify TLS certificates (default true; registries on "
+                              "localhost use plain HTTP)")
 
 
 # pull ----------------------------------------------------------------------
@@ -319,7 +320,8 @@ COMMANDS["prune"] = Command("Remove unused images", _prune_setup, cmd_prune)
 
 def _history_setup(p):
     p.add_argument("image")
-    p.add_argument("-H", "--human", default="true", nargs="?", const="true", help="human-readable sizes and dates")
+    p.add_optional_value("-H", "--human", const="true", default="true", metavar="BOOL",
+                         help="--human=true|false: human-readable sizes and dates (default true)")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate the output")
     p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
     p.add_argument("--format", help="'table', 'json' or a Go template")

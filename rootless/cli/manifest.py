@@ -73,8 +73,9 @@ def _push_setup(p):
     p.add_argument("--all", action="store_true", default=True, help="push every image of the list (default)")
     p.add_argument("--rm", action="store_true", help="remove the local list after a successful push")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.add_argument("--tls-verify", nargs="?", const="true", default=None, metavar="BOOL",
-                   help="verify TLS certificates (default true; registries on localhost use plain HTTP)")
+    from rootless.cli.images import _add_tls
+
+    _add_tls(p)
 
 
 def cmd_push(ctx, args) -> int:

@@ -276,6 +276,21 @@ def test_output_archives_and_iidfile(rl, tmp_path):
         sk = subprocess.run(["skopeo", "inspect", ref], capture_output=True, text=True)
         assert sk.returncode == 0, sk.stderr
         assert "sha256:" + hashlib.sha256(b"").hexdigest() not in sk.stdout
+    # loadable by another tool: skopeo copy reads every blob, checks its digest and size, writes them again
+    oci_dir, plain_dir = tmp_path / "copied-oci", tmp_path / "copied-dir"
+    for src, dest in ((f"docker-archive:{da}", f"oci:{oci_dir}:copied"), (f"oci:{layout}", f"dir:{plain_dir}")):
+        sk = subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", src, dest], capture_output=True,
+                            text=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
+        assert sk.returncode == 0, sk.stderr
+    index = json.loads((oci_dir / "index.json").read_text())
+    manifests = [json.loads((oci_dir / "blobs" / "sha256" / d["digest"][7:]).read_bytes())
+                 for d in index["manifests"]]
+    manifests.append(json.loads((plain_dir / "manifest.json").read_text()))
+    for man, blobs in zip(manifests, (oci_dir / "blobs" / "sha256", plain_dir)):
+        assert man["config"]["digest"] == cp.stdout.strip(), "the same config: the same image ID"
+        (layer,) = man["layers"]
+        with tarfile.open(blobs / layer["digest"][7:]) as tf:
+            assert tf.extractfile("f").read() == b"content"
     cp = rl("build", "-o", "type=local,dest=x", str(ctx))
     assert cp.returncode == 125 and "unsupported --output type 'local'" in cp.stderr
 
@@ -314,6 +329,18 @@ def test_manifest_commands(rl, registry, tmp_path):
     assert cp.returncode == 125 and "is an image, not a manifest list" in cp.stderr
     cp = rl("manifest", "inspect", "nope:1")
     assert cp.returncode == 125 and "nope:1: no such manifest list" in cp.stderr
+    # manifest rm: the list goes, its images stay; a bad name removes nothing
+    rl.ok("manifest", "create", "--all", "mylist:v2", src)
+    cp = rl("manifest", "rm", "mylist:v2", "nope:1")
+    assert cp.returncode == 125 and "nope:1: no such manifest list" in cp.stderr
+    assert len(json.loads(rl.ok("manifest", "inspect", "mylist:v2"))["manifests"]) == 2
+    cp = rl("manifest", "rm", single)
+    assert cp.returncode == 125 and "is an image, not a manifest list" in cp.stderr
+    assert rl.ok("manifest", "rm", "mylist:v2") == "Untagged: mylist:v2\n"
+    cp = rl("manifest", "inspect", "mylist:v2")
+    assert cp.returncode == 125 and "no such manifest list" in cp.stderr
+    assert rl("image", "inspect", "mylist:v2").returncode != 0
+    assert rl.ok("run", "--rm", src, "echo", "member image kept") == "member image kept\n"
 
 
 # ---------------------------------------------------------------------------
@@ -565,6 +592,91 @@ STOPSIGNAL SIGQUIT
     assert cp.returncode != 0 and "checksum mismatch" in cp.stderr and f"{url}/tool.sh" in cp.stderr
 
 
+def _cached(stderr: str, instruction: str) -> bool:
+    """Whether the step of ``instruction`` (its STEP line) was a cache hit."""
+    lines = stderr.splitlines()
+    i = next(n for n, line in enumerate(lines) if "STEP" in line and line.endswith(instruction))
+    return "--> Using cache" in lines[i + 1]
+
+
+def test_build_network_modes_and_bare_pull(rl, registry, tmp_path):
+    require("overlay")
+    base = registry.ref("busybox")
+    run = "RUN tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort > /ifaces"
+    ctx = write_context(tmp_path / "net", {"Dockerfile": f"FROM {base}\n{run}\n"})
+    # a bare --pull means always and leaves CONTEXT alone (nargs="?" took it as the policy before)
+    build(rl, ctx, "-t", "net:none", "--network", "none", "--pull")
+    _, files = image_files(rl, "net:none", tmp_path)
+    assert files["/ifaces"]["data"] == b"lo\n", "--network none: only the loopback interface"
+    cp = build(rl, ctx, "-t", "net:host", "--pull", "--network", "host")
+    assert not _cached(cp.stderr, run), "the network mode is part of the RUN's cache key"
+    _, files = image_files(rl, "net:host", tmp_path)
+    with open("/proc/net/dev") as f:
+        host = sorted(line.split(":")[0].strip() for line in f.readlines()[2:])
+    assert files["/ifaces"]["data"].decode().split() == host, "--network host: the host's interfaces"
+    assert _cached(build(rl, ctx, "--network", "host").stderr, run)
+
+
+BIND_DOCKERFILE = """\
+FROM {base} AS gen
+COPY g.txt /g.txt
+FROM {base}
+RUN --mount=type=cache,target=/c sh -c 'echo run >> /c/log; wc -l < /c/log > /cache-count'
+RUN --mount=type=bind,source=data,target=/in cat /in/d.txt > /out
+RUN --mount=type=bind,from=gen,source=/g.txt,target=/g.txt cat /g.txt > /outg
+"""
+
+
+def test_run_bind_mount_content_is_in_the_cache_key(rl, registry, tmp_path):
+    require("overlay")
+    df = BIND_DOCKERFILE.format(base=registry.ref("busybox"))
+    ctx = write_context(tmp_path / "bind", {"Dockerfile": df, "data/d.txt": "one\n", "g.txt": "g1\n"})
+    run_cache, run_ctx, run_stage = df.splitlines()[3:6]
+    build(rl, ctx, "-t", "bind:1")
+    _, files = image_files(rl, "bind:1", tmp_path)
+    assert (files["/out"]["data"], files["/outg"]["data"], files["/cache-count"]["data"]) == (b"one\n", b"g1\n",
+                                                                                               b"1\n")
+    again = build(rl, ctx, "-t", "bind:1")
+    assert again.stderr.count("--> Using cache") == 4, "unchanged: every step from the cache"
+    # a changed file under the bind-mounted context path: that RUN runs again
+    (ctx / "data" / "d.txt").write_text("two\n")
+    cp = build(rl, ctx, "-t", "bind:2")
+    assert _cached(cp.stderr, run_cache), "the cache mount's content (changed by the last run) is not in the key"
+    assert not _cached(cp.stderr, run_ctx)
+    _, files = image_files(rl, "bind:2", tmp_path)
+    assert files["/out"]["data"] == b"two\n" and files["/cache-count"]["data"] == b"1\n"
+    # a changed stage mounted with from=: that RUN runs again
+    (ctx / "g.txt").write_text("g2\n")
+    cp = build(rl, ctx, "-t", "bind:3")
+    assert _cached(cp.stderr, run_cache) and _cached(cp.stderr, run_ctx) and not _cached(cp.stderr, run_stage)
+    _, files = image_files(rl, "bind:3", tmp_path)
+    assert files["/out"]["data"] == b"two\n" and files["/outg"]["data"] == b"g2\n"
+    # a source missing from the context: the file and line
+    (ctx / "Dockerfile").write_text("FROM scratch\n\nRUN --mount=type=bind,source=nothere,target=/x true\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode != 0 and "Traceback" not in cp.stderr
+    assert "Dockerfile:3: RUN --mount=type=bind,source=nothere,target=/x true: RUN --mount=type=bind: " \
+           "'nothere' is not in the build context" in cp.stderr
+
+
+def test_copy_from_image_and_its_errors_name_the_line(rl, registry, tmp_path):
+    require("overlay")
+    base = registry.ref("busybox")
+    ctx = write_context(tmp_path / "cf", {"Dockerfile": f"FROM scratch\nCOPY --from={base} /bin/busybox /bb\n"})
+    build(rl, ctx, "-t", "cf:1")
+    _, files = image_files(rl, "cf:1", tmp_path)
+    assert files["/bb"]["type"] == "file" and files["/bb"]["mode"] & 0o111 and len(files) == 1
+    (ctx / "Dockerfile").write_text("FROM scratch\n\nCOPY --from=localhost:1/nope /x /x\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode != 0 and "Traceback" not in cp.stderr
+    assert "/Dockerfile:3: COPY --from=localhost:1/nope /x /x: cannot connect to registry localhost:1" in cp.stderr
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nRUN --mount=type=bind,from=localhost:1/nope,target=/n true\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode != 0 and "Traceback" not in cp.stderr
+    assert "/Dockerfile:2: RUN --mount=type=bind,from=localhost:1/nope,target=/n true: cannot connect to " \
+           "registry localhost:1" in cp.stderr
+
+
 # ---------------------------------------------------------------------------
 # other platforms (emulation through archsupport), manifest lists
 
@@ -600,9 +712,11 @@ def test_two_platforms_push_pull_run(rl, registry, tmp_path):
 
     ctx = write_context(tmp_path / "multi", {"Dockerfile": PLATFORM_DOCKERFILE})
     ref = registry.ref("multi-built", "v1")
-    cp = build(rl, ctx, "--platform", "linux/amd64,linux/arm64", "-t", ref,
+    iid = tmp_path / "iid"
+    cp = build(rl, ctx, "--platform", "linux/amd64,linux/arm64", "-t", ref, "--iidfile", str(iid),
                "--build-arg", f"BASE={registry.ref('busybox')}")
     index_digest = cp.stdout.strip()
+    assert iid.read_text() == index_digest, "--iidfile: the manifest list's digest"
     idx = json.loads(rl.ok("manifest", "inspect", ref))
     assert sorted(m["platform"]["architecture"] for m in idx["manifests"]) == ["amd64", "arm64"]
     rl.ok("push", ref)
@@ -623,6 +737,18 @@ def test_two_platforms_push_pull_run(rl, registry, tmp_path):
         assert other.ok("run", "--rm", "--platform", "linux/arm64", ref, "cat", "/target") == "arm64 linux/arm64\n"
     finally:
         other.cleanup()
+
+
+def test_failing_run_of_two_platforms_names_the_platform(rl, registry, tmp_path):
+    require("overlay")
+    ctx = write_context(tmp_path / "pf", {"Dockerfile": f"FROM {registry.ref('busybox')}\n"
+                                                        "RUN test \"$(uname -m)\" != aarch64\n"})
+    cp = rl("build", "-q", "--platform", "linux/amd64,linux/arm64", "-t", "pf:1", str(ctx), timeout=600)
+    assert cp.returncode == 1
+    assert f"Error: [linux/arm64] {ctx}/Dockerfile:2: RUN test \"$(uname -m)\" != aarch64: process" in cp.stderr
+    assert "exit code: 1" in cp.stderr and "[linux/amd64]" not in cp.stderr
+    assert "Hint: the command printed nothing" in cp.stderr, "-q showed no output: not 'see it above'"
+    assert rl("image", "inspect", "pf:1").returncode != 0
 
 
 def test_output_oci_archive_of_two_platforms(rl, registry, tmp_path):

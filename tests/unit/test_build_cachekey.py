@@ -97,3 +97,26 @@ def test_base_keys():
     assert base_key("image", "sha256:a", "linux/amd64") != base_key("image", "sha256:a", "linux/arm64")
     assert base_key("scratch", "", "linux/amd64") != base_key("scratch", "", "linux/arm64")
     assert base_key("stage", "k", "linux/amd64") == "k"
+
+
+def test_tree_digest_of_a_bind_mount_source(tmp_path):
+    from rootless.build.cachekey import tree_digest
+
+    ctx = tmp_path / "ctx"
+    (ctx / "data" / "sub").mkdir(parents=True)
+    (ctx / "data" / "d.txt").write_text("one\n")
+    (ctx / "data" / "sub" / "e.txt").write_text("e\n")
+    h = FileHasher()
+
+    def digest(rel, ignore=()):
+        return tree_digest(ContextFS(ctx, ContextFilter(ctx, list(ignore)).walk()), rel, h)
+
+    d0 = digest("data")
+    assert digest("data") == d0
+    (ctx / "other").write_text("x")
+    assert digest("data") == d0, "files outside the source do not matter"
+    (ctx / "data" / "sub" / "e.txt").write_text("E\n")
+    d1 = digest("data")
+    assert d1 != d0, "content deep in the tree matters"
+    assert digest("data", ignore=["data/sub"]) != d1, ".dockerignore changes what is mounted"
+    assert digest("") != d1 and digest("data/d.txt") != d1

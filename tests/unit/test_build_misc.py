@@ -114,3 +114,12 @@ def test_write_layer_tar(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert write_layer_tar(str(empty), io.BytesIO()).empty
+
+
+def test_failed_run_hint_says_where_the_output_is():
+    from rootless.build.runstep import failure_hint
+
+    out = "\n".join(f"line {i}" for i in range(10))
+    assert failure_hint(out, shown=True) == "see the command's output above"
+    assert failure_hint(out, shown=False) == "its last output:\nline 5\nline 6\nline 7\nline 8\nline 9"
+    assert failure_hint("", shown=False) == failure_hint("\n", shown=True) == "the command printed nothing"

@@ -68,3 +68,44 @@ def test_every_group_subcommand_maps_to_a_top_module():
 def test_main_in_process_returns_code(capsys):
     assert main(["--version"]) == 0
     assert __version__ in capsys.readouterr().out
+
+
+# optional-value flags (Docker's --pull, --tls-verify, -H): the next word is never their value
+
+def _parse(module: str, name: str, *argv: str):
+    import importlib
+
+    return importlib.import_module(f"rootless.cli.{module}").COMMANDS[name].parser(f"rootless {name}").parse_args(
+        list(argv))
+
+
+def test_bare_pull_does_not_take_the_context():
+    ns = _parse("build", "build", "-t", "x", "--pull", "ctx")
+    assert (ns.pull, ns.context, ns.tag) == ("always", "ctx", ["x"])
+    ns = _parse("build", "build", "--pull", ".")
+    assert (ns.pull, ns.context) == ("always", ".")
+    ns = _parse("build", "build", "--pull=never", ".")
+    assert (ns.pull, ns.context) == ("never", ".")
+    assert _parse("build", "build", ".").pull == "missing"
+
+
+def test_bare_tls_verify_and_human_do_not_take_the_next_word():
+    ns = _parse("images", "pull", "--tls-verify", "localhost:5000/img")
+    assert (ns.tls_verify, ns.image) == ("true", "localhost:5000/img")
+    assert _parse("images", "pull", "--tls-verify=false", "img").tls_verify == "false"
+    ns = _parse("images", "push", "--tls-verify", "img", "localhost:5000/img")
+    assert (ns.tls_verify, ns.image, ns.destination) == ("true", "img", "localhost:5000/img")
+    ns = _parse("manifest", "push", "--tls-verify", "list", "localhost:5000/list")
+    assert (ns.tls_verify, ns.name, ns.destination) == ("true", "list", "localhost:5000/list")
+    ns = _parse("images", "history", "-H", "busybox")
+    assert (ns.human, ns.image) == ("true", "busybox")
+    assert _parse("images", "history", "--human=false", "busybox").human == "false"
+    assert _parse("images", "history", "-H=false", "busybox").human == "false"
+
+
+def test_expand_bare_flags_stops_at_double_dash():
+    from rootless.cli.base import expand_bare_flags
+
+    bare = {"--pull": "--pull=always"}
+    assert expand_bare_flags(["--pull", "x", "--", "--pull"], bare) == ["--pull=always", "x", "--", "--pull"]
+    assert expand_bare_flags(["--pull=never", "--pullx"], bare) == ["--pull=never", "--pullx"]
