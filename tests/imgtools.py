@@ -128,6 +128,7 @@ class Proxy:
     ``corrupt``: blob digests whose body gets one byte flipped (same length).
     ``stall``: {digest: n}: send n bytes of that blob, then hang until ``release``.
     ``delay``: seconds to wait before answering any blob GET.
+    ``hold``: blob digests whose GET waits (``holding`` set) until ``unhold`` is set, then is answered whole.
     ``requests``: (method, path, Range header) seen; ``max_parallel_blobs``.
     """
 
@@ -138,6 +139,9 @@ class Proxy:
         self.release = threading.Event()
         self.stalled = threading.Event()
         self.delay = 0.0
+        self.hold: set[str] = set()
+        self.holding = threading.Event()
+        self.unhold = threading.Event()
         self.requests: list[tuple[str, str, str | None]] = []
         self._lock = threading.Lock()
         self._inflight = 0
@@ -163,6 +167,9 @@ class Proxy:
                 try:
                     if blob and proxy.delay:
                         time.sleep(proxy.delay)
+                    if blob and digest in proxy.hold:
+                        proxy.holding.set()
+                        proxy.unhold.wait(60)
                     length = int(self.headers.get("Content-Length") or 0)
                     body = self.rfile.read(length) if length else None
                     conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
@@ -207,6 +214,7 @@ class Proxy:
 
     def stop(self):
         self.release.set()
+        self.unhold.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -108,6 +108,84 @@ def test_ten_parallel_pulls_share_one_store(rl, registry, images):
     assert json.loads(rl.ok("image", "inspect", registry.ref("busybox")))[0]["Architecture"] == images.host_arch
 
 
+def _layout_image(images, name: str, platform: str) -> tuple[dict, dict]:
+    layout = Path(images.layout(name))
+    man = json.loads((layout / "blobs" / "sha256" / images.info(name)["manifests"][platform][7:]).read_text())
+    cfg = json.loads((layout / "blobs" / "sha256" / man["config"]["digest"][7:]).read_text())
+    return man, cfg
+
+
+def test_rmi_and_prune_during_a_pull_keep_what_it_fetched(rl, proxy, registry, images):
+    """GC (rmi, image prune) while a pull is between fetching its layers and recording its image."""
+    host = f"linux/{images.host_arch}"
+    _, arm_cfg = _layout_image(images, "busybox", "linux/arm64")
+    man, cfg = _layout_image(images, "layered", host)
+    # an image that shares one layer with `layered` (the pull finds it present) and has one of its own
+    other = registry.ref("busybox", "arm64")
+    rl.ok("pull", "-q", "--platform", "linux/arm64", other)
+    held = man["layers"][-1]["digest"]
+    new = set(cfg["rootfs"]["diff_ids"][:-1]) - set(arm_cfg["rootfs"]["diff_ids"])
+    assert new, "the test needs a layer only `layered` has"
+    proxy.hold.add(held)
+    p = rl.popen("pull", f"{proxy.host}/layered", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proxy.holding.wait(60), "the pull never asked for its last layer"
+        deadline = time.monotonic() + 60
+        while not all((rl.root / "layers" / d[7:] / "layer.json").exists() for d in new):
+            assert time.monotonic() < deadline and p.poll() is None, "the pull's other layers never arrived"
+            time.sleep(0.05)
+        rl.ok("rmi", other)
+        rl.ok("image", "prune", "-a", "-f")
+        for d in new:  # in the store, not yet in images.json: pinned by the pull
+            assert (rl.root / "layers" / d[7:] / "layer.json").exists()
+        assert (rl.root / "blobs" / "sha256" / man["config"]["digest"][7:]).exists()
+    finally:
+        proxy.unhold.set()
+        out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err.decode()
+    assert store_consistent(rl.root) == []
+    assert set(os.listdir(rl.root / "layers")) == {d[7:] for d in cfg["rootfs"]["diff_ids"]}
+    assert not any(d[7:] in os.listdir(rl.root / "layers") for d in set(arm_cfg["rootfs"]["diff_ids"]) - set(cfg["rootfs"]["diff_ids"]))
+    db = json.loads((rl.root / "images.json").read_text())
+    assert [e["platform"] for e in db["images"].values()] == [host]
+    # nothing is pinned any more: the next prune frees everything (and the pins' name files)
+    rl.ok("image", "prune", "-a", "-f")
+    assert os.listdir(rl.root / "layers") == [] and os.listdir(rl.root / "blobs" / "sha256") == []
+    assert [n for n in os.listdir(rl.root / "locks") if n.startswith("pin-")] == []
+
+    # a pull killed while it holds its pins leaves none behind: prune frees what it fetched
+    proxy.holding.clear()
+    proxy.unhold.clear()
+    p = rl.popen("pull", f"{proxy.host}/layered", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proxy.holding.wait(60), "the pull never asked for its last layer"
+        deadline = time.monotonic() + 60
+        while not all((rl.root / "layers" / d[7:] / "layer.json").exists() for d in new):
+            assert time.monotonic() < deadline and p.poll() is None, "the pull's other layers never arrived"
+            time.sleep(0.05)
+        children = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+        assert children, "the namespace child of the pull is not running"
+        os.kill(p.pid, signal.SIGKILL)
+        p.communicate(timeout=60)
+        for c in children:  # it dies with its parent (PDEATHSIG); its flocks go with it
+            while Path(f"/proc/{c}").exists() and "State:\tZ" not in _read_or_empty(f"/proc/{c}/status"):
+                assert time.monotonic() < deadline, f"the pull's child {c} outlived it"
+                time.sleep(0.05)
+    finally:
+        proxy.unhold.set()
+    assert any((rl.root / "layers" / d[7:]).exists() for d in new)
+    rl.ok("image", "prune", "-a", "-f")
+    assert os.listdir(rl.root / "layers") == [] and os.listdir(rl.root / "blobs" / "sha256") == []
+    assert os.listdir(rl.root / "tmp") == []
+
+
+def _read_or_empty(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
 def test_parallel_downloads_are_bounded(rl, proxy, registry):
     (rl.home / ".config" / "rootless").mkdir(parents=True)
     (rl.home / ".config" / "rootless" / "config.toml").write_text("[pull]\nparallel = 2\n")
