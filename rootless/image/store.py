@@ -53,6 +53,7 @@ class ImageRecord(Record):
     history: tuple[HistoryEntry, ...] = ()
     author: str = ""
     added: float = 0.0
+    variant: str = ""                       # the configuration's own "variant" ("v8"), for inspect
 
     @property
     def short_id(self) -> str:
@@ -176,7 +177,7 @@ class Store:
             repo_digests=tuple(digests), layers=tuple(e["layers"]), created=cf.created,
             size=int(e.get("size", 0)), manifest=Descriptor.from_json(e["manifest"]),
             blobs=tuple(Descriptor.from_json(b) for b in e["blobs"]), history=cf.history,
-            author=cf.author, added=float(e.get("added", 0)))
+            author=cf.author, added=float(e.get("added", 0)), variant=cf.variant)
 
     def get(self, image_id: str) -> ImageRecord:
         return self._record(self.db(), image_id)

@@ -82,6 +82,8 @@ def test_platform_pull_keeps_host_tag(rl, registry, images):
     # ...and the arm64 one is there too, chosen by platform
     arm = inspect(rl, "--platform", "linux/arm64", ref)
     assert arm["Id"] == arm_id and arm["Architecture"] == "arm64"
+    assert arm["Variant"] == "v8"  # the configuration's, as written
+    assert "Variant" not in inspect(rl, ref)  # Docker omits an empty one
     ids = rl.ok("images", "-q", "--no-trunc").split()
     assert sorted(ids) == sorted([host_id, arm_id])
     rows = [json.loads(x) for x in rl.ok("images", "--format", "json").splitlines()]   # Docker: JSON lines
