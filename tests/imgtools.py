@@ -44,9 +44,11 @@ class Tar:
         ti.type, ti.mode, ti.uid, ti.gid, ti.mtime = type_, mode, uid, gid, 1700000000
         return ti
 
-    def file(self, name, data=b"x", mode=0o644, uid=0, gid=0):
+    def file(self, name, data=b"x", mode=0o644, uid=0, gid=0, xattrs: dict[str, bytes] | None = None):
         ti = self._ti(name, tarfile.REGTYPE, mode, uid, gid)
         ti.size = len(data)
+        for k, v in (xattrs or {}).items():  # PAX SCHILY.xattr.NAME, binary values as tar writes them
+            ti.pax_headers["SCHILY.xattr." + k] = v.decode("utf-8", "surrogateescape")
         self.tf.addfile(ti, io.BytesIO(data))
         return self
 

@@ -245,6 +245,30 @@ def test_device_nodes_are_skipped(rl, empty_registry, tmp_path):
     assert (layer_dir / "diff" / "ok").read_text() == "fine"
 
 
+def test_xattrs_survive_pull(rl, empty_registry, tmp_path):
+    import struct
+
+    # security.capability, VFS_CAP_REVISION_2 with the effective flag: cap_net_raw (13) permitted
+    cap = struct.pack("<IIIII", 0x02000000 | 1, 1 << 13, 0, 0, 0)
+    lay = Layout(tmp_path / "layout")
+    layer = Tar().file("bin/pinger", b"#!/bin/sh\n", 0o755, xattrs={"user.foo": b"bar", "security.capability": cap}) \
+        .file("plain", b"x", xattrs={"user.overlay.opaque": b"y", "trusted.evil": b"1"}).bytes()
+    lay.image("latest", [layer])
+    empty_registry.push_layout(lay.path, "latest", "xattrs")
+    cp = rl("pull", "-q", empty_registry.ref("xattrs"))
+    assert cp.returncode == 0, cp.stderr
+    (layer_dir,) = (rl.root / "layers").iterdir()
+    diff = layer_dir / "diff"
+    assert os.getxattr(diff / "bin" / "pinger", "user.foo") == b"bar"
+    assert "user.overlay.opaque" not in os.listxattr(diff / "plain")  # an image may not steer overlay
+    # the capability as the user namespace sees it (the kernel stores it for the namespace's root)
+    code = ("import json, os, sys; p = sys.argv[1]; "
+            "print(json.dumps([os.getxattr(p + '/bin/pinger', 'security.capability').hex(), "
+            "os.getxattr(p + '/bin/pinger', 'user.foo').decode(), os.listxattr(p + '/plain')]))")
+    got = json.loads(rl.ok("unshare", sys.executable, "-c", code, str(diff)))
+    assert got == [cap.hex(), "bar", []]
+
+
 def test_zstd_layers(rl, empty_registry, tmp_path):
     lay = Layout(tmp_path / "layout")
     lay.image("latest", [Tar().file("hello", b"zstd works\n").file("owned", b"x", 0o640, 1000, 1000).bytes()],
