@@ -225,3 +225,12 @@ def test_images_listing_options(rl, registry):
     assert len(rl.ok("images", f"{registry.host}/busybox").splitlines()) == 2
     cp = rl("images", "-f", "bogus=1")
     assert cp.returncode == 125
+    # -a: the same list (no intermediate images in this store), untagged images included either way
+    layered = registry.ref("layered")
+    rl.ok("pull", "-q", layered)
+    untagged = json.loads(rl.ok("image", "inspect", layered))[0]["Id"]
+    rl.ok("tag", ref, layered)  # layered loses its only tag
+    plain = rl.ok("images", "--no-trunc")
+    assert untagged in plain and len(plain.splitlines()) == 4  # header, busybox under two tags, layered <none>
+    assert rl.ok("images", "-a", "--no-trunc") == plain == rl.ok("images", "--all", "--no-trunc")
+    assert rl.ok("images", "-a", "-q") == rl.ok("images", "-q") and len(rl.ok("images", "-a", "-q").split()) == 2
