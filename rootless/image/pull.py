@@ -334,7 +334,7 @@ def pull(store, ref_str: str, *, platform: Platform | None = None, reporter: Rep
 
     reporter = reporter or Reporter()
     ref = parse(ref_str)
-    client = client or RegistryClient(ref.domain, store.config, tls_verify=tls_verify)
+    client = client or RegistryClient(ref.domain, store.config, tls_verify=tls_verify, reporter=reporter)
     store.ensure_dirs()
     reporter.info(f"Trying to pull {ref}...")
     body, mt, digest, m = _manifest(client, ref, ref.reference, ref.digest)
