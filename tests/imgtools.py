@@ -131,7 +131,9 @@ class Proxy:
     ``stall``: {digest: n}: send n bytes of that blob, then hang until ``release``.
     ``delay``: seconds to wait before answering any blob GET.
     ``hold``: blob digests whose GET waits (``holding`` set) until ``unhold`` is set, then is answered whole.
-    ``requests``: (method, path, Range header) seen; ``max_parallel_blobs``.
+    ``ignore_range``: forward without the Range header (a registry that answers 200 to it).
+    ``requests``: (method, path, Range header) seen; ``answers``: (method, path, status) sent;
+    ``max_parallel_blobs``.
     """
 
     def __init__(self, upstream: str):
@@ -144,7 +146,9 @@ class Proxy:
         self.hold: set[str] = set()
         self.holding = threading.Event()
         self.unhold = threading.Event()
+        self.ignore_range = False
         self.requests: list[tuple[str, str, str | None]] = []
+        self.answers: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
         self._inflight = 0
         self.max_parallel_blobs = 0
@@ -175,12 +179,15 @@ class Proxy:
                     length = int(self.headers.get("Content-Length") or 0)
                     body = self.rfile.read(length) if length else None
                     conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
-                    hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                    drop = ("host", "connection") + (("range",) if proxy.ignore_range else ())
+                    hdrs = {k: v for k, v in self.headers.items() if k.lower() not in drop}
                     conn.request(method, self.path, body=body, headers=hdrs)
                     r = conn.getresponse()
                     data = r.read()
                     if digest in proxy.corrupt and data:
                         data = bytes([data[0] ^ 0xFF]) + data[1:]
+                    with proxy._lock:
+                        proxy.answers.append((method, self.path, r.status))
                     self.send_response(r.status)
                     for k, v in r.getheaders():
                         if k.lower() in ("connection", "transfer-encoding", "content-length"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -52,7 +53,8 @@ def test_blob_not_matching_its_digest(rl, proxy, images):
     assert store_consistent(rl.root) == []
 
 
-def test_pull_killed_halfway_resumes_with_range(rl, proxy, images):
+def _kill_pull_halfway(rl, proxy, images) -> tuple[dict, int]:
+    """Pull busybox through the proxy, SIGKILL it with half its biggest blob in blobs/partial."""
     layout = Path(images.layout("busybox"))
     man = json.loads((layout / "blobs" / "sha256" / images.info("busybox")["manifests"][f"linux/{images.host_arch}"][7:]).read_text())
     big = max(man["layers"], key=lambda l: l["size"])
@@ -71,6 +73,11 @@ def test_pull_killed_halfway_resumes_with_range(rl, proxy, images):
     proxy.stall.clear()
     proxy.release.set()
     assert not (rl.root / "layers" / big["digest"][7:]).exists()
+    return big, got
+
+
+def test_pull_killed_halfway_resumes_with_range(rl, proxy, images):
+    big, got = _kill_pull_halfway(rl, proxy, images)
     stale = os.listdir(rl.root / "tmp")
     assert stale, "the killed pull left its staging directory (to be cleaned)"
     n = len(proxy.requests)
@@ -82,6 +89,22 @@ def test_pull_killed_halfway_resumes_with_range(rl, proxy, images):
     assert _store_files(rl.root)["blobs/partial"] == [] and _store_files(rl.root)["tmp"] == []
     info = json.loads(rl.ok("image", "inspect", f"{proxy.host}/busybox"))[0]
     assert info["Architecture"] == images.host_arch
+
+
+def test_resume_restarts_when_the_registry_ignores_range(rl, proxy, images):
+    big, got = _kill_pull_halfway(rl, proxy, images)
+    proxy.ignore_range = True
+    n, m = len(proxy.requests), len(proxy.answers)
+    cp = rl("pull", "-q", f"{proxy.host}/busybox")
+    assert cp.returncode == 0, cp.stderr
+    asked = [r for r in proxy.requests[n:] if big["digest"] in r[1] and r[0] == "GET"]
+    answered = [a for a in proxy.answers[m:] if big["digest"] in a[1] and a[0] == "GET"]
+    assert [r[2] for r in asked] == [f"bytes={got}-"]     # it asked to resume...
+    assert [a[2] for a in answered] == [200]               # ...got the whole blob, and started again
+    assert store_consistent(rl.root) == []
+    assert _store_files(rl.root)["blobs/partial"] == []
+    assert hashlib.sha256((rl.root / "blobs" / "sha256" / big["digest"][7:]).read_bytes()).hexdigest() == big["digest"][7:]
+    assert (rl.root / "layers").exists() and len(os.listdir(rl.root / "layers")) == 2
 
 
 def test_ten_parallel_pulls_share_one_store(rl, registry, images):
