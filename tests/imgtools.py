@@ -44,9 +44,11 @@ class Tar:
         ti.type, ti.mode, ti.uid, ti.gid, ti.mtime = type_, mode, uid, gid, 1700000000
         return ti
 
-    def file(self, name, data=b"x", mode=0o644, uid=0, gid=0):
+    def file(self, name, data=b"x", mode=0o644, uid=0, gid=0, xattrs: dict[str, bytes] | None = None):
         ti = self._ti(name, tarfile.REGTYPE, mode, uid, gid)
         ti.size = len(data)
+        for k, v in (xattrs or {}).items():  # PAX SCHILY.xattr.NAME, binary values as tar writes them
+            ti.pax_headers["SCHILY.xattr." + k] = v.decode("utf-8", "surrogateescape")
         self.tf.addfile(ti, io.BytesIO(data))
         return self
 
@@ -128,7 +130,10 @@ class Proxy:
     ``corrupt``: blob digests whose body gets one byte flipped (same length).
     ``stall``: {digest: n}: send n bytes of that blob, then hang until ``release``.
     ``delay``: seconds to wait before answering any blob GET.
-    ``requests``: (method, path, Range header) seen; ``max_parallel_blobs``.
+    ``hold``: blob digests whose GET waits (``holding`` set) until ``unhold`` is set, then is answered whole.
+    ``ignore_range``: forward without the Range header (a registry that answers 200 to it).
+    ``requests``: (method, path, Range header) seen; ``answers``: (method, path, status) sent;
+    ``max_parallel_blobs``.
     """
 
     def __init__(self, upstream: str):
@@ -138,7 +143,12 @@ class Proxy:
         self.release = threading.Event()
         self.stalled = threading.Event()
         self.delay = 0.0
+        self.hold: set[str] = set()
+        self.holding = threading.Event()
+        self.unhold = threading.Event()
+        self.ignore_range = False
         self.requests: list[tuple[str, str, str | None]] = []
+        self.answers: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
         self._inflight = 0
         self.max_parallel_blobs = 0
@@ -163,15 +173,21 @@ class Proxy:
                 try:
                     if blob and proxy.delay:
                         time.sleep(proxy.delay)
+                    if blob and digest in proxy.hold:
+                        proxy.holding.set()
+                        proxy.unhold.wait(60)
                     length = int(self.headers.get("Content-Length") or 0)
                     body = self.rfile.read(length) if length else None
                     conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
-                    hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                    drop = ("host", "connection") + (("range",) if proxy.ignore_range else ())
+                    hdrs = {k: v for k, v in self.headers.items() if k.lower() not in drop}
                     conn.request(method, self.path, body=body, headers=hdrs)
                     r = conn.getresponse()
                     data = r.read()
                     if digest in proxy.corrupt and data:
                         data = bytes([data[0] ^ 0xFF]) + data[1:]
+                    with proxy._lock:
+                        proxy.answers.append((method, self.path, r.status))
                     self.send_response(r.status)
                     for k, v in r.getheaders():
                         if k.lower() in ("connection", "transfer-encoding", "content-length"):
@@ -207,6 +223,7 @@ class Proxy:
 
     def stop(self):
         self.release.set()
+        self.unhold.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -455,15 +455,15 @@ class Builder:
             cfg = self._config_json(r)
             cbytes = json.dumps(cfg, separators=(",", ":")).encode()
             cdigest = oci.sha256_digest(cbytes)
+            self.store.reserve_blob(self._pins, cdigest)   # pinned before it is visible (GC keeps it)
             self.store.write_blob(cbytes, cdigest)
-            self._pins.pin(self.store.blob_path(cdigest))
             man = {"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST,
                    "config": {"mediaType": oci.OCI_CONFIG, "digest": cdigest, "size": len(cbytes)},
                    "layers": [l.blob for l in r.layers]}
             mbytes = json.dumps(man, separators=(",", ":")).encode()
             mdigest = oci.sha256_digest(mbytes)
+            self.store.reserve_blob(self._pins, mdigest)
             self.store.write_blob(mbytes, mdigest)
-            self._pins.pin(self.store.blob_path(mdigest))
             pm = oci.parse_manifest(mbytes)
             images.append(PlatformImage(mbytes, pm, mdigest, oci.OCI_MANIFEST, oci.ConfigFile.from_bytes(cbytes),
                                         cdigest))
@@ -476,6 +476,7 @@ class Builder:
                                   "size": len(p.manifest_bytes), "platform": p.platform.to_json()} for p in out]}
             ibytes = json.dumps(doc, separators=(",", ":")).encode()
             index_digest = oci.sha256_digest(ibytes)
+            self.store.reserve_blob(self._pins, index_digest)
             self.store.write_blob(ibytes, index_digest)
             index_desc = oci.Descriptor(oci.OCI_INDEX, index_digest, len(ibytes))
         if refs:

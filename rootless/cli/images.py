@@ -75,7 +75,10 @@ COMMANDS["pull"] = Command("Download an image from a registry", _pull_setup, cmd
 
 def _images_setup(p):
     p.add_argument("reference", nargs="?", help="only images matching REPOSITORY[:TAG]")
-    p.add_argument("-a", "--all", action="store_true", help="show all images (intermediate ones too)")
+    # Docker hides intermediate images (a build's per-step parents) unless -a; this store keeps
+    # none (a build records only its result, the cache keeps layers), so -a lists the same images
+    p.add_argument("-a", "--all", action="store_true",
+                   help="show all images; the same list as without it (the store keeps no intermediate images)")
     p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
     p.add_argument("--digests", action="store_true", help="show digests")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate IDs")

@@ -23,7 +23,7 @@ import posixpath
 import shutil
 import tarfile
 
-from rootless.errors import ImageError, UsageError
+from rootless.errors import ImageError, RootlessError, UsageError
 from rootless.image import oci
 from rootless.image.compress import GZIP_MAGIC, ZSTD_MAGIC, check_digest, decompressed
 from rootless.image.oci import ConfigFile, Descriptor, Manifest, digest_hex
@@ -284,18 +284,20 @@ def _diff_digest(path: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _link_blob(store, src: str, digest: str) -> None:
+def _link_blob(store, src: str, digest: str) -> bool:
+    """Make the verified file ``src`` the blob ``digest``; False when it was there already."""
     final = store.blob_path(digest)
     if final.exists():
-        return
+        return False
     try:
         os.link(src, final)
+        return True
     except FileExistsError:
-        pass
+        return False
     except OSError:
         tmp = str(final) + f".{os.getpid()}.tmp"
         shutil.copyfile(src, tmp)
-        store.commit_file(tmp, final)
+        return store.commit_file(tmp, final)
 
 
 def load(store, inp, *, reporter: Reporter | None = None) -> list[str]:
@@ -307,6 +309,8 @@ def load(store, inp, *, reporter: Reporter | None = None) -> list[str]:
     store.ensure_dirs()
     staging = Staging(store.root / "tmp")
     pins = Pins()
+    created: list[str] = []
+    jobs: dict[str, LayerJob] = {}
     try:
         members = _Members(str(staging.path))
         try:
@@ -323,19 +327,18 @@ def load(store, inp, *, reporter: Reporter | None = None) -> list[str]:
         else:
             raise ImageError("not an image archive: it has neither manifest.json (docker-archive) nor "
                              "index.json (oci-archive)")
-        # verify and store blobs, then extract what is missing
-        jobs: dict[str, LayerJob] = {}
+        # verify and store blobs, then extract what is missing; every name is pinned before it
+        # is looked at (GC keeps it), and what this load creates is discarded if it fails
         for img, _refs, files in found:
             for l, diff in zip(img.manifest.layers, img.config.diff_ids):
-                src = files[l.digest]
-                if not store.has_blob(l.digest):
-                    _link_blob(store, src, l.digest)
-                pins.pin(store.blob_path(l.digest))
-                if diff not in jobs and not (store.has_layer(diff) and pins.pin(store.layer_path(diff) / "layer.json")):
+                if not store.reserve_blob(pins, l.digest) and _link_blob(store, files[l.digest], l.digest):
+                    created.append(l.digest)
+                if diff not in jobs and not store.reserve_layer(pins, diff):
                     jobs[diff] = LayerJob(l, diff, False, True)
-            store.write_blob(img.manifest_bytes, img.digest)
-            store.write_blob(files["config_bytes"], img.config_digest)
-            pins.pin(store.blob_path(img.config_digest))
+            for data, digest in ((img.manifest_bytes, img.digest), (files["config_bytes"], img.config_digest)):
+                store.reserve_blob(pins, digest)
+                if store.write_blob(data, digest):
+                    created.append(digest)
         if jobs:
             extract_layers(store, list(jobs.values()), reporter)
         out = []
@@ -348,6 +351,16 @@ def load(store, inp, *, reporter: Reporter | None = None) -> list[str]:
                 commit(store, None, [img], None, repo_digest=None)
                 out.append(f"Loaded image ID: {img.config_digest}")
         return out
+    except BaseException:
+        pins.release()
+        # blobs other images share were there before (not in `created`); a concurrent pull/load
+        # that needs one of these holds its own pin, so discard leaves it
+        if created or jobs:
+            try:
+                store.discard(created, [j.diff_id for j in jobs.values()])
+            except RootlessError:
+                pass
+        raise
     finally:
         pins.release()
         staging.close()

@@ -42,11 +42,51 @@ def try_exclusive(path: Path) -> int | None:
     return fd
 
 
+def claim(path: Path) -> int | None:
+    """GC's side of a name pin: an exclusive flock on ``path`` (created if missing) without
+    waiting; the fd, or None when somebody pins the name. Call it under the store lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class Pins:
-    """Shared flocks on blobs/layers in use: GC skips what someone pins."""
+    """Shared flocks on blobs/layers in use: GC skips what someone pins.
+
+    ``pin(path)`` locks an existing blob file / layer.json. ``reserve(path)``
+    locks a *name* (``locks/pin-blob-<hex>``, ``locks/pin-layer-<hex>``)
+    whether or not the content exists yet: taken BEFORE a blob or layer is
+    made visible, it keeps GC away from it until the image is recorded. The
+    locks die with the process (a SIGKILLed pull leaves no live pin).
+    """
 
     def __init__(self):
         self.fds: dict[str, int] = {}
+
+    def reserve(self, path: Path) -> None:
+        """Pin the name ``path`` (a lock file, created if missing)."""
+        key = str(path)
+        if key in self.fds:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            # GC unlinks a name file while it holds it exclusively: then ours is stale, take the new one
+            try:
+                st = os.stat(path, follow_symlinks=False)
+                fst = os.fstat(fd)
+                if (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        self.fds[key] = fd
 
     def pin(self, path: Path) -> bool:
         """Pin an existing file; False when it no longer exists (removed meanwhile)."""

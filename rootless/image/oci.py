@@ -322,6 +322,7 @@ class ConfigFile(Record):
     author: str = ""
     history: tuple[HistoryEntry, ...] = ()
     os_version: str = ""
+    variant: str = ""               # as the configuration says it ("v8"); platform.variant is normalised
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ConfigFile":
@@ -349,7 +350,8 @@ class ConfigFile(Record):
                                           str(d.get("variant") or "")),
                    config=ImageConfig.from_json(d.get("config")),
                    diff_ids=tuple(diff_ids), created=str(d.get("created") or ""), author=str(d.get("author") or ""),
-                   history=tuple(hist), os_version=str(d.get("os.version") or ""))
+                   history=tuple(hist), os_version=str(d.get("os.version") or ""),
+                   variant=str(d.get("variant") or ""))
 
 
 def is_gzip_type(mt: str) -> bool:

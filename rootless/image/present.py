@@ -80,7 +80,7 @@ def inspect_json(store, img: ImageRecord) -> dict:
         lowers = [str(p) for p in store.layer_dirs(img)]
     except Exception:  # noqa: BLE001 - inspect shows what it can
         lowers = []
-    return {
+    out = {
         "Id": img.id,
         "RepoTags": list(img.repo_tags),
         "RepoDigests": list(img.repo_digests),
@@ -91,7 +91,7 @@ def inspect_json(store, img: ImageRecord) -> dict:
         "Author": img.author,
         "Config": full_cfg,
         "Architecture": img.platform.architecture,
-        "Variant": img.platform.variant or None,
+        "Variant": img.variant,     # the configuration's own; Docker omits it when empty (below)
         "Os": img.platform.os,
         "Size": img.size,
         "VirtualSize": img.size,
@@ -102,6 +102,9 @@ def inspect_json(store, img: ImageRecord) -> dict:
         "ManifestDigest": img.manifest.digest,
         "ManifestMediaType": img.manifest.media_type,
     }
+    if not img.variant:
+        del out["Variant"]
+    return out
 
 
 def _layer_sizes(store, img: ImageRecord) -> list[int]:

@@ -253,7 +253,12 @@ class _Empty:
 
 def _fetch_layers(store, client, path: str, jobs: list[LayerJob], reporter: Reporter, parallel: int, mapping,
                   parent: int):
-    """Runs in the user-namespace child."""
+    """Runs in the user-namespace child.
+
+    The caller pins every job's blob and layer name (``Store.reserve_*``) before, and on
+    failure discards what is not referenced after releasing them: the child cannot (its
+    parent's pins keep GC away, its own included).
+    """
     import signal
     from concurrent.futures import ThreadPoolExecutor
 
@@ -279,9 +284,6 @@ def _fetch_layers(store, client, path: str, jobs: list[LayerJob], reporter: Repo
                             other.cancel()
             if err is not None:
                 raise err
-    except BaseException:
-        store.discard(worker.created_blobs, worker.created_layers, in_userns=True)
-        raise
     finally:
         staging.close()
         store.remove_trees([staging.path], in_userns=True)
@@ -289,7 +291,9 @@ def _fetch_layers(store, client, path: str, jobs: list[LayerJob], reporter: Repo
 
 
 def extract_layers(store, jobs: list[LayerJob], reporter: Reporter) -> tuple[list[str], list[str]]:
-    """Extract layers whose blobs are already in the store (load), in the user namespace."""
+    """Extract layers whose blobs are already in the store (load), in the user namespace.
+
+    The caller has reserved the jobs' names and discards them on failure (see _fetch_layers)."""
     from rootless.userns import default_mapping, run_in_userns
 
     mapping = default_mapping()
@@ -330,7 +334,7 @@ def pull(store, ref_str: str, *, platform: Platform | None = None, reporter: Rep
 
     reporter = reporter or Reporter()
     ref = parse(ref_str)
-    client = client or RegistryClient(ref.domain, store.config, tls_verify=tls_verify)
+    client = client or RegistryClient(ref.domain, store.config, tls_verify=tls_verify, reporter=reporter)
     store.ensure_dirs()
     reporter.info(f"Trying to pull {ref}...")
     body, mt, digest, m = _manifest(client, ref, ref.reference, ref.digest)
@@ -338,6 +342,7 @@ def pull(store, ref_str: str, *, platform: Platform | None = None, reporter: Rep
     images: list[PlatformImage] = []
     pins = Pins()
     created_blobs: list[str] = []
+    jobs: dict[str, LayerJob] = {}
     try:
         if isinstance(m, Index):
             index_desc = Descriptor(m.media_type, digest, len(body))
@@ -352,14 +357,15 @@ def pull(store, ref_str: str, *, platform: Platform | None = None, reporter: Rep
             plats = [(body, mt, digest, m)]
         for b, mtype, dg, man in plats:
             cdig = man.config.digest
-            if store.has_blob(cdig) and pins.pin(store.blob_path(cdig)):
+            # everything this pull uses or creates is pinned by name BEFORE it is looked at or made
+            # visible: rmi / image prune running meanwhile keep it (store.discard)
+            if store.reserve_blob(pins, cdig):
                 cbytes = store.read_blob(cdig)
             else:
                 cbytes = client.get_blob(ref.path, cdig, limit=64 << 20)
                 check_digest(oci.sha256_digest(cbytes), cdig, "image configuration")
                 if store.write_blob(cbytes, cdig):
                     created_blobs.append(cdig)
-                pins.pin(store.blob_path(cdig))
             cf = ConfigFile.from_bytes(cbytes)
             if len(cf.diff_ids) != len(man.layers):
                 raise ImageError(f"{ref.familiar}: the manifest has {len(man.layers)} layers but the configuration "
@@ -373,13 +379,12 @@ def pull(store, ref_str: str, *, platform: Platform | None = None, reporter: Rep
                     raise ImageError(f"{ref.familiar}: unsupported layer type {l.media_type}")
             images.append(PlatformImage(b, man, dg, mtype or man.media_type, cf, cdig))
 
-        jobs: dict[str, LayerJob] = {}
         for img in images:
             for l, diff in zip(img.manifest.layers, img.config.diff_ids):
                 if diff in jobs:
                     continue
-                has_layer = store.has_layer(diff) and pins.pin(store.layer_path(diff) / "layer.json")
-                has_blob = store.has_blob(l.digest) and pins.pin(store.blob_path(l.digest))
+                has_layer = store.reserve_layer(pins, diff)
+                has_blob = store.reserve_blob(pins, l.digest)
                 if has_layer and has_blob:
                     reporter.progress(short(l.digest), "Already exists")
                     continue
@@ -393,22 +398,28 @@ def pull(store, ref_str: str, *, platform: Platform | None = None, reporter: Rep
                                           store.config.pull_parallel, mapping, os.getpid())
             created_blobs += blobs
             for j in jobs.values():
-                # ours or another pull's: pinned until images.json references them
-                if not (pins.pin(store.layer_path(j.diff_id) / "layer.json")
-                        and pins.pin(store.blob_path(j.blob.digest))):
+                # ours or another pull's: reserved above, so nobody may have removed them
+                if not (store.has_layer(j.diff_id) and store.has_blob(j.blob.digest)):
                     raise RootlessError(f"layer {j.diff_id} was removed while it was being pulled",
-                                        hint="another rootless process removed it (rmi/prune); pull again")
+                                        hint="another rootless process removed it; pull again")
         for img in images:
+            store.reserve_blob(pins, img.digest)
             if store.write_blob(img.manifest_bytes, img.digest):
                 created_blobs.append(img.digest)
-        if index_desc is not None and store.write_blob(body, index_desc.digest):
-            created_blobs.append(index_desc.digest)
+        if index_desc is not None:
+            store.reserve_blob(pins, index_desc.digest)
+            if store.write_blob(body, index_desc.digest):
+                created_blobs.append(index_desc.digest)
         ids = commit(store, ref, images, index_desc, repo_digest=index_desc.digest if index_desc else digest)
     except BaseException:
         pins.release()
-        if created_blobs:
+        # what this pull (or its child) created: absent when it was reserved; another pull that
+        # created or needs it too holds its own pin, so discard leaves it alone
+        blobs = created_blobs + [j.blob.digest for j in jobs.values() if j.need_blob]
+        layers = [j.diff_id for j in jobs.values() if j.need_layer]
+        if blobs or layers:
             try:
-                store.discard(created_blobs)
+                store.discard(blobs, layers)
             except RootlessError:
                 pass
         raise

@@ -52,7 +52,7 @@ def push(store, source: str, dest: str | None = None, *, reporter: Reporter | No
             members = dict(plats)
             index_desc = db.get("indexes", {}).get(src_ref.tagged)
     records = [store.get(i) for i in members.values()]
-    client = RegistryClient(dref.domain, store.config, tls_verify=tls_verify)
+    client = RegistryClient(dref.domain, store.config, tls_verify=tls_verify, reporter=reporter)
     reporter.info(f"The push refers to repository [{dref.name}]")
 
     blobs: dict[str, oci.Descriptor] = {}

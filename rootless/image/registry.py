@@ -1,7 +1,8 @@
 """A client for the OCI distribution API (Docker registry v2).
 
 Anonymous access, Bearer tokens (from the ``WWW-Authenticate`` challenge,
-with scopes, cached per scope) and Basic auth. TLS by default; registries on
+with scopes, cached per scope; an identity token is exchanged with the OAuth2
+refresh-token grant, a POST to the realm) and Basic auth. TLS by default; registries on
 localhost, 127.0.0.0/8 and ::1 are spoken to over plain HTTP (as Docker
 does); registries in ``[registries] insecure`` or with ``tls_verify=False``
 are tried over HTTPS without verification, then plain HTTP.
@@ -25,6 +26,8 @@ from rootless.image import oci
 from rootless.image.reference import is_localhost
 
 USER_AGENT = "rootless/0.1 (+python http.client)"
+CLIENT_ID = "rootless"          # OAuth2 client_id sent with an identity token
+TOKEN_USER = "<token>"          # rootless.image.auth.TOKEN_USER: the credentials are an identity token
 TIMEOUT = 60
 _CHAL_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
@@ -82,7 +85,7 @@ class Response:
 
 class RegistryClient:
     def __init__(self, domain: str, config=None, *, tls_verify: bool | None = None,
-                 creds: tuple[str, str] | None = None, env: dict | None = None):
+                 creds: tuple[str, str] | None = None, env: dict | None = None, reporter=None):
         from rootless.image import auth
 
         self.domain = domain
@@ -102,7 +105,7 @@ class RegistryClient:
             self.schemes = ["https"]
         self.scheme = self.schemes[0]
         if creds is None and config is not None:
-            creds = auth.lookup(config, domain, env)
+            creds = auth.lookup(config, domain, env, warn=reporter.warn if reporter is not None else None)
         self.creds = creds
         self._tls = threading.local()
         self._lock = threading.Lock()
@@ -212,12 +215,30 @@ class RegistryClient:
         for s in (scope or params.get("scope") or "").split(" "):
             if s:
                 q.append(("scope", s))
-        url = realm + ("&" if "?" in realm else "?") + urlencode(q) if q else realm
         headers = {"Accept": "application/json"}
-        if self.creds and self.creds[0] != "<token>":
-            headers["Authorization"] = "Basic " + base64.b64encode(f"{self.creds[0]}:{self.creds[1]}".encode()).decode()
-        r = self._raw("GET", url, headers)
-        body = r.read()
+        if self.creds and self.creds[0] == TOKEN_USER:
+            # an identity token: the OAuth2 refresh-token grant (distribution's spec/auth/oauth)
+            form = [("grant_type", "refresh_token"), ("refresh_token", self.creds[1]), ("client_id", CLIENT_ID)]
+            if params.get("service"):
+                form.append(("service", params["service"]))
+            scopes = " ".join(s for s in (scope or params.get("scope") or "").split(" ") if s)
+            if scopes:
+                form.append(("scope", scopes))
+            data = urlencode(form).encode()
+            r = self._raw("POST", realm, {**headers, "Content-Type": "application/x-www-form-urlencoded",
+                                          "Content-Length": str(len(data))}, data)
+            body = r.read()
+            if r.status in (404, 405):
+                raise AuthError(f"the token server of {self.domain} does not take identity tokens (OAuth2 POST "
+                                f"answered {r.status})",
+                                hint=f"log in with a user name and password: rootless login {self.domain}")
+        else:
+            url = realm + ("&" if "?" in realm else "?") + urlencode(q) if q else realm
+            if self.creds:
+                headers["Authorization"] = "Basic " + base64.b64encode(
+                    f"{self.creds[0]}:{self.creds[1]}".encode()).decode()
+            r = self._raw("GET", url, headers)
+            body = r.read()
         if r.status in (401, 403):
             raise AuthError(f"authentication to {self.domain} failed: {_error_text(body) or r.status}",
                             hint=f"check your credentials: rootless login {self.domain}")
@@ -247,6 +268,9 @@ class RegistryClient:
             if not self.creds:
                 raise AuthError(f"registry {self.domain} needs a login",
                                 hint=f"rootless login {self.domain}")
+            if self.creds[0] == TOKEN_USER:
+                raise AuthError(f"registry {self.domain} asks for a password, but the stored credentials are an "
+                                "identity token", hint=f"log in with a user name and password: rootless login {self.domain}")
             with self._lock:
                 if self._auth_kind == "basic":
                     return False

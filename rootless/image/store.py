@@ -9,12 +9,16 @@ Layout under ``Config.data_root`` (see docs/internals.md)::
     blobs/partial/<hex>      interrupted downloads (resumed with Range)
     layers/<hex>/diff        one extracted layer; layers/<hex>/layer.json written last
     locks/blob-<hex>, locks/layer-<hex>   flock: one process fetches / extracts a given blob / layer
+    locks/pin-blob-<hex>, locks/pin-layer-<hex>   shared flock: a pull/load will use this blob / layer
     tmp/<pid>-<rand>/        staging; flock on the directory while in use; stale ones are removed
 
-Concurrency: a process that uses a blob or layer it did not create *pins*
-it (shared flock on the blob file / layer.json) until its image is in
-images.json; garbage collection removes only what nothing references and
-nobody pins (exclusive non-blocking flock).
+Concurrency: a process *pins* every blob and layer its image will use until
+the image is in images.json: a shared flock on the blob file / layer.json,
+or, for what it is about to create, on the name ``locks/pin-blob-<hex>`` /
+``locks/pin-layer-<hex>`` taken BEFORE the content becomes visible. Garbage
+collection removes only what nothing references and nobody pins (exclusive
+non-blocking flocks on both). Flocks die with their process: a killed pull
+leaves no pin behind.
 
 The read path (``resolve``, ``layer_dirs``) is cheap: it reads images.json
 once and the image's config blob, and imports nothing heavy.
@@ -49,6 +53,7 @@ class ImageRecord(Record):
     history: tuple[HistoryEntry, ...] = ()
     author: str = ""
     added: float = 0.0
+    variant: str = ""                       # the configuration's own "variant" ("v8"), for inspect
 
     @property
     def short_id(self) -> str:
@@ -108,6 +113,20 @@ class Store:
     def lock_path(self, kind: str, digest: str) -> Path:
         return self.root / "locks" / f"{kind}-{digest_hex(digest)}"
 
+    def pin_path(self, kind: str, digest: str) -> Path:
+        """The name pin of a blob (``kind`` "blob") or layer ("layer"): see ``locks.Pins.reserve``."""
+        return self.lock_path(f"pin-{kind}", digest)
+
+    def reserve_blob(self, pins, digest: str) -> bool:
+        """Pin the blob's name (GC keeps it from now on, present or not); True when it is present."""
+        pins.reserve(self.pin_path("blob", digest))
+        return self.has_blob(digest)
+
+    def reserve_layer(self, pins, diff_id: str) -> bool:
+        """Pin the layer's name (GC keeps it from now on, present or not); True when it is complete."""
+        pins.reserve(self.pin_path("layer", diff_id))
+        return self.has_layer(diff_id)
+
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
@@ -158,7 +177,7 @@ class Store:
             repo_digests=tuple(digests), layers=tuple(e["layers"]), created=cf.created,
             size=int(e.get("size", 0)), manifest=Descriptor.from_json(e["manifest"]),
             blobs=tuple(Descriptor.from_json(b) for b in e["blobs"]), history=cf.history,
-            author=cf.author, added=float(e.get("added", 0)))
+            author=cf.author, added=float(e.get("added", 0)), variant=cf.variant)
 
     def get(self, image_id: str) -> ImageRecord:
         return self._record(self.db(), image_id)
@@ -364,9 +383,21 @@ class Store:
         cb, cl = references(self.root)
         return blobs | cb, layers | cl
 
+    def _unpin_name(self, kind: str, digest: str, fd: int) -> None:
+        """Drop a name pin file GC holds exclusively (a waiting reserve() takes a new one)."""
+        try:
+            os.unlink(self.pin_path(kind, digest))
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
     def discard(self, blobs=(), layers=(), *, in_userns: bool = False) -> list[str]:
-        """Remove the given blobs/layers unless referenced or pinned by someone."""
-        from rootless.image.locks import try_exclusive
+        """Remove the given blobs/layers unless referenced or pinned by someone.
+
+        Pinned: a shared flock on the blob file / layer.json (``Pins.pin``) or
+        on its name (``Pins.reserve``: a pull or load that will make it visible).
+        """
+        from rootless.image.locks import claim, try_exclusive
 
         removed: list[str] = []
         doomed: list[Path] = []
@@ -376,17 +407,23 @@ class Store:
             for d in blobs:
                 if d in ref_blobs:
                     continue
-                p = self.blob_path(d)
-                fd = try_exclusive(p)
-                if fd is None:
+                name = claim(self.pin_path("blob", d))
+                if name is None:
                     continue
                 try:
-                    os.unlink(p)
-                    removed.append(d)
-                except FileNotFoundError:
-                    pass
+                    p = self.blob_path(d)
+                    fd = try_exclusive(p)
+                    if fd is None:
+                        continue
+                    try:
+                        os.unlink(p)
+                        removed.append(d)
+                    except FileNotFoundError:
+                        pass
+                    finally:
+                        os.close(fd)
                 finally:
-                    os.close(fd)
+                    self._unpin_name("blob", d, name)
             if layers:
                 from rootless.image.locks import Staging
 
@@ -394,19 +431,25 @@ class Store:
                 for d in layers:
                     if d in ref_layers:
                         continue
-                    p = self.layer_path(d)
-                    fd = try_exclusive(p / "layer.json")
-                    if fd is None:
+                    name = claim(self.pin_path("layer", d))
+                    if name is None:
                         continue
                     try:
-                        if st is None:
-                            st = Staging(self.root / "tmp")
-                        os.rename(p, st.path / digest_hex(d))
-                        removed.append(d)
-                    except FileNotFoundError:
-                        pass
+                        p = self.layer_path(d)
+                        fd = try_exclusive(p / "layer.json")
+                        if fd is None:
+                            continue
+                        try:
+                            if st is None:
+                                st = Staging(self.root / "tmp")
+                            os.rename(p, st.path / digest_hex(d))
+                            removed.append(d)
+                        except FileNotFoundError:
+                            pass
+                        finally:
+                            os.close(fd)
                     finally:
-                        os.close(fd)
+                        self._unpin_name("layer", d, name)
                 if st is not None:
                     doomed.append(st.path)
                     st.close()

@@ -73,15 +73,66 @@ def test_load_rejects_garbage_and_corrupt_archives(rl, registry):
     assert cp.returncode == 125 and "Error:" in err and "Traceback" not in err
     rl.ok("pull", "-q", registry.ref("busybox"))
     cp = subprocess.run([*rl.argv0, "save", registry.ref("busybox")], capture_output=True, env=rl.env)
-    data = bytearray(cp.stdout)
+    saved = cp.stdout
+    rl.ok("rmi", registry.ref("busybox"))
+    rl.ok("load", input=saved)  # now the store's layer blobs are the archive's
+    # busybox's layers plus a hostile one: refused, and nothing of it stays (the blobs it shares do)
+    blobs = sorted(os.listdir(rl.root / "blobs" / "sha256"))
+    layers = sorted(os.listdir(rl.root / "layers"))
+    cp = rl("load", input=_with_hostile_layer(saved))
+    err = cp.stderr.decode()
+    assert cp.returncode == 125 and "hostile layer" in err and "absolute path" in err, err
+    assert sorted(os.listdir(rl.root / "blobs" / "sha256")) == blobs
+    assert sorted(os.listdir(rl.root / "layers")) == layers and os.listdir(rl.root / "tmp") == []
+    assert rl.ok("images", "-q").split() == [iid(rl, registry.ref("busybox"))[7:19]]
+    assert store_consistent(rl.root) == []
+    data = bytearray(saved)
     i = data.find(b"busybox\x00") if b"busybox\x00" in data else len(data) // 3
     data[i + 2000] ^= 0xFF  # flip a byte inside a layer
     rl.ok("rmi", registry.ref("busybox"))
     cp = rl("load", input=bytes(data))
     assert cp.returncode == 125 and "does not match" in cp.stderr.decode()
     assert rl.ok("images", "-q") == "" and os.listdir(rl.root / "layers") == []
+    assert os.listdir(rl.root / "blobs" / "sha256") == []
+    # the hostile archive into an empty store: its blobs (and the layers extracted before it) go again
+    cp = rl("load", input=_with_hostile_layer(saved))
+    assert cp.returncode == 125 and "hostile layer" in cp.stderr.decode()
+    assert os.listdir(rl.root / "blobs" / "sha256") == [] and os.listdir(rl.root / "layers") == []
+    assert os.listdir(rl.root / "tmp") == []
     cp = rl("save", "nothere:latest", "-o", str(rl.home / "n.tar"))
     assert cp.returncode == 125 and "No such image" in cp.stderr and not (rl.home / "n.tar").exists()
+
+
+def _with_hostile_layer(docker_archive: bytes) -> bytes:
+    """A docker-archive's image with one more layer that writes to an absolute path."""
+    import hashlib
+    import io
+    import tarfile
+
+    from tests.imgtools import Tar
+
+    src = tarfile.open(fileobj=io.BytesIO(docker_archive))
+    members = {m.name: src.extractfile(m).read() for m in src.getmembers() if m.isfile()}
+    (entry,) = json.loads(members["manifest.json"])
+    cfg = json.loads(members[entry["Config"]])
+    hostile = Tar().file("/tmp/pwned-by-load", b"x").bytes()
+    cfg["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(hostile).hexdigest())
+    cfg["history"] = cfg.get("history", []) + [{"created_by": "hostile"}]
+    cfg_bytes = json.dumps(cfg).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tf:
+        def add(name, data):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+        for layer in entry["Layers"]:
+            add(layer, members[layer])
+        add("hostile/layer.tar", hostile)
+        cname = hashlib.sha256(cfg_bytes).hexdigest() + ".json"
+        add(cname, cfg_bytes)
+        add("manifest.json", json.dumps([{"Config": cname, "RepoTags": ["hostile:latest"],
+                                           "Layers": entry["Layers"] + ["hostile/layer.tar"]}]).encode())
+    return out.getvalue()
 
 
 def test_push_and_pull_back_same_digest(rl, registry, empty_registry, images):
@@ -174,3 +225,12 @@ def test_images_listing_options(rl, registry):
     assert len(rl.ok("images", f"{registry.host}/busybox").splitlines()) == 2
     cp = rl("images", "-f", "bogus=1")
     assert cp.returncode == 125
+    # -a: the same list (no intermediate images in this store), untagged images included either way
+    layered = registry.ref("layered")
+    rl.ok("pull", "-q", layered)
+    untagged = json.loads(rl.ok("image", "inspect", layered))[0]["Id"]
+    rl.ok("tag", ref, layered)  # layered loses its only tag
+    plain = rl.ok("images", "--no-trunc")
+    assert untagged in plain and len(plain.splitlines()) == 4  # header, busybox under two tags, layered <none>
+    assert rl.ok("images", "-a", "--no-trunc") == plain == rl.ok("images", "--all", "--no-trunc")
+    assert rl.ok("images", "-a", "-q") == rl.ok("images", "-q") and len(rl.ok("images", "-a", "-q").split()) == 2

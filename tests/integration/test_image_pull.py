@@ -37,6 +37,38 @@ def test_pull_multiarch_index_picks_host_platform(rl, registry, images):
     assert "Already exists" in cp.stderr and "Downloading" not in cp.stderr
 
 
+def test_pull_index_picks_host_platform_not_the_first_entry(rl, empty_registry, images, tmp_path):
+    """busybox's index lists amd64 first: an index with the host's image LAST tells choosing from taking."""
+    import hashlib
+    import shutil
+
+    src = images.layout("busybox")
+    lay = tmp_path / "layout"
+    shutil.copytree(src, lay)
+    top = json.loads((lay / "index.json").read_text())
+    (entry,) = [m for m in top["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == "latest"]
+    idx = json.loads((lay / "blobs" / "sha256" / entry["digest"][7:]).read_text())
+    host = f"linux/{images.host_arch}"
+    plat = lambda m: f"{m['platform']['os']}/{m['platform']['architecture']}"  # noqa: E731
+    idx["manifests"].sort(key=lambda m: plat(m) == host)  # the host's image last
+    assert plat(idx["manifests"][0]) != host and plat(idx["manifests"][-1]) == host
+    data = json.dumps(idx).encode()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (lay / "blobs" / "sha256" / digest[7:]).write_bytes(data)
+    entry.update(digest=digest, size=len(data))
+    top["manifests"] = [entry]
+    (lay / "index.json").write_text(json.dumps(top))
+    empty_registry.push_layout(lay, "latest", "hostlast")
+    ref = empty_registry.ref("hostlast")
+    iid = rl.ok("pull", "-q", ref).strip()
+    host_manifest = images.info("busybox")["manifests"][host]
+    man = json.loads((src / "blobs" / "sha256" / host_manifest[7:]).read_text())
+    assert iid == man["config"]["digest"]
+    info = inspect(rl, ref)
+    assert info["Architecture"] == images.host_arch
+    assert info["RepoDigests"] == [f"{empty_registry.host}/hostlast@{digest}"]
+
+
 def test_platform_pull_keeps_host_tag(rl, registry, images):
     ref = registry.ref("busybox")
     host_id = rl.ok("pull", "-q", ref).strip()
@@ -50,6 +82,8 @@ def test_platform_pull_keeps_host_tag(rl, registry, images):
     # ...and the arm64 one is there too, chosen by platform
     arm = inspect(rl, "--platform", "linux/arm64", ref)
     assert arm["Id"] == arm_id and arm["Architecture"] == "arm64"
+    assert arm["Variant"] == "v8"  # the configuration's, as written
+    assert "Variant" not in inspect(rl, ref)  # Docker omits an empty one
     ids = rl.ok("images", "-q", "--no-trunc").split()
     assert sorted(ids) == sorted([host_id, arm_id])
     rows = [json.loads(x) for x in rl.ok("images", "--format", "json").splitlines()]   # Docker: JSON lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -52,7 +53,8 @@ def test_blob_not_matching_its_digest(rl, proxy, images):
     assert store_consistent(rl.root) == []
 
 
-def test_pull_killed_halfway_resumes_with_range(rl, proxy, images):
+def _kill_pull_halfway(rl, proxy, images) -> tuple[dict, int]:
+    """Pull busybox through the proxy, SIGKILL it with half its biggest blob in blobs/partial."""
     layout = Path(images.layout("busybox"))
     man = json.loads((layout / "blobs" / "sha256" / images.info("busybox")["manifests"][f"linux/{images.host_arch}"][7:]).read_text())
     big = max(man["layers"], key=lambda l: l["size"])
@@ -71,6 +73,11 @@ def test_pull_killed_halfway_resumes_with_range(rl, proxy, images):
     proxy.stall.clear()
     proxy.release.set()
     assert not (rl.root / "layers" / big["digest"][7:]).exists()
+    return big, got
+
+
+def test_pull_killed_halfway_resumes_with_range(rl, proxy, images):
+    big, got = _kill_pull_halfway(rl, proxy, images)
     stale = os.listdir(rl.root / "tmp")
     assert stale, "the killed pull left its staging directory (to be cleaned)"
     n = len(proxy.requests)
@@ -82,6 +89,22 @@ def test_pull_killed_halfway_resumes_with_range(rl, proxy, images):
     assert _store_files(rl.root)["blobs/partial"] == [] and _store_files(rl.root)["tmp"] == []
     info = json.loads(rl.ok("image", "inspect", f"{proxy.host}/busybox"))[0]
     assert info["Architecture"] == images.host_arch
+
+
+def test_resume_restarts_when_the_registry_ignores_range(rl, proxy, images):
+    big, got = _kill_pull_halfway(rl, proxy, images)
+    proxy.ignore_range = True
+    n, m = len(proxy.requests), len(proxy.answers)
+    cp = rl("pull", "-q", f"{proxy.host}/busybox")
+    assert cp.returncode == 0, cp.stderr
+    asked = [r for r in proxy.requests[n:] if big["digest"] in r[1] and r[0] == "GET"]
+    answered = [a for a in proxy.answers[m:] if big["digest"] in a[1] and a[0] == "GET"]
+    assert [r[2] for r in asked] == [f"bytes={got}-"]     # it asked to resume...
+    assert [a[2] for a in answered] == [200]               # ...got the whole blob, and started again
+    assert store_consistent(rl.root) == []
+    assert _store_files(rl.root)["blobs/partial"] == []
+    assert hashlib.sha256((rl.root / "blobs" / "sha256" / big["digest"][7:]).read_bytes()).hexdigest() == big["digest"][7:]
+    assert (rl.root / "layers").exists() and len(os.listdir(rl.root / "layers")) == 2
 
 
 def test_ten_parallel_pulls_share_one_store(rl, registry, images):
@@ -106,6 +129,84 @@ def test_ten_parallel_pulls_share_one_store(rl, registry, images):
     assert set(files["layers"]) == want_layers
     assert len(db["images"]) == 3  # busybox amd64 (= busybox:amd64), busybox arm64, layered
     assert json.loads(rl.ok("image", "inspect", registry.ref("busybox")))[0]["Architecture"] == images.host_arch
+
+
+def _layout_image(images, name: str, platform: str) -> tuple[dict, dict]:
+    layout = Path(images.layout(name))
+    man = json.loads((layout / "blobs" / "sha256" / images.info(name)["manifests"][platform][7:]).read_text())
+    cfg = json.loads((layout / "blobs" / "sha256" / man["config"]["digest"][7:]).read_text())
+    return man, cfg
+
+
+def test_rmi_and_prune_during_a_pull_keep_what_it_fetched(rl, proxy, registry, images):
+    """GC (rmi, image prune) while a pull is between fetching its layers and recording its image."""
+    host = f"linux/{images.host_arch}"
+    _, arm_cfg = _layout_image(images, "busybox", "linux/arm64")
+    man, cfg = _layout_image(images, "layered", host)
+    # an image that shares one layer with `layered` (the pull finds it present) and has one of its own
+    other = registry.ref("busybox", "arm64")
+    rl.ok("pull", "-q", "--platform", "linux/arm64", other)
+    held = man["layers"][-1]["digest"]
+    new = set(cfg["rootfs"]["diff_ids"][:-1]) - set(arm_cfg["rootfs"]["diff_ids"])
+    assert new, "the test needs a layer only `layered` has"
+    proxy.hold.add(held)
+    p = rl.popen("pull", f"{proxy.host}/layered", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proxy.holding.wait(60), "the pull never asked for its last layer"
+        deadline = time.monotonic() + 60
+        while not all((rl.root / "layers" / d[7:] / "layer.json").exists() for d in new):
+            assert time.monotonic() < deadline and p.poll() is None, "the pull's other layers never arrived"
+            time.sleep(0.05)
+        rl.ok("rmi", other)
+        rl.ok("image", "prune", "-a", "-f")
+        for d in new:  # in the store, not yet in images.json: pinned by the pull
+            assert (rl.root / "layers" / d[7:] / "layer.json").exists()
+        assert (rl.root / "blobs" / "sha256" / man["config"]["digest"][7:]).exists()
+    finally:
+        proxy.unhold.set()
+        out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err.decode()
+    assert store_consistent(rl.root) == []
+    assert set(os.listdir(rl.root / "layers")) == {d[7:] for d in cfg["rootfs"]["diff_ids"]}
+    assert not any(d[7:] in os.listdir(rl.root / "layers") for d in set(arm_cfg["rootfs"]["diff_ids"]) - set(cfg["rootfs"]["diff_ids"]))
+    db = json.loads((rl.root / "images.json").read_text())
+    assert [e["platform"] for e in db["images"].values()] == [host]
+    # nothing is pinned any more: the next prune frees everything (and the pins' name files)
+    rl.ok("image", "prune", "-a", "-f")
+    assert os.listdir(rl.root / "layers") == [] and os.listdir(rl.root / "blobs" / "sha256") == []
+    assert [n for n in os.listdir(rl.root / "locks") if n.startswith("pin-")] == []
+
+    # a pull killed while it holds its pins leaves none behind: prune frees what it fetched
+    proxy.holding.clear()
+    proxy.unhold.clear()
+    p = rl.popen("pull", f"{proxy.host}/layered", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proxy.holding.wait(60), "the pull never asked for its last layer"
+        deadline = time.monotonic() + 60
+        while not all((rl.root / "layers" / d[7:] / "layer.json").exists() for d in new):
+            assert time.monotonic() < deadline and p.poll() is None, "the pull's other layers never arrived"
+            time.sleep(0.05)
+        children = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+        assert children, "the namespace child of the pull is not running"
+        os.kill(p.pid, signal.SIGKILL)
+        p.communicate(timeout=60)
+        for c in children:  # it dies with its parent (PDEATHSIG); its flocks go with it
+            while Path(f"/proc/{c}").exists() and "State:\tZ" not in _read_or_empty(f"/proc/{c}/status"):
+                assert time.monotonic() < deadline, f"the pull's child {c} outlived it"
+                time.sleep(0.05)
+    finally:
+        proxy.unhold.set()
+    assert any((rl.root / "layers" / d[7:]).exists() for d in new)
+    rl.ok("image", "prune", "-a", "-f")
+    assert os.listdir(rl.root / "layers") == [] and os.listdir(rl.root / "blobs" / "sha256") == []
+    assert os.listdir(rl.root / "tmp") == []
+
+
+def _read_or_empty(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 def test_parallel_downloads_are_bounded(rl, proxy, registry):
@@ -165,6 +266,30 @@ def test_device_nodes_are_skipped(rl, empty_registry, tmp_path):
     names = sorted(os.listdir(layer_dir / "diff" / "dev"))
     assert names == ["wh"]  # a 0/0 character device is an overlay whiteout: kept
     assert (layer_dir / "diff" / "ok").read_text() == "fine"
+
+
+def test_xattrs_survive_pull(rl, empty_registry, tmp_path):
+    import struct
+
+    # security.capability, VFS_CAP_REVISION_2 with the effective flag: cap_net_raw (13) permitted
+    cap = struct.pack("<IIIII", 0x02000000 | 1, 1 << 13, 0, 0, 0)
+    lay = Layout(tmp_path / "layout")
+    layer = Tar().file("bin/pinger", b"#!/bin/sh\n", 0o755, xattrs={"user.foo": b"bar", "security.capability": cap}) \
+        .file("plain", b"x", xattrs={"user.overlay.opaque": b"y", "trusted.evil": b"1"}).bytes()
+    lay.image("latest", [layer])
+    empty_registry.push_layout(lay.path, "latest", "xattrs")
+    cp = rl("pull", "-q", empty_registry.ref("xattrs"))
+    assert cp.returncode == 0, cp.stderr
+    (layer_dir,) = (rl.root / "layers").iterdir()
+    diff = layer_dir / "diff"
+    assert os.getxattr(diff / "bin" / "pinger", "user.foo") == b"bar"
+    assert "user.overlay.opaque" not in os.listxattr(diff / "plain")  # an image may not steer overlay
+    # the capability as the user namespace sees it (the kernel stores it for the namespace's root)
+    code = ("import json, os, sys; p = sys.argv[1]; "
+            "print(json.dumps([os.getxattr(p + '/bin/pinger', 'security.capability').hex(), "
+            "os.getxattr(p + '/bin/pinger', 'user.foo').decode(), os.listxattr(p + '/plain')]))")
+    got = json.loads(rl.ok("unshare", sys.executable, "-c", code, str(diff)))
+    assert got == [cap.hex(), "bar", []]
 
 
 def test_zstd_layers(rl, empty_registry, tmp_path):

@@ -62,6 +62,7 @@ def test_config_file():
            "history": [{"created_by": "x"}, {"created_by": "y", "empty_layer": True}]}
     cf = oci.ConfigFile.from_bytes(json.dumps(cfg).encode())
     assert cf.platform == Platform("linux", "arm64", "")
+    assert cf.variant == "v8"  # as written, for inspect
     c = cf.config
     assert c.env == ("A=1", "B=x=y") and c.env_dict() == {"A": "1", "B": "x=y"}
     assert c.entrypoint == ("/e",) and c.cmd is None
@@ -119,7 +120,7 @@ def _blob(root: Path, data: bytes) -> str:
     return "sha256:" + d
 
 
-def make_store(tmp_path: Path, plats=("linux/amd64", "linux/arm64")) -> tuple[Store, dict]:
+def make_store(tmp_path: Path, plats=("linux/amd64", "linux/arm64"), extra: dict | None = None) -> tuple[Store, dict]:
     root = tmp_path / "store"
     env = {"HOME": str(tmp_path), "ROOTLESS_ROOT": str(root), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
     store = Store(load_config(env))
@@ -129,7 +130,7 @@ def make_store(tmp_path: Path, plats=("linux/amd64", "linux/arm64")) -> tuple[St
         os_, arch = p.split("/")[:2]
         diff = "sha256:" + hashlib.sha256(p.encode()).hexdigest()
         cfg = json.dumps({"architecture": arch, "os": os_, "config": {"Cmd": ["sh"], "Env": [f"P={p}"]},
-                          "rootfs": {"type": "layers", "diff_ids": [diff]}}).encode()
+                          "rootfs": {"type": "layers", "diff_ids": [diff]}, **(extra or {}).get(p, {})}).encode()
         iid = _blob(root, cfg)
         ld = root / "layers" / diff[7:]
         (ld / "diff").mkdir(parents=True)
@@ -162,6 +163,19 @@ def test_store_resolve_by_platform(tmp_path):
         store.resolve("other")
     with pytest.raises(ImageNotFound):
         store.resolve("busybox", platform=Platform("linux", "s390x"))
+
+
+def test_inspect_variant_is_the_configurations_and_omitted_when_empty(tmp_path):
+    from rootless.image.present import inspect_json
+
+    store, ids = make_store(tmp_path, plats=("linux/amd64", "linux/arm64", "linux/arm"),
+                            extra={"linux/arm64": {"variant": "v8"}, "linux/arm": {"variant": "v7"}})
+    arm64 = inspect_json(store, store.resolve("busybox", platform=Platform("linux", "arm64")))
+    assert arm64["Architecture"] == "arm64" and arm64["Variant"] == "v8"
+    arm = inspect_json(store, store.resolve("busybox", platform=Platform("linux", "arm", "v7")))
+    assert arm["Architecture"] == "arm" and arm["Variant"] == "v7"
+    amd64 = inspect_json(store, store.resolve(ids["linux/amd64"]))
+    assert amd64["Architecture"] == "amd64" and "Variant" not in amd64  # as Docker: omitted when empty
 
 
 def test_store_single_foreign_platform_warns(tmp_path):
