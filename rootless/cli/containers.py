@@ -262,11 +262,12 @@ def _image(ctx, args):
     except ImportError:
         raise RootlessError("this build of rootless has no image store yet",
                             hint="use --rootfs DIR to run a root filesystem directory") from None
-    from archsupport.platform import mismatch_warning, requested
+    from archsupport.platform import mismatch_warning
 
-    plat = requested(args.platform or None, getattr(args, "arch", "") or None, getattr(args, "variant", "") or None)
+    plat = _requested_platform(args)
     store = Store(ctx.config)
     pull = "missing" if args.pull == "newer" else args.pull
+    pulled = False
     try:
         img = None
         if pull in ("never", "missing"):
@@ -278,14 +279,24 @@ def _image(ctx, args):
         if img is None:
             # only a pull needs the progress reporter (and its imports)
             img = store.ensure_image(args.image, pull=pull, platform=plat, reporter=ctx.reporter())
+            pulled = True
     except ImageNotFound as e:
         if pull == "never":
             raise ImageNotFound(f"{args.image}: image not known",
                                 hint="pull it first (rootless pull) or use --pull=missing") from None
         raise e
-    if plat is not None and (w := mismatch_warning(plat, img.platform)):
+    # once: a pull has already warned about an image that is not the platform asked for
+    # (image.pull); Docker's warning about a foreign image run without --platform is ours
+    if (plat is None or not pulled) and (w := mismatch_warning(plat, img.platform)):
         ctx.warn(w)
     return img.config, img.id, args.image, str(img.platform)
+
+
+def _requested_platform(args):
+    """--platform / --arch / --variant as a Platform (None: nothing asked); unknown values: 125."""
+    from archsupport.platform import requested
+
+    return requested(args.platform or None, getattr(args, "arch", "") or None, getattr(args, "variant", "") or None)
 
 
 def _print_warnings(started) -> None:

@@ -154,3 +154,34 @@ def test_exec_format_error_names_the_binarys_architecture(rl, registry, foreign,
     assert cp.returncode == 126, cp.stderr
     assert "exec /prog: exec format error: /prog is s390x (ELF 64-bit MSB IBM S/390 (s390x))" in cp.stderr
     assert f"but the image says {plat}" in cp.stderr and "--platform linux/s390x" in cp.stderr
+
+
+# --- the entrypoint's architecture, --rootfs with --platform, warnings, inspect ------------------
+
+def _warnings(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("WARNING")]
+
+
+def test_platform_mismatch_warns_once_on_run_and_create(rl, registry, foreign, unprivileged):
+    """A single-platform image that is not the platform asked for: one warning (the pull's), not two."""
+    if host_platform().architecture != "amd64":
+        pytest.skip("layered is amd64")
+    for cmd in (("run", "--rm"), ("create",)):
+        cp = rl(*cmd, "--platform", "linux/arm64", registry.ref("layered"), "true")
+        assert cp.returncode == 0, cp.stderr
+        assert _warnings(cp.stderr) == [
+            "WARNING: image platform (linux/amd64) does not match the expected platform (linux/arm64)"], cp.stderr
+
+
+def test_foreign_tag_without_platform_warns_like_docker(rl, registry, foreign, host_unchanged, unprivileged):
+    """A tag of a single foreign manifest, no --platform: it runs emulated, with Docker's warning, once."""
+    plat, machine, arch = foreign
+    want = (f"WARNING: The requested image's platform ({plat}) does not match the detected host platform "
+            f"({host_platform()}) and no specific platform was requested")
+    ref = registry.ref("busybox", arch)
+    for cmd in (("run", "--rm"), ("run", "--rm"), ("create",)):      # pulled, then present
+        cp = rl(*cmd, ref, "uname", "-m")
+        assert cp.returncode == 0, cp.stderr
+        assert _warnings(cp.stderr) == [want], cp.stderr
+        if cmd[0] == "run":
+            assert cp.stdout.strip() == machine
