@@ -244,8 +244,11 @@ def _create(ctx, args):
             v, new = vstore.create(m.source)
             if new:
                 made.append(v.name)
+    from rootless.runtime.monitor import emulation_record
+
+    emulation = emulation_record(config, platform)   # what inspect shows, even if the config changes later
     try:
-        return cstore.create(args.name, spec, anon_volumes=tuple(anon), cid=cid)
+        return cstore.create(args.name, spec, anon_volumes=tuple(anon), cid=cid, emulation=emulation)
     except BaseException:
         for v in made:
             try:
@@ -1099,8 +1102,12 @@ _cmd("exec", "Run a command in a running container", _exec_setup)(cmd_exec)
 # ---------------------------------------------------------------------------
 # inspect / wait / top / port
 
-def _emulation_json(platform: str, config) -> dict:
-    """The emulation mode the container uses (archsupport.emulation), for inspect."""
+def _emulation_json(c, config) -> dict:
+    """The emulation mode of the container (archsupport.emulation), for inspect: as recorded at
+    create and at each start; recomputed for containers made before it was recorded."""
+    if c.state.emulation:
+        return dict(c.state.emulation)
+    platform = c.spec.platform
     if not platform or config is None:
         return {"mode": "native"}
     from archsupport.emulation import choose
@@ -1169,7 +1176,7 @@ def _inspect_json(c, config=None) -> dict:
                                                     "WorkDir": str(c.dir / "work"),
                                                     "MergedDir": str(c.dir / "rootfs")}},
         "Rootless": {"Caps": list(spec.caps), "Platform": spec.platform, "Rootfs": spec.rootfs,
-                     "Emulation": _emulation_json(spec.platform, config)},
+                     "Emulation": _emulation_json(c, config)},
     }
 
 

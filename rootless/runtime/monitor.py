@@ -81,6 +81,17 @@ def choose_emulation(config, platform: str):
     return emu
 
 
+def emulation_record(config, platform: str) -> dict:
+    """What ``inspect`` shows of the emulation a container of ``platform`` gets (recorded at create);
+    {} for a native platform (the start records what the set-up really used)."""
+    if not _is_foreign(platform):
+        return {}
+    from archsupport.emulation import choose
+    from archsupport.platform import parse
+
+    return choose(parse(platform), config).to_json()
+
+
 def mapping_for(spec):
     from rootless.userns import default_mapping, keep_id_mapping
 
@@ -432,7 +443,8 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     ctx["stdio"] = stdio
 
     store.update_state(ctr.id, status="starting", monitor_pid=os.getpid(),
-                       monitor_start=proc_start_time(os.getpid()), error="", exit_code=None, restarting=False)
+                       monitor_start=proc_start_time(os.getpid()), error="", exit_code=None, restarting=False,
+                       emulation=prep.emulation.to_json() if prep.emulation is not None else {})
     from rootless.runtime import trace
 
     trace("monitor: spawning")

@@ -46,13 +46,25 @@ def _expected_mode(arch):
 
 
 def test_run_platform_busybox_uname(rl, registry, foreign, host_unchanged, unprivileged):
+    """Without a host registration for the architecture (CI's host): mode sandboxed, a binfmt_misc
+    instance mounted in the container, and no entry for it on the host, before or after."""
     plat, machine, arch = foreign
-    cp = rl("run", "--rm", "--platform", plat, registry.ref("busybox"), "uname", "-m")
+    host_entry = read_state().any_entry_for(arch)
+    cp = rl("run", "--name", "uname", "--platform", plat, registry.ref("busybox"), "sh", "-c",
+            "uname -m; cat /proc/self/mountinfo")
     assert cp.returncode == 0, cp.stderr
-    assert cp.stdout.strip() == machine
-    if _expected_mode(arch) == "sandboxed" and not host_binfmt()[0]:
-        # the host itself still cannot run it
-        assert not read_state().mounted
+    lines = cp.stdout.splitlines()
+    assert lines[0] == machine
+    emu = json.loads(rl.ok("inspect", "--format", "{{json .Rootless.Emulation}}", "uname"))
+    rl.ok("rm", "uname")
+    assert emu["platform"].startswith(plat), emu
+    if host_entry is None:
+        assert emu["mode"] == "sandboxed", emu
+        assert os.path.basename(emu["qemu"]) in (f"qemu-{machine}-static", f"qemu-{machine}"), emu
+        assert any(" - binfmt_misc binfmt_misc " in ln for ln in lines[1:]), cp.stdout
+        assert read_state().any_entry_for(arch) is None, "the host got a registration"
+    else:
+        assert emu["mode"] == _expected_mode(arch), emu
 
 
 def test_pipelines_and_children_are_emulated(rl, registry, foreign, host_unchanged, unprivileged):
@@ -185,3 +197,17 @@ def test_foreign_tag_without_platform_warns_like_docker(rl, registry, foreign, h
         assert _warnings(cp.stderr) == [want], cp.stderr
         if cmd[0] == "run":
             assert cp.stdout.strip() == machine
+
+
+def test_inspect_shows_the_emulation_chosen_at_create(rl, registry, foreign, unprivileged):
+    """Changing [emulation] mode after create does not change what inspect says the container has."""
+    plat, _, arch = foreign
+    rl.ok("create", "--name", "emu-rec", "--platform", plat, registry.ref("busybox"), "true")
+    before = json.loads(rl.ok("inspect", "--format", "{{json .Rootless.Emulation}}", "emu-rec"))
+    assert before["mode"] == _expected_mode(arch)
+    cfg = rl.home / ".config" / "rootless"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "config.toml").write_text('[emulation]\nmode = "none"\n')
+    after = json.loads(rl.ok("inspect", "--format", "{{json .Rootless.Emulation}}", "emu-rec"))
+    assert after == before
+    rl.ok("rm", "emu-rec")
