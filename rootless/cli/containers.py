@@ -218,7 +218,9 @@ def _create(ctx, args):
         path = os.path.abspath(args.image)
         if not os.path.isdir(path):
             raise UsageError(f"--rootfs {args.image}: not a directory")
-        image_config, image_id, image_ref, platform = None, "", path, ""
+        # --platform says what the directory holds (it chooses the emulation); none: the entrypoint tells
+        plat = _requested_platform(args)
+        image_config, image_id, image_ref, platform = None, "", path, str(plat) if plat else ""
         opts = opts.replace(rootfs=path)
     else:
         image_config, image_id, image_ref, platform = _image(ctx, args)

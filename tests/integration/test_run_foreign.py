@@ -170,8 +170,101 @@ def test_exec_format_error_names_the_binarys_architecture(rl, registry, foreign,
 
 # --- the entrypoint's architecture, --rootfs with --platform, warnings, inspect ------------------
 
+@pytest.fixture(scope="module")
+def foreign_rootfs(images, foreign, tmp_path_factory):
+    """The busybox of the foreign platform, as a plain directory (for --rootfs)."""
+    from tests.rootfs_util import extract_rootfs
+
+    return str(extract_rootfs(images.layout("busybox"), foreign[0], tmp_path_factory.mktemp("foreign") / "rootfs"))
+
+
+@pytest.fixture(scope="module")
+def mislabelled(images, registry, foreign, tmp_path_factory):
+    """An image whose configuration says the host's platform but whose programs are the foreign busybox."""
+    import gzip
+
+    from tests.imgtools import Layout
+
+    layout = images.layout("busybox")
+    blob = lambda d: layout / "blobs" / "sha256" / d.split(":", 1)[1]  # noqa: E731
+    manifest = json.loads(blob(images.info("busybox")["manifests"][foreign[0]]).read_bytes())
+    layers = [gzip.decompress(blob(d["digest"]).read_bytes()) for d in manifest["layers"]]
+    out = Layout(tmp_path_factory.mktemp("mislabelled") / "layout")
+    out.image("latest", layers, arch=host_platform().architecture, config={"Cmd": ["uname", "-m"]})
+    registry.push_layout(out.path, "latest", "mislabelled")
+    return registry.ref("mislabelled")
+
+
 def _warnings(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if ln.startswith("WARNING")]
+
+
+def test_rootfs_of_another_architecture_runs_emulated_with_a_warning(rl, foreign, foreign_rootfs, host_unchanged,
+                                                                     unprivileged):
+    """--rootfs without --platform: the entrypoint's ELF header tells; emulation runs it, with a warning."""
+    plat, machine, arch = foreign
+    cp = rl("run", "--rm", "--network", "none", "--rootfs", foreign_rootfs, "/bin/busybox", "uname", "-m")
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == machine
+    assert _warnings(cp.stderr) == [
+        f"WARNING: /bin/busybox is {arch} (ELF 64-bit LSB {'AArch64' if arch == 'arm64' else 'x86-64'} ({arch})), "
+        f"not {host_platform().architecture} like this host: running it emulated ({_expected_mode(arch)}); "
+        f"say so with --platform {plat}"], cp.stderr
+
+
+def test_rootfs_with_platform(rl, foreign, foreign_rootfs, host_unchanged, unprivileged):
+    """--platform with --rootfs is validated and chooses the emulation (no warning then)."""
+    plat, machine, _ = foreign
+    cp = rl("run", "--rm", "--network", "none", "--platform", plat, "--rootfs", foreign_rootfs, "uname", "-m")
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == machine and _warnings(cp.stderr) == []
+    for cmd in (("run", "--rm"), ("create",)):
+        cp = rl(*cmd, "--network", "none", "--platform", "linux/sparc", "--rootfs", foreign_rootfs, "/bin/true")
+        assert cp.returncode == 125, cp.stderr
+        assert "unknown platform 'linux/sparc'" in cp.stderr and "linux/arm64" in cp.stderr
+    assert rl.ok("ps", "-aq").strip() == ""
+
+
+def test_mislabelled_image_runs_emulated_with_a_warning(rl, mislabelled, foreign, host_unchanged, unprivileged):
+    plat, machine, arch = foreign
+    host = host_platform()
+    cp = rl("run", "--name", "mis", mislabelled)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == machine
+    w = _warnings(cp.stderr)
+    assert len(w) == 1 and w[0].startswith(f"WARNING: the image says {host}, but its uname is {arch} "), cp.stderr
+    assert "(mislabelled image)" in w[0] and f"--platform {plat}" in w[0]
+    # inspect shows the emulation the start really used
+    emu = json.loads(rl.ok("inspect", "--format", "{{json .Rootless.Emulation}}", "mis"))
+    assert emu["mode"] == _expected_mode(arch) and emu["platform"].startswith(plat), emu
+    rl.ok("rm", "mis")
+
+
+def test_mislabelled_image_without_emulation_is_126_explained(rl, mislabelled, foreign, unprivileged):
+    plat, _, arch = foreign
+    cfg = rl.home / ".config" / "rootless"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "config.toml").write_text('[emulation]\nmode = "none"\n')
+    cp = rl("run", "--rm", mislabelled)
+    assert cp.returncode == 126, cp.stderr
+    assert (f"exec uname: exec format error: uname is {arch} (ELF 64-bit LSB" in cp.stderr
+            and f"but the image says {host_platform()} (mislabelled image)" in cp.stderr), cp.stderr
+    assert f"Hint: run it as what it is: --platform {plat}" in cp.stderr and "emulation is disabled" in cp.stderr
+
+
+def test_exec_format_error_of_a_native_image_is_explained(rl, registry, foreign, tmp_path, unprivileged):
+    """A foreign program the start did not see (a bind mount): exec fails, 126 says what the program is."""
+    from archsupport.probe import probe_elf
+
+    plat, _, arch = foreign
+    prog = tmp_path / "prog"
+    prog.write_bytes(probe_elf(arch))
+    prog.chmod(0o755)
+    cp = rl("run", "--rm", "-v", f"{prog}:/prog:ro", registry.ref("busybox"), "/prog")
+    assert cp.returncode == 126, cp.stderr
+    assert f"exec /prog: exec format error: /prog is {arch} (ELF 64-bit LSB" in cp.stderr
+    assert f"but the image says {host_platform()} (mislabelled image)" in cp.stderr
+    assert f"--platform {plat}" in cp.stderr
 
 
 def test_platform_mismatch_warns_once_on_run_and_create(rl, registry, foreign, unprivileged):
