@@ -8,7 +8,13 @@ message users see when a binary cannot run ("this binary is arm64, the host
 is amd64 ...").
 
 Pure and small: used on the ``run`` path to check an entrypoint and to
-explain exec failures (ENOEXEC), so it imports nothing heavy.
+explain exec failures (ENOEXEC), so it imports nothing heavy (no
+dataclasses: ``ElfHeader`` is a ``rootless.record.Record``).
+
+A "root" below is a directory, or the layers of an overlay (a sequence of
+directories, TOP FIRST: the container's upper dir, then the image's layers),
+read with overlay's rules (a 0/0 character device is a whiteout, an
+``overlay.opaque`` directory hides the layers below).
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from __future__ import annotations
 import os
 import stat as _stat
 import struct
-from dataclasses import dataclass
+
+from rootless.record import Record
 
 ELFCLASS32, ELFCLASS64 = 1, 2
 ELFDATA2LSB, ELFDATA2MSB = 1, 2
@@ -60,8 +67,7 @@ class NotELF(ValueError):
     """The data is not an ELF header (too short, wrong magic, bad class)."""
 
 
-@dataclass(frozen=True)
-class ElfHeader:
+class ElfHeader(Record):
     bits: int            # 32 or 64
     little_endian: bool
     osabi: int
@@ -119,42 +125,84 @@ def read_elf(path: str | os.PathLike) -> ElfHeader | None:
         return None
 
 
-def resolve_in_root(root: str, path: str, *, max_links: int = 40) -> str | None:
+def _layers(root: str | os.PathLike | list | tuple) -> tuple[str, ...]:
+    return (os.fspath(root),) if isinstance(root, (str, os.PathLike)) else tuple(map(os.fspath, root))
+
+
+def _hides_lower(d: str) -> bool:
+    """Does this layer's ``d`` hide what the layers below have there (overlay)?"""
+    try:
+        st = os.lstat(d)
+    except OSError:
+        return False          # not in this layer: look further down
+    if not _stat.S_ISDIR(st.st_mode):
+        return True           # a file or a whiteout replaced the directory
+    for name in ("user.overlay.opaque", "trusted.overlay.opaque"):
+        try:
+            if os.getxattr(d, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def _lookup(layers: tuple[str, ...], done: list[str], name: str) -> tuple[str, os.stat_result] | None:
+    """(host path, lstat) of ``done/name`` in the merged view of ``layers`` (top first)."""
+    for i, layer in enumerate(layers):
+        p = os.path.join(layer, *done, name)
+        try:
+            st = os.lstat(p)
+        except OSError:
+            st = None
+        if st is not None:
+            if _stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                return None       # whiteout
+            return p, st
+        if i + 1 < len(layers) and _hides_lower(os.path.join(layer, *done)):
+            return None
+    return None
+
+
+def resolve_in_root(root: str | os.PathLike | list | tuple, path: str, *, max_links: int = 40) -> str | None:
     """Resolve ``path`` (absolute inside the image) under ``root`` without leaving it.
 
+    ``root``: a directory, or overlay layers top first (see the module's doc).
     Symbolic links are followed as the container would see them: an absolute
     target restarts at ``root``, ``..`` stops at ``root``. Returns the host
     path of the final file, or None if it does not exist (or loops).
     """
+    layers = _layers(root)
     parts = [p for p in path.split("/") if p and p != "."]
-    done: list[str] = []
+    done: list[str] = []       # the path so far, inside the image
+    hosts: list[str] = []      # the host path of each of its components
     links = 0
     while parts:
         name = parts.pop(0)
         if name == "..":
             if done:
                 done.pop()
+                hosts.pop()
             continue
-        cur = os.path.join(root, *done, name)
-        try:
-            st = os.lstat(cur)
-        except OSError:
+        hit = _lookup(layers, done, name)
+        if hit is None:
             return None
+        found, st = hit
         if _stat.S_ISLNK(st.st_mode):
             links += 1
             if links > max_links:
                 return None
-            target = os.readlink(cur)
+            target = os.readlink(found)
             if target.startswith("/"):
-                done = []
+                done, hosts = [], []
             parts = [p for p in target.split("/") if p and p != "."] + parts
             continue
         done.append(name)
-    return os.path.join(root, *done)
+        hosts.append(found)
+    return hosts[-1] if hosts else layers[0]
 
 
-def find_in_root(root: str, cmd: str, path_env: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") \
-        -> str | None:
+def find_in_root(root: str | os.PathLike | list | tuple, cmd: str,
+                 path_env: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") -> str | None:
     """Where the container's ``execvp(cmd)`` would find ``cmd``, as a host path under ``root``."""
     if "/" in cmd:
         p = resolve_in_root(root, cmd if cmd.startswith("/") else "/" + cmd)
@@ -168,7 +216,8 @@ def find_in_root(root: str, cmd: str, path_env: str = "/usr/local/sbin:/usr/loca
     return None
 
 
-def binary_architecture(root: str, cmd: str, path_env: str | None = None) -> tuple[str | None, ElfHeader | None]:
+def binary_architecture(root: str | os.PathLike | list | tuple, cmd: str,
+                        path_env: str | None = None) -> tuple[str | None, ElfHeader | None]:
     """(host path, ELF header) of the program ``cmd`` in the rootfs ``root``.
 
     A ``#!`` script is followed to its interpreter (one level, as the kernel

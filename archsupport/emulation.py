@@ -225,16 +225,45 @@ def emulation_table(config, *, sandbox_ok: bool | None = None, sandbox_why: str 
     return out
 
 
-def exec_format_error(cmd: str, image_platform: Platform, *, path_env: str | None = None, root: str = "/",
-                      host: Platform | None = None):
-    """A CannotExecute (126) explaining why exec(cmd) failed with ENOEXEC, from its ELF header.
+def foreign_binary(root, cmd: str, path_env: str | None = None, host: Platform | None = None):
+    """(host path, ELF header, platform) of the program ``cmd`` in ``root`` when this host
+    cannot run it natively; None when it can, or when it is no ELF program rootless knows.
 
-    Called by the runtime in the container (``root="/"``) or on its rootfs
-    before pivot_root: "exec /bin/app: exec format error: /bin/app is arm64
-    (ELF 64-bit LSB AArch64), the host is amd64, but the image says linux/amd64".
+    ``root``: the rootfs directory, or overlay layers top first
+    (``archsupport.elf.resolve_in_root``). Reads one header: cheap enough for
+    every ``run``, which checks the entrypoint against the image's platform
+    with it (a mislabelled image: the config says amd64, the programs are arm64).
+    """
+    from archsupport.platform import native_platforms
+
+    path, hdr = _elf.binary_architecture(root, cmd, path_env) if path_env else _elf.binary_architecture(root, cmd)
+    if hdr is None or hdr.architecture is None:
+        return None
+    plat = arch_platform(hdr.architecture)
+    host = host or host_platform()
+    if host.architecture == plat.architecture or _is_native(plat, native_platforms(host)):
+        return None
+    return path, hdr, plat
+
+
+def mislabelled_warning(cmd: str, hdr, image_platform: Platform | None, emu: Emulation,
+                        host: Platform | None = None) -> str:
+    """The warning of ``run`` when emulation runs an entrypoint that is foreign to the image's platform."""
+    arch = hdr.architecture
+    if image_platform is None:
+        host = host or host_platform()
+        return (f"{cmd} is {arch} ({hdr.describe()}), not {host.architecture} like this host: running it "
+                f"emulated ({emu.mode}); say so with --platform linux/{arch}")
+    return (f"the image says {image_platform}, but its {cmd} is {arch} ({hdr.describe()}) (mislabelled image): "
+            f"running it emulated ({emu.mode}); run it as what it is: --platform linux/{arch}")
+
+
+def explain_exec_format(cmd: str, hdr, image_platform: Platform | None, host: Platform | None = None):
+    """The CannotExecute (126) for exec(cmd) failing with ENOEXEC, given its ELF header (None: not ELF).
+
+    ``image_platform`` None: a --rootfs without --platform (nothing claimed).
     """
     host = host or host_platform()
-    path, hdr = _elf.binary_architecture(root, cmd, path_env) if path_env else _elf.binary_architecture(root, cmd)
     first = f"exec {cmd}: exec format error"
     if hdr is None:
         return CannotExecute(f"{first}: it is not a program rootless knows (no ELF header, or a script whose "
@@ -243,8 +272,25 @@ def exec_format_error(cmd: str, image_platform: Platform, *, path_env: str | Non
     if arch is None:
         return CannotExecute(f"{first}: it is {hdr.describe()}, an architecture rootless cannot emulate")
     what = _elf.explain_mismatch(cmd, hdr, host.architecture)
+    fix = f"run it as what it is: --platform linux/{arch}"
+    if image_platform is None:
+        if arch == host.architecture:
+            return CannotExecute(f"{first}: {cmd} is {hdr.describe()}, yet the kernel refused it",
+                                 hint="the file may be damaged, or built for another kernel ABI")
+        return CannotExecute(f"{first}: {what}, and no --platform was given", hint=fix)
     if arch != image_platform.architecture:
-        return CannotExecute(f"{first}: {what}, but the image says {image_platform} (mislabelled image)",
-                             hint=f"run it as what it is: --platform linux/{arch}")
+        return CannotExecute(f"{first}: {what}, but the image says {image_platform} (mislabelled image)", hint=fix)
     return CannotExecute(f"{first}: {what}, and {arch} emulation is not in effect",
                          hint="run `rootless doctor` to see the emulation mode for " + arch)
+
+
+def exec_format_error(cmd: str, image_platform: Platform | None, *, path_env: str | None = None,
+                      root: str = "/", host: Platform | None = None):
+    """A CannotExecute (126) explaining why exec(cmd) failed with ENOEXEC, from its ELF header.
+
+    Called by the runtime in the container (``root="/"``) or on its rootfs
+    before pivot_root: "exec /bin/app: exec format error: /bin/app is arm64
+    (ELF 64-bit LSB AArch64), the host is amd64, but the image says linux/amd64".
+    """
+    path, hdr = _elf.binary_architecture(root, cmd, path_env) if path_env else _elf.binary_architecture(root, cmd)
+    return explain_exec_format(cmd, hdr, image_platform, host)

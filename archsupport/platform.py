@@ -245,18 +245,19 @@ def requested(platform: str | None = None, arch: str | None = None, variant: str
 def mismatch_warning(wanted: Platform | None, actual: Platform, host: Platform | None = None) -> str | None:
     """The warning pull/run/create print when the image's platform is not the one asked for.
 
-    With no platform asked for, Docker's warning when the image does not
-    match the host; None when all is well.
+    With no platform asked for, Docker's warning when the host does not run
+    the image natively (it runs emulated); None when all is well.
     """
     host = host or host_platform()
     if wanted is not None:
         if wanted.matches(actual):
             return None
         return f"image platform ({actual}) does not match the expected platform ({wanted})"
-    if any(n.matches(actual) for n in (host,)):
+    if host.matches(actual) or (actual.architecture != host.architecture
+                                and any(n.matches(actual) for n in native_platforms(host))):
         return None
-    return (f"the image's platform ({actual}) does not match the host platform ({host}) and no specific "
-            "platform was requested: it runs emulated")
+    return (f"The requested image's platform ({actual}) does not match the detected host platform ({host}) "
+            "and no specific platform was requested")
 
 
 def select(available: list[Platform], wanted: Platform | None, host: Platform | None = None,

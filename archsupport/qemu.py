@@ -87,8 +87,13 @@ def find_qemu(arch: str, configured: str | None = None) -> QemuUser | None:
     return q
 
 
-def locate_qemu(arch: str, configured: str | None = None) -> tuple[QemuUser | None, str]:
-    """(qemu or None, why not / where from) - the reason words doctor and errors."""
+def locate_qemu(arch: str, configured: str | None = None, *,
+                search_path: str | None = None) -> tuple[QemuUser | None, str]:
+    """(qemu or None, why not / where from) - the reason words doctor and errors.
+
+    ``search_path``: the directories to search (``a:b``) instead of PATH and
+    the usual bin directories (hosttools.find) - for tests.
+    """
     from rootless import hosttools
 
     name = qemu_name(arch)
@@ -99,7 +104,7 @@ def locate_qemu(arch: str, configured: str | None = None) -> tuple[QemuUser | No
         return None, f"the configured qemu for {arch} ({configured}) is not an executable file"
     dynamic = None
     for cand in (f"qemu-{name}-static", f"qemu-{name}"):
-        p = hosttools.find(cand)
+        p = hosttools.find(cand) if search_path is None else _find_in(cand, search_path)
         if p:
             real = os.path.realpath(p)
             static = _is_static(real)
@@ -109,6 +114,14 @@ def locate_qemu(arch: str, configured: str | None = None) -> tuple[QemuUser | No
     if dynamic:
         return dynamic, f"{dynamic.path} is dynamically linked (containers need a static qemu)"
     return None, f"no qemu-{name}-static or static qemu-{name} on PATH"
+
+
+def _find_in(name: str, search_path: str) -> str | None:
+    for d in search_path.split(os.pathsep):
+        p = os.path.join(d, name)
+        if d and os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    return None
 
 
 def parse_version(text: str) -> tuple[int, ...]:

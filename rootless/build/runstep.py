@@ -197,7 +197,7 @@ def run_step(builder, graph, node, step: P.RunStep, layers, opts):
                     cgroup2_unified=os.path.exists("/sys/fs/cgroup/cgroup.controllers"))
         steps = plan(spec, host)
         r, w = os.pipe()
-        ctx: dict = {"emulation": emu, "stdio": (None, w, w)}
+        ctx: dict = {"emulation": emu, "stdio": (None, w, w), "platform": str(platform) if platform else ""}
         os.set_inheritable(w, True)
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
         out = _Output(r, builder.output)

@@ -218,7 +218,9 @@ def _create(ctx, args):
         path = os.path.abspath(args.image)
         if not os.path.isdir(path):
             raise UsageError(f"--rootfs {args.image}: not a directory")
-        image_config, image_id, image_ref, platform = None, "", path, ""
+        # --platform says what the directory holds (it chooses the emulation); none: the entrypoint tells
+        plat = _requested_platform(args)
+        image_config, image_id, image_ref, platform = None, "", path, str(plat) if plat else ""
         opts = opts.replace(rootfs=path)
     else:
         image_config, image_id, image_ref, platform = _image(ctx, args)
@@ -244,8 +246,11 @@ def _create(ctx, args):
             v, new = vstore.create(m.source)
             if new:
                 made.append(v.name)
+    from rootless.runtime.monitor import emulation_record
+
+    emulation = emulation_record(config, platform)   # what inspect shows, even if the config changes later
     try:
-        return cstore.create(args.name, spec, anon_volumes=tuple(anon), cid=cid)
+        return cstore.create(args.name, spec, anon_volumes=tuple(anon), cid=cid, emulation=emulation)
     except BaseException:
         for v in made:
             try:
@@ -262,11 +267,12 @@ def _image(ctx, args):
     except ImportError:
         raise RootlessError("this build of rootless has no image store yet",
                             hint="use --rootfs DIR to run a root filesystem directory") from None
-    from archsupport.platform import mismatch_warning, requested
+    from archsupport.platform import mismatch_warning
 
-    plat = requested(args.platform or None, getattr(args, "arch", "") or None, getattr(args, "variant", "") or None)
+    plat = _requested_platform(args)
     store = Store(ctx.config)
     pull = "missing" if args.pull == "newer" else args.pull
+    pulled = False
     try:
         img = None
         if pull in ("never", "missing"):
@@ -278,14 +284,24 @@ def _image(ctx, args):
         if img is None:
             # only a pull needs the progress reporter (and its imports)
             img = store.ensure_image(args.image, pull=pull, platform=plat, reporter=ctx.reporter())
+            pulled = True
     except ImageNotFound as e:
         if pull == "never":
             raise ImageNotFound(f"{args.image}: image not known",
                                 hint="pull it first (rootless pull) or use --pull=missing") from None
         raise e
-    if plat is not None and (w := mismatch_warning(plat, img.platform)):
+    # once: a pull has already warned about an image that is not the platform asked for
+    # (image.pull); Docker's warning about a foreign image run without --platform is ours
+    if (plat is None or not pulled) and (w := mismatch_warning(plat, img.platform)):
         ctx.warn(w)
     return img.config, img.id, args.image, str(img.platform)
+
+
+def _requested_platform(args):
+    """--platform / --arch / --variant as a Platform (None: nothing asked); unknown values: 125."""
+    from archsupport.platform import requested
+
+    return requested(args.platform or None, getattr(args, "arch", "") or None, getattr(args, "variant", "") or None)
 
 
 def _print_warnings(started) -> None:
@@ -1088,8 +1104,12 @@ _cmd("exec", "Run a command in a running container", _exec_setup)(cmd_exec)
 # ---------------------------------------------------------------------------
 # inspect / wait / top / port
 
-def _emulation_json(platform: str, config) -> dict:
-    """The emulation mode the container uses (archsupport.emulation), for inspect."""
+def _emulation_json(c, config) -> dict:
+    """The emulation mode of the container (archsupport.emulation), for inspect: as recorded at
+    create and at each start; recomputed for containers made before it was recorded."""
+    if c.state.emulation:
+        return dict(c.state.emulation)
+    platform = c.spec.platform
     if not platform or config is None:
         return {"mode": "native"}
     from archsupport.emulation import choose
@@ -1158,7 +1178,7 @@ def _inspect_json(c, config=None) -> dict:
                                                     "WorkDir": str(c.dir / "work"),
                                                     "MergedDir": str(c.dir / "rootfs")}},
         "Rootless": {"Caps": list(spec.caps), "Platform": spec.platform, "Rootfs": spec.rootfs,
-                     "Emulation": _emulation_json(spec.platform, config)},
+                     "Emulation": _emulation_json(c, config)},
     }
 
 

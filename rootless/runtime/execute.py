@@ -456,13 +456,14 @@ def _exec_error(argv0: str, e: OSError, ctx: dict | None = None, path_env: str |
         return CannotExecute(f"exec: {argv0}: permission denied", hint="the file is not executable in the image")
     if e.errno == 8:
         platform = (ctx or {}).get("platform")
-        if platform and "archsupport.emulation" in __import__("sys").modules:
-            # preloaded for foreign images: explain from the ELF header what the binary is
+        if "archsupport.emulation" in __import__("sys").modules:
+            # preloaded: explain from the ELF header what the binary is (any image: a native
+            # one may be mislabelled; a --rootfs has no platform)
             try:
                 from archsupport.emulation import exec_format_error
                 from archsupport.platform import parse
 
-                return exec_format_error(argv0, parse(platform), path_env=path_env)
+                return exec_format_error(argv0, parse(platform) if platform else None, path_env=path_env)
             except Exception:  # noqa: BLE001 - the plain message below is still right
                 pass
         return CannotExecute(f"exec: {argv0}: exec format error",
@@ -611,7 +612,7 @@ def _run_init(proc, user, envd: dict, ctx: dict, err_w: int) -> None:
 # ---------------------------------------------------------------------------
 # error reporting across the fork
 
-def preload(tty: bool = False, foreign: bool = False) -> None:
+def preload(tty: bool = False, explain_exec: bool = False) -> None:
     """Import now what runs after the switch to the container's root (pivot_root, setns):
     from there on the host's Python library is out of reach."""
     import fcntl  # noqa: F401
@@ -623,7 +624,7 @@ def preload(tty: bool = False, foreign: bool = False) -> None:
     import rootless.runtime.spec  # noqa: F401
     if tty:
         import socket  # noqa: F401
-    if foreign:
+    if explain_exec:
         try:   # explains "exec format error" from the ELF header, after pivot_root
             import archsupport.emulation  # noqa: F401
             import archsupport.platform  # noqa: F401
@@ -750,7 +751,7 @@ def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict, join_userns: str 
     """
     from rootless.userns import apply_mapping
 
-    preload(bool(ctx.get("tty_sock")), bool(ctx.get("platform")))
+    preload(bool(ctx.get("tty_sock")), True)
     ctx.setdefault("cap_last", _cap_last())
     ctx["single_mapping"] = mapping.single
     r_sync, w_sync = os.pipe()

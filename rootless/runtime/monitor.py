@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import signal
 
-from rootless.errors import ContainerError, EmulationError, HostError, RootlessError
+from rootless.errors import CannotExecute, ContainerError, EmulationError, HostError, RootlessError
 
 
 # ---------------------------------------------------------------------------
@@ -79,6 +79,50 @@ def choose_emulation(config, platform: str):
                              hint=getattr(emu, "hint", "") or "install qemu-user-static "
                                                               "(apt-get install qemu-user-static)")
     return emu
+
+
+def emulation_record(config, platform: str) -> dict:
+    """What ``inspect`` shows of the emulation a container of ``platform`` gets (recorded at create);
+    {} for a native platform (the start records what the set-up really used)."""
+    if not _is_foreign(platform):
+        return {}
+    from archsupport.emulation import choose
+    from archsupport.platform import parse
+
+    return choose(parse(platform), config).to_json()
+
+
+def entrypoint_emulation(config, spec, layers) -> tuple:
+    """(Emulation, warning) when the entrypoint of a container whose platform says native (or a
+    --rootfs without --platform) is a program of another architecture, and emulation runs it;
+    (None, "") when it runs natively or is not an ELF program. Raises CannotExecute (126), with
+    what the program is and the fix, when it cannot run at all.
+
+    ``layers``: the container's root filesystem, overlay layers top first. One ELF
+    header is read (archsupport.emulation.foreign_binary): cheap on every start.
+    """
+    if not spec.argv:
+        return None, ""
+    import posixpath
+
+    from archsupport.emulation import choose, explain_exec_format, foreign_binary, mislabelled_warning
+    from archsupport.platform import parse
+
+    cmd = spec.argv[0]
+    where = posixpath.join(spec.working_dir or "/", cmd) if "/" in cmd and not cmd.startswith("/") else cmd
+    path_env = next((e[5:] for e in spec.env if e.startswith("PATH=")), None)
+    found = foreign_binary(layers, where, path_env)
+    if found is None:
+        return None, ""
+    _, hdr, plat = found
+    claimed = parse(spec.platform) if spec.platform else None
+    emu = choose(plat, config)
+    if emu.mode == "none":
+        e = explain_exec_format(cmd, hdr, claimed)
+        fix = f"; fix: {emu.hint}" if emu.hint else ""
+        raise CannotExecute(e.message, hint=f"{e.hint}, once {plat.architecture} programs can run here "
+                                            f"({emu.reason}{fix})")
+    return emu, mislabelled_warning(cmd, hdr, claimed, emu)
 
 
 def mapping_for(spec):
@@ -150,9 +194,17 @@ def prepare(config, ctr, reporter=None) -> Prepared:
                 pass
 
     emu = None
-    foreign = _is_foreign(spec.platform)
-    if foreign:
+    warnings: list[str] = []
+    foreign_platform = ""
+    if _is_foreign(spec.platform):
         emu = choose_emulation(config, spec.platform)
+        foreign_platform = spec.platform
+    else:
+        layers = [os.path.join(cdir, "rootfs")] if driver == "vfs" else [os.path.join(cdir, "upper"), *lowers[::-1]]
+        emu, warning = entrypoint_emulation(config, spec, layers)
+        if emu is not None:
+            foreign_platform = str(emu.platform)
+            warnings.append(warning)
     if spec.memory or spec.cpus or spec.pids_limit:
         from rootless.runtime import cgroups
 
@@ -164,9 +216,10 @@ def prepare(config, ctr, reporter=None) -> Prepared:
     host = Host(container_dir=cdir, store_dir=str(config.data_root), lowers=lowers,
                 driver=driver if driver != "vfs" else "vfs", fuse=fuse, new_netns=netplan.new_netns,
                 single_mapping=mapping.single, volume_dirs=tuple(vol_dirs),
-                foreign_platform=spec.platform if foreign else "", keep_id=keep, cgroup2_unified=cg2)
+                foreign_platform=foreign_platform, keep_id=keep, cgroup2_unified=cg2)
     steps = plan(spec, host)
-    return Prepared(spec=spec, host=host, steps=steps, mapping=mapping, netplan=netplan, emulation=emu)
+    return Prepared(spec=spec, host=host, steps=steps, mapping=mapping, netplan=netplan, emulation=emu,
+                    warnings=warnings)
 
 
 def _vfs_fill(lowers, rootfs):
@@ -268,7 +321,7 @@ def start(config, ctr, *, attach: bool, reporter=None, winsize: bytes | None = N
     os.close(ctl_w)
     if tty_child is not None:
         tty_child.close()
-    st = Started(0, ctl_r, mpid, None, tty_parent, [])
+    st = Started(0, ctl_r, mpid, None, tty_parent, list(prep.warnings))
     while True:
         line = st._readline()
         if line is None:
@@ -405,8 +458,8 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         for i in (0, 1, 2):
             os.dup2(null, i)
     foreground_direct = attach and spec.auto_remove and not spec.tty
-    ctx: dict = {"emulation": prep.emulation,
-                 "platform": spec.platform if prep.host.foreign_platform else ""}
+    # the platform the image claims: exec failures (ENOEXEC) are explained against it
+    ctx: dict = {"emulation": prep.emulation, "platform": spec.platform}
     log = None
     pipes: dict[int, tuple[str, int | None]] = {}
     child_ends = []
@@ -432,7 +485,8 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     ctx["stdio"] = stdio
 
     store.update_state(ctr.id, status="starting", monitor_pid=os.getpid(),
-                       monitor_start=proc_start_time(os.getpid()), error="", exit_code=None, restarting=False)
+                       monitor_start=proc_start_time(os.getpid()), error="", exit_code=None, restarting=False,
+                       emulation=prep.emulation.to_json() if prep.emulation is not None else {})
     from rootless.runtime import trace
 
     trace("monitor: spawning")

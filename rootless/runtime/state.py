@@ -112,13 +112,14 @@ class State(Record):
     network: dict = {}
     attached: bool = False
     restarting: bool = False           # `restart` is stopping it: a --rm container stays
+    emulation: dict = {}               # archsupport Emulation.to_json() chosen at create / used at start ({}: native)
 
     def to_json(self) -> dict:
         return {"status": self.status, "pid": self.pid, "pid_start": self.pid_start,
                 "monitor_pid": self.monitor_pid, "monitor_start": self.monitor_start,
                 "exit_code": self.exit_code, "started_at": self.started_at, "finished_at": self.finished_at,
                 "error": self.error, "network": self.network, "attached": self.attached,
-                "restarting": self.restarting}
+                "restarting": self.restarting, "emulation": self.emulation}
 
     @classmethod
     def from_json(cls, d: dict) -> "State":
@@ -314,7 +315,7 @@ class ContainerStore:
         return os.urandom(32).hex()
 
     def create(self, name: str | None, spec: ContainerSpec, *, anon_volumes: tuple[str, ...] = (),
-               cid: str | None = None) -> Container:
+               cid: str | None = None, emulation: dict | None = None) -> Container:
         if name is not None and not valid_name(name.lstrip("/")):
             raise UsageError(f"invalid container name {name!r}",
                              hint="names match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters")
@@ -339,9 +340,10 @@ class ContainerStore:
             cfg = {"id": cid, "name": name, "image_id": spec.image_id, "image_ref": spec.image_ref,
                    "created": created, "spec": spec.to_json(), "anon_volumes": list(anon_volumes)}
             _atomic_write(tmp / "config.json", json.dumps(cfg, indent=1).encode())
-            _atomic_write(tmp / "state.json", json.dumps(State().to_json()).encode())
+            state = State(emulation=dict(emulation or {}))
+            _atomic_write(tmp / "state.json", json.dumps(state.to_json()).encode())
             os.rename(tmp, d)
-        return Container(cid, name, spec.image_id, spec.image_ref, created, spec, State(), d, anon_volumes)
+        return Container(cid, name, spec.image_id, spec.image_ref, created, spec, state, d, anon_volumes)
 
     def write_state(self, cid: str, state: State) -> None:
         _atomic_write(self.root / cid / "state.json", json.dumps(state.to_json()).encode())

@@ -101,3 +101,49 @@ def test_resolve_in_root_never_leaves_the_root(tmp_path):
     assert elf.resolve_in_root(str(r), "/bin/escape") == str(r / "etc" / "passwd")
     os.symlink("loop", r / "loop")
     assert elf.resolve_in_root(str(r), "/loop") is None
+
+
+def _layer(base, name, files):
+    """A layer directory: {path: bytes | ("link", target) | "whiteout" | "opaque-dir"}."""
+    d = base / name
+    d.mkdir()
+    for path, what in files.items():
+        p = d / path.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if what == "whiteout":
+            os.mknod(p, 0o20600, os.makedev(0, 0))      # overlay's whiteout: a 0/0 character device
+        elif what == "opaque-dir":
+            p.mkdir()
+            os.setxattr(p, "user.overlay.opaque", b"y")
+        elif isinstance(what, tuple):
+            os.symlink(what[1], p)
+        else:
+            p.write_bytes(what)
+    return str(d)
+
+
+def test_resolve_through_overlay_layers(tmp_path):
+    """The merged view of layers (top first), as the container sees it before it is mounted."""
+    arm, amd, s390 = probe_elf("arm64"), probe_elf("amd64"), probe_elf("s390x")
+    lower = _layer(tmp_path, "lower", {"/bin/busybox": amd, "/bin/sh": ("link", "busybox"),
+                                      "/usr/bin/gone": amd, "/opt/app/run": s390, "/sbin/tool": amd})
+    middle = _layer(tmp_path, "middle", {"/bin/busybox": arm, "/usr/bin/gone": "whiteout",
+                                        "/opt/app": "opaque-dir", "/sbin/tool2": amd})
+    upper = _layer(tmp_path, "upper", {"/usr/local/bin/app": ("link", "/bin/sh")})
+    layers = [upper, middle, lower]
+    # a symlink of the upper layer, to a link of the lowest, to the file of the middle one
+    assert elf.resolve_in_root(layers, "/usr/local/bin/app") == os.path.join(middle, "bin", "busybox")
+    path, h = elf.binary_architecture(layers, "sh")
+    assert path == os.path.join(middle, "bin", "busybox") and h.architecture == "arm64"
+    assert elf.binary_architecture(layers[2:], "sh")[1].architecture == "amd64"
+    # a whiteout hides the lower file; an opaque directory hides the lower directory's contents
+    assert elf.resolve_in_root(layers, "/usr/bin/gone") is None
+    assert elf.binary_architecture(layers, "/usr/bin/gone") == (None, None)
+    assert elf.resolve_in_root(layers, "/opt/app/run") is None
+    assert elf.resolve_in_root(layers[2:], "/opt/app/run") == os.path.join(lower, "opt", "app", "run")
+    # a directory present in several layers merges them
+    assert elf.resolve_in_root(layers, "/sbin/tool") == os.path.join(lower, "sbin", "tool")
+    assert elf.resolve_in_root(layers, "/sbin/tool2") == os.path.join(middle, "sbin", "tool2")
+    # ".." after a real directory goes back up in the merged view
+    assert elf.resolve_in_root(layers, "/sbin/../bin/busybox") == os.path.join(middle, "bin", "busybox")
+    assert elf.resolve_in_root(layers, "/") == upper

@@ -155,3 +155,59 @@ def test_exec_format_error_explains_from_elf(tmp_path):
     assert "arm64 emulation is not in effect" in e.message
     e = exec_format_error("/bin/data", AMD64, root=str(tmp_path), host=AMD64)
     assert "not a program" in e.message
+
+
+def test_exec_format_error_without_a_claimed_platform(tmp_path):
+    """--rootfs without --platform: nothing was claimed, the fix is to say what it is."""
+    from archsupport.emulation import exec_format_error
+    from archsupport.probe import probe_elf
+
+    (tmp_path / "app").write_bytes(probe_elf("arm64"))
+    (tmp_path / "native").write_bytes(probe_elf("amd64"))
+    e = exec_format_error("/app", None, root=str(tmp_path), host=AMD64)
+    assert e.exit_code == 126
+    assert e.message == ("exec /app: exec format error: /app is arm64 (ELF 64-bit LSB AArch64 (arm64)), the host "
+                         "is amd64, and no --platform was given")
+    assert e.hint == "run it as what it is: --platform linux/arm64"
+    e = exec_format_error("/native", None, root=str(tmp_path), host=AMD64)
+    assert "yet the kernel refused it" in e.message
+
+
+def test_foreign_binary_checks_the_entrypoint(tmp_path):
+    import os
+
+    from archsupport.emulation import foreign_binary
+    from archsupport.probe import probe_elf
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "arm").write_bytes(probe_elf("arm64"))
+    (tmp_path / "bin" / "amd").write_bytes(probe_elf("amd64"))
+    (tmp_path / "bin" / "i386").write_bytes(probe_elf("386"))
+    (tmp_path / "bin" / "armhf").write_bytes(probe_elf("arm"))
+    (tmp_path / "bin" / "script").write_text("#!/bin/arm\n")
+    (tmp_path / "bin" / "text").write_text("hello")
+    os.symlink("arm", tmp_path / "bin" / "sh")
+    path, hdr, plat = foreign_binary(str(tmp_path), "sh", "/bin", host=AMD64)
+    assert path == str(tmp_path / "bin" / "arm") and hdr.architecture == "arm64" and plat == ARM64
+    assert foreign_binary(str(tmp_path), "/bin/script", host=AMD64)[2] == ARM64
+    assert foreign_binary(str(tmp_path), "/bin/armhf", host=AMD64)[2] == Platform("linux", "arm", "v7")
+    for native_or_unknown in ("/bin/amd", "/bin/text", "/bin/missing"):
+        assert foreign_binary(str(tmp_path), native_or_unknown, host=AMD64) is None
+    # on an arm64 host the amd64 program is the foreign one
+    assert foreign_binary(str(tmp_path), "/bin/amd", host=ARM64)[2] == AMD64
+    assert foreign_binary(str(tmp_path), "/bin/arm", host=ARM64) is None
+
+
+def test_mislabelled_warning():
+    from archsupport.elf import parse_header
+    from archsupport.emulation import mislabelled_warning
+    from archsupport.probe import probe_elf
+
+    hdr = parse_header(probe_elf("arm64"))
+    emu = decide(ARM64, facts())
+    assert mislabelled_warning("/bin/busybox", hdr, AMD64, emu) == (
+        "the image says linux/amd64, but its /bin/busybox is arm64 (ELF 64-bit LSB AArch64 (arm64)) (mislabelled "
+        "image): running it emulated (sandboxed); run it as what it is: --platform linux/arm64")
+    assert mislabelled_warning("sh", hdr, None, emu, host=AMD64) == (
+        "sh is arm64 (ELF 64-bit LSB AArch64 (arm64)), not amd64 like this host: running it emulated (sandboxed); "
+        "say so with --platform linux/arm64")

@@ -118,10 +118,19 @@ def test_select_from_index():
         P.select([arm], None, host)
 
 
-def test_mismatch_warning():
+def test_mismatch_warning(monkeypatch):
     amd, arm = Platform("linux", "amd64"), Platform("linux", "arm64")
     assert P.mismatch_warning(arm, Platform("linux", "arm64", "v8"), amd) is None
     assert P.mismatch_warning(arm, amd, amd) == \
         "image platform (linux/amd64) does not match the expected platform (linux/arm64)"
     assert P.mismatch_warning(None, amd, amd) is None
-    assert "no specific platform was requested" in P.mismatch_warning(None, arm, amd)
+    # Docker's words for a foreign image run without --platform
+    assert P.mismatch_warning(None, arm, amd) == (
+        "The requested image's platform (linux/arm64) does not match the detected host platform (linux/amd64) "
+        "and no specific platform was requested")
+    assert P.mismatch_warning(None, Platform("linux", "amd64", "v3"), amd) is None
+    # a platform the CPU runs natively (386 on amd64) runs without emulation: nothing to warn about
+    monkeypatch.setattr(P, "_secondary_runs", lambda arch: True)
+    assert P.mismatch_warning(None, Platform("linux", "386"), amd) is None
+    monkeypatch.setattr(P, "_secondary_runs", lambda arch: False)
+    assert "(linux/386)" in P.mismatch_warning(None, Platform("linux", "386"), amd)
