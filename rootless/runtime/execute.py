@@ -566,26 +566,72 @@ def _become(proc, user, envd: dict, ctx: dict, err_w: int) -> None:
         raise _exec_error(proc.argv[0], e, ctx, envd.get("PATH")) from None
 
 
+def _hide_host_argv_env() -> None:
+    """Zero this process's original argv and environment strings (what /proc/PID/cmdline
+    and /proc/PID/environ show): the init is the monitor's fork, whose command line names
+    host paths and whose environment is the host user's. Python runs on copies of both."""
+    import ctypes
+
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        # fields 48-51 (man 5 proc) are arg_start, arg_end, env_start, env_end
+        arg_start, arg_end, env_start, env_end = (int(x) for x in fields[45:49])
+    except (OSError, ValueError):
+        return
+    for start, end in ((arg_start, arg_end), (env_start, env_end)):
+        if 0 < start < end:
+            ctypes.memset(start, 0, end - start)
+    if arg_end - arg_start > 4:
+        ctypes.memmove(arg_start, b"init", 4)
+
+
+def _init_unprivileged(proc, user, ctx: dict) -> None:
+    """The --init reaper only waits and forwards signals: it keeps the container's bounding
+    set, user and no_new_privs, and no capability at all."""
+    sc.set_process_name("init")
+    _hide_host_argv_env()
+    _drop_privileges(proc, user, ctx)
+    sc.capset(0, 0, 0)
+    # a change of uid made it non-dumpable, and since it never exec'ed, /proc/PID/ns/* would
+    # then be closed to the user owning the container (`exec`, `top` join through them)
+    sc.prctl(sc.PR_SET_DUMPABLE, 1)
+
+
 def _run_init(proc, user, envd: dict, ctx: dict, err_w: int) -> None:
     """--init: a minimal PID 1 that reaps zombies and forwards signals to the command."""
     import signal
 
     forward = [s for s in range(1, 32) if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
     signal.pthread_sigmask(signal.SIG_BLOCK, forward + [signal.SIGCHLD])
+    ready_r, ready_w = os.pipe()    # the command starts once the init has dropped its privileges
     child = os.fork()
     if child == 0:
         try:
+            os.close(ready_w)
+            os.read(ready_r, 1)
+            os.close(ready_r)
+            os.setpgid(0, 0)
+            if proc.tty:    # its own process group reads the terminal (SIGTTOU is still blocked)
+                os.tcsetpgrp(0, os.getpid())
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             for s in forward:
                 try:
                     signal.signal(s, signal.SIG_DFL)
                 except (OSError, ValueError):
                     pass
-            os.setpgid(0, 0)
             _become(proc, user, envd, ctx, err_w)
         except BaseException as e:  # noqa: BLE001
             report_error(err_w, e)
             os._exit(getattr(e, "exit_code", 125))
+    os.close(ready_r)
+    try:
+        _init_unprivileged(proc, user, ctx)
+    except BaseException as e:  # noqa: BLE001
+        report_error(err_w, e)
+        os.kill(child, signal.SIGKILL)
+        os._exit(getattr(e, "exit_code", 125))
+    os.close(ready_w)
     os.close(err_w)
     _close_fds(2)
     while True:

@@ -214,6 +214,33 @@ def test_capabilities_default_add_drop_and_no_new_privs(rl, bbroot):
     assert int(out.split()[1], 16) == 0
 
 
+def _status(text: str) -> dict:
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+@pytest.mark.parametrize("opts,cmd_eff,cmd_bnd,nnp", [
+    ((), DOCKER_DEFAULT_CAPS, DOCKER_DEFAULT_CAPS, 0),
+    (("--cap-drop", "ALL", "--security-opt", "no-new-privileges"), 0, 0, 1),
+    (("--cap-add", "sys_admin", "-u", "1000"), 0, DOCKER_DEFAULT_CAPS | (1 << 21), 0),
+])
+def test_init_is_bounded_like_the_command(rl, bbroot, opts, cmd_eff, cmd_bnd, nnp):
+    """--init: PID 1 (the reaper) holds no capability, the container's bounding set, the
+    container's user and no_new_privs; it hides the host's command line and environment."""
+    out = run(rl, bbroot, "--rm", "--init", *opts, "sh", "-c",
+              "cat /proc/1/status; echo ==; cat /proc/self/status; echo ==; tr '\\0' '\\n' < /proc/1/cmdline; "
+              "echo ==; tr '\\0' '\\n' < /proc/1/environ", check=True).stdout
+    init, cmd, cmdline, environ = out.split("==\n")
+    init, cmd = _status(init), _status(cmd)
+    assert init["Name"] == "init"
+    assert int(init["CapEff"], 16) == 0 and int(init["CapPrm"], 16) == 0
+    assert int(init["CapBnd"], 16) == cmd_bnd and int(cmd["CapBnd"], 16) == cmd_bnd
+    assert int(cmd["CapEff"], 16) == cmd_eff
+    assert int(init["NoNewPrivs"]) == nnp and int(cmd["NoNewPrivs"]) == nnp
+    assert init["Uid"].split()[:2] == cmd["Uid"].split()[:2]
+    assert cmdline.split() == ["init"]                   # no host paths (python, the venv, the store)
+    assert environ.split() == []                         # nor the host user's environment
+
+
 def test_no_host_fd_leaks(rl, bbroot, tmp_path):
     f = open(tmp_path / "secret", "w")
     try:
@@ -255,6 +282,23 @@ def test_init_reaps_and_forwards(rl, bbroot):
     out, err = p.communicate(timeout=30)
     assert p.returncode == 7, err
     assert out == b"got-term\n"
+
+
+def test_init_as_user_forwards_signals_and_takes_exec(rl, bbroot):
+    """The reaper runs as the container's user without capabilities: it still forwards
+    `stop`'s signal to the command, and `exec`/`top` still join the container through it."""
+    run(rl, bbroot, "-d", "--init", "--name", "iu", "-u", "1000", "--cap-drop", "ALL", "sh", "-c",
+        "trap 'exit 6' TERM; while true; do sleep 0.1; done", check=True)
+    status = _status(rl.ok("exec", "iu", "cat", "/proc/1/status"))
+    assert status["Name"] == "init" and status["Uid"].split()[0] == "1000" and int(status["CapEff"], 16) == 0
+    assert rl.ok("exec", "iu", "id", "-u") == "1000\n"
+    assert "trap" in rl.ok("top", "iu")
+    assert rl.ok("stop", "iu") == "iu\n"
+    assert rl.ok("wait", "iu") == "6\n"
+    rl.ok("rm", "iu")
+    # a user outside the mapping: one clear error (the reaper fails first, the command never runs)
+    cp = run(rl, bbroot, "--rm", "--init", "-u", "4000000", "true")
+    assert cp.returncode == 125 and "cannot switch to user" in cp.stderr and "Traceback" not in cp.stderr
 
 
 def test_signal_forwarding_without_init(rl, bbroot):
@@ -550,6 +594,17 @@ def test_interactive_tty_with_pexpect(rl, bbroot):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 5
+    # with --init the shell is not PID 1 but still owns the terminal (foreground process group)
+    child = pexpect.spawn(rl.argv0[0], [*rl.argv0[1:], "run", "-it", "--rm", "--init", "--network", "none",
+                                        "--rootfs", bbroot, "sh"], env=rl.env, timeout=20)
+    child.expect("# ")
+    child.sendline("echo $$ $(cat /proc/1/comm)")
+    child.expect(r"\r\n(\d+) init\r\n")
+    assert child.match.group(1) != b"1"
+    child.sendline("exit 6")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 6
     rl.ok("rm", "-f", "tty1")
 
 
