@@ -645,3 +645,69 @@ def test_stop_signal_mount_and_ps_last(rl, bbroot, tmp_path):
     assert rl.ok("stop", "sig") == "sig\n"        # USR1, not TERM: the trap runs
     assert rl.ok("wait", "sig") == "5\n"
     rl.ok("rm", "sig", "second")
+
+
+# ---------------------------------------------------------------------------
+# storage: the fallback chain kernel overlay -> fuse-overlayfs -> vfs (copy)
+
+@pytest.fixture(scope="session")
+def deep_rootfs(images, tmp_path_factory, unprivileged) -> str:
+    """The busybox root at a path so long (~3970 bytes) that the kernel overlay refuses it:
+    mount(2) copies one page of options and lowerdir=PATH,upperdir=..,workdir=.. is more.
+    fuse-overlayfs (options on its command line) and vfs (a copy) take any path."""
+    from rootless.storage import remove_tree
+
+    base = tmp_path_factory.mktemp("deep")
+    d = base
+    while len(str(d)) < 3960:
+        d = d / ("d" * min(200, 3960 - len(str(d))))
+    top = d.parent
+    while top.parent != base:
+        top = top.parent
+    yield str(busybox_rootfs(images, d / "rootfs"))
+    remove_tree(top)
+
+
+def _root_fstype(out: str) -> str:
+    return out.split()[0]
+
+
+def test_storage_auto_uses_the_kernel_overlay_without_warning(rl, bbroot):
+    cp = run(rl, bbroot, "--rm", "sh", "-c", "grep ' / ' /proc/mounts | cut -d' ' -f3", check=True)
+    assert cp.stdout == "overlay\n"
+    assert "WARNING" not in cp.stderr
+
+
+def test_storage_falls_back_to_fuse_overlayfs_when_the_kernel_overlay_refuses(rl, deep_rootfs):
+    cp = run(rl, deep_rootfs, "--name", "fb", "sh", "-c",
+             "grep ' / ' /proc/mounts | cut -d' ' -f3; stat -c %u /home/tester/owned-by-1000; echo x > /f",
+             check=True)
+    assert cp.stdout.split() == ["fuse.fuse-overlayfs", "1000"]
+    warnings = [ln for ln in cp.stderr.splitlines() if ln.startswith("WARNING")]
+    assert len(warnings) == 1, cp.stderr
+    assert "kernel overlay" in warnings[0] and "using fuse-overlayfs" in warnings[0]
+    cid = json.loads(rl.ok("inspect", "fb"))[0]["Id"]
+    assert (rl.root / "containers" / cid / "upper" / "f").read_text() == "x\n"
+    assert not Path(deep_rootfs, "f").exists()
+    rl.ok("rm", "fb")
+
+
+def test_storage_falls_back_to_a_copy_when_fuse_overlayfs_is_missing_too(rl, deep_rootfs):
+    cfg = rl.home / ".config" / "rootless" / "config.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(f'[storage]\nmount_program = "{rl.base}/no-such-fuse-overlayfs"\n')
+    cp = run(rl, deep_rootfs, "--name", "cp", "sh", "-c",
+             "grep ' / ' /proc/mounts | cut -d' ' -f3; stat -c %u /home/tester/owned-by-1000; "
+             "cat /f 2>/dev/null || echo none; echo x > /f", check=True)
+    fstype, owner, before = cp.stdout.split()
+    assert fstype not in ("overlay", "fuse.fuse-overlayfs") and owner == "1000" and before == "none"
+    warnings = [ln for ln in cp.stderr.splitlines() if ln.startswith("WARNING")]
+    assert len(warnings) == 1, cp.stderr
+    assert "copy" in warnings[0] and "install fuse-overlayfs" in warnings[0]
+    cid = json.loads(rl.ok("inspect", "cp"))[0]["Id"]
+    assert (rl.root / "containers" / cid / "rootfs" / "f").read_text() == "x\n"
+    assert not Path(deep_rootfs, "f").exists()
+    # the next start keeps the copy (and the container's change)
+    assert rl.ok("start", "-a", "cp").split() == [fstype, "1000", "x"]
+    rl.ok("rm", "cp")
+    assert not (rl.root / "containers" / cid).exists()
