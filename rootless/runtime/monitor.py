@@ -396,7 +396,7 @@ def _write_all(fd: int, data: bytes) -> bool:
 def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize, stdin_attached) -> int:
     from rootless import syscalls as sc
     from rootless.runtime.execute import spawn
-    from rootless.runtime.state import ContainerStore, now_iso, proc_start_time
+    from rootless.runtime.state import ContainerStore, current_boot_id, now_iso, proc_start_time
 
     spec = ctr.spec
     store = ContainerStore(config)
@@ -440,8 +440,8 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
             os.set_inheritable(fd, True)
     ctx["stdio"] = stdio
 
-    store.update_state(ctr.id, status="starting", monitor_pid=os.getpid(),
-                       monitor_start=proc_start_time(os.getpid()), error="", exit_code=None, restarting=False)
+    store.update_state(ctr.id, status="starting", monitor_pid=os.getpid(), monitor_start=proc_start_time(os.getpid()),
+                       boot_id=current_boot_id(), error="", exit_code=None, restarting=False)
     from rootless.runtime import trace
 
     trace("monitor: spawning")

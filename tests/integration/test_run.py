@@ -446,6 +446,41 @@ def test_ps_shows_truth_after_monitor_and_container_die(rl, bbroot):
     rl.ok("rm", cid)
 
 
+def _set_state(rl, name: str, **changes) -> None:
+    cid = json.loads(rl.ok("inspect", name))[0]["Id"]
+    p = rl.root / "containers" / cid / "state.json"
+    st = json.loads(p.read_text())
+    st.update(changes)
+    p.write_text(json.dumps(st))
+
+
+@pytest.mark.parametrize("case", ["reused-pid", "other-boot"])
+def test_ps_and_rm_leave_alone_a_process_that_reused_the_pid(rl, bbroot, case):
+    """state.json names a live process that is not the container's: the pid was reused
+    (another start time), or the pid and start time are from before a reboot (another
+    boot_id). ps shows Exited; rm -f, stop and kill do not touch that process."""
+    from rootless.runtime.state import current_boot_id, proc_start_time
+
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        start = proc_start_time(other.pid)
+        run(rl, bbroot, "--name", "old", "true", check=True)
+        if case == "reused-pid":
+            fake = dict(pid_start=start + 1, monitor_start=start + 1, boot_id=current_boot_id())
+        else:
+            fake = dict(pid_start=start, monitor_start=start, boot_id="0f0f0f0f-0000-4000-8000-000000000000")
+        _set_state(rl, "old", status="running", pid=other.pid, monitor_pid=other.pid, exit_code=None, **fake)
+        assert rl.ok("ps", "-q") == ""
+        assert "Exited" in rl.ok("ps", "-a", "--filter", "name=old")
+        assert rl("stop", "-t", "0", "old").returncode == 0
+        assert rl("kill", "old").returncode != 0          # not running
+        assert rl.ok("rm", "-f", "old") == "old\n"
+        assert other.poll() is None, "an unrelated process was signalled"
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_network_helper_reaped_after_monitor_and_container_die(rl, bbroot):
     """pasta does not notice that a namespace it joined by pid is gone: when the monitor that
     would stop it is SIGKILLed, the next command that looks at the container stops it."""
