@@ -481,6 +481,24 @@ def test_ps_and_rm_leave_alone_a_process_that_reused_the_pid(rl, bbroot, case):
         other.wait()
 
 
+def test_rm_f_of_a_starting_container_signals_no_process_group(rl, bbroot):
+    """A container still starting has no pid yet (0): kill(0, SIGKILL) would hit rm's own
+    process group. (rm waits up to 10 s for the monitor to record the state, then removes.)"""
+    from rootless.runtime.state import current_boot_id, proc_start_time
+
+    run(rl, bbroot, "--name", "st", "true", check=True)
+    monitor = subprocess.Popen(["sleep", "60"])      # stands in for a monitor busy with the set-up
+    try:
+        _set_state(rl, "st", status="starting", pid=0, monitor_pid=monitor.pid,
+                   monitor_start=proc_start_time(monitor.pid), boot_id=current_boot_id())
+        cp = subprocess.run([*rl.argv0, "rm", "-f", "st"], env=rl.env, capture_output=True, text=True,
+                            timeout=60, start_new_session=True)    # a regression kills only rm
+        assert cp.returncode == 0 and cp.stdout == "st\n", cp
+    finally:
+        monitor.kill()
+        monitor.wait()
+
+
 def test_network_helper_reaped_after_monitor_and_container_die(rl, bbroot):
     """pasta does not notice that a namespace it joined by pid is gone: when the monitor that
     would stop it is SIGKILLed, the next command that looks at the container stops it."""
