@@ -14,6 +14,7 @@ Example::
     [storage]
     root = "/scratch/me/rootless"      # default ~/.local/share/rootless
     driver = "auto"                   # auto | overlay | fuse-overlayfs | vfs
+    mount_program = "/usr/bin/fuse-overlayfs"   # default: fuse-overlayfs on PATH
 
     [network]
     backend = "auto"                  # auto | pasta | slirp4netns
@@ -53,6 +54,7 @@ class Config(Record):
     config_dir: Path
     config_files: tuple[Path, ...] = ()
     storage_driver: str = "auto"
+    mount_program: str = ""                   # fuse-overlayfs to use ("" = the one on PATH)
     network_backend: str = "auto"
     host_containers_internal: bool = True
     insecure_registries: tuple[str, ...] = ()
@@ -150,7 +152,7 @@ def _read_toml(path: Path) -> dict:
 
 
 _SCHEMA: dict[str, dict[str, type | tuple]] = {
-    "storage": {"root": str, "driver": str},
+    "storage": {"root": str, "driver": str, "mount_program": str},
     "network": {"backend": str, "host_containers_internal": bool},
     "registries": {"insecure": list},
     "pull": {"parallel": int},
@@ -233,6 +235,7 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         config_dir=config_dir,
         config_files=tuple(files),
         storage_driver=_choice(src("storage", "driver"), "[storage] driver", get("storage", "driver", "auto"), STORAGE_DRIVERS),
+        mount_program=os.path.expanduser(get("storage", "mount_program", "")),
         network_backend=_choice(src("network", "backend"), "[network] backend", get("network", "backend", "auto"), NETWORK_BACKENDS),
         host_containers_internal=get("network", "host_containers_internal", True),
         insecure_registries=tuple(insecure),

@@ -40,6 +40,7 @@ MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -108,6 +109,12 @@ def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> in
     if r < 0:
         raise _err("prctl")
     return r
+
+
+def set_process_name(name: str) -> None:
+    """prctl(PR_SET_NAME): the name in /proc/PID/comm and status (15 bytes at most)."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    prctl(PR_SET_NAME, ctypes.addressof(buf))
 
 
 class _CapHeader(ctypes.Structure):

@@ -561,10 +561,11 @@ def _remove(ctx, ctr, force: bool, volumes: bool) -> None:
         if not force:
             raise ContainerStateError(f"cannot remove container {ctr.name}: container is running",
                                       hint="stop the container before removing it, or use rm -f", exit_code=1)
-        try:
-            os.kill(ctr.state.pid, signal.SIGKILL)
-        except (ProcessLookupError, OSError):
-            pass
+        if ctr.state.pid > 0:      # none yet while starting: kill(0) would hit our process group
+            try:
+                os.kill(ctr.state.pid, signal.SIGKILL)
+            except (ProcessLookupError, OSError):
+                pass
         monitor.wait_gone(ctr.state.pid, ctr.state.pid_start, 10)
         monitor.wait_recorded(store, ctr)
     if ctr.spec.auto_remove and ctr.state.monitor_alive():

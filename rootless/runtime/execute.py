@@ -229,7 +229,7 @@ class Executor:
         self.host = host
         self.root = host.rootfs
         self.ctx = ctx   # emulation, tty socket, stdio fds, mapping...
-        self.fuse_fallback = ""
+        self.warnings: list[str] = []
 
     def run(self, steps) -> None:
         for step in steps:
@@ -237,32 +237,65 @@ class Executor:
             fn(step)
 
     def do_MountRootfs(self, s) -> None:
-        if s.driver == "vfs":
-            _check(s, sc.mount, s.target, s.target, None, sc.MS_BIND | sc.MS_REC)
+        """``s.driver``, then each of ``s.fallback`` in turn; a fallback leaves a warning."""
+        from rootless.storage import fallback_warning
+
+        chain = (s.driver,) + tuple(s.fallback)
+        failed: list[tuple[str, str]] = []
+        for i, driver in enumerate(chain):
+            if driver == "fuse-overlayfs" and not s.fuse and i < len(chain) - 1:
+                failed.append((driver, "not installed, or /dev/fuse not usable"))
+                continue
+            try:
+                getattr(self, "_mount_" + driver.replace("-", "_"))(s)
+            except (RootlessError, OSError) as e:
+                if i == len(chain) - 1:
+                    raise
+                reason = (f"mount: {os.strerror(e.errno)}" if isinstance(e, SyscallError)
+                          else getattr(e, "message", None) or str(e))
+                failed.append((driver, reason))
+                continue
+            if failed:
+                self.warnings.append(fallback_warning(failed, driver))
             return
-        if s.driver == "overlay":
-            from rootless.storage import overlay_options
+
+    def _mount_vfs(self, s) -> None:
+        if not os.path.exists(os.path.join(s.target, ".rootless-vfs-done")):
+            # a fallback (`prepare` copied already when vfs was chosen): copy here, as root
+            # of the container's user namespace (owners kept)
+            from rootless.storage import vfs_materialize
 
             try:
-                os.chdir(s.cwd)
-                rel = [os.path.relpath(x, s.cwd) if x.startswith(s.cwd + "/") else x for x in s.lowers]
-                if s.upper.startswith(s.cwd + "/"):
-                    upper, work = os.path.relpath(s.upper, s.cwd), os.path.relpath(s.work, s.cwd)
-                else:
-                    upper, work = s.upper, s.work
-                data = overlay_options(rel, upper, work, userxattr=True)
-                sc.mount("overlay", s.target, "overlay", 0, data)
-                return
+                vfs_materialize([os.path.join(s.cwd, x) for x in s.lowers], s.target)
+                open(os.path.join(s.target, ".rootless-vfs-done"), "w").close()
             except OSError as e:
-                if not s.fuse:
-                    raise SyscallError(f"{s.what}: overlay mount failed", e.errno or 0, s.hint) from None
-                self.fuse_fallback = os.strerror(e.errno or 0)
-            finally:
-                os.chdir("/")
+                raise SyscallError(f"{s.what}: copying the image (vfs)", e.errno or 0,
+                                   "free disk space in the store") from None
+        _check(s, sc.mount, s.target, s.target, None, sc.MS_BIND | sc.MS_REC)
+
+    def _mount_overlay(self, s) -> None:
+        from rootless.storage import overlay_options
+
+        try:
+            os.chdir(s.cwd)
+            rel = [os.path.relpath(x, s.cwd) if x.startswith(s.cwd + "/") else x for x in s.lowers]
+            if s.upper.startswith(s.cwd + "/"):
+                upper, work = os.path.relpath(s.upper, s.cwd), os.path.relpath(s.work, s.cwd)
+            else:
+                upper, work = s.upper, s.work
+            data = overlay_options(rel, upper, work, userxattr=True)
+            sc.mount("overlay", s.target, "overlay", 0, data)
+        except OSError as e:
+            raise SyscallError(f"{s.what}: overlay mount failed", e.errno or 0, s.hint) from None
+        finally:
+            os.chdir("/")
+
+    def _mount_fuse_overlayfs(self, s) -> None:
         if not s.fuse:
+            from rootless.storage import FIX_FUSE
+
             raise HostError("fuse-overlayfs is not usable: cannot mount the container's root filesystem",
-                            hint="install fuse-overlayfs (apt-get install fuse-overlayfs) and make /dev/fuse "
-                                 "usable (mode 0666)")
+                            hint=FIX_FUSE)
         from rootless.storage import fuse_overlayfs_argv
 
         argv = fuse_overlayfs_argv(s.fuse, s.lowers, s.upper, s.work, s.target, s.uidmapping, s.gidmapping)
@@ -567,26 +600,72 @@ def _become(proc, user, envd: dict, ctx: dict, err_w: int) -> None:
         raise _exec_error(proc.argv[0], e, ctx, envd.get("PATH")) from None
 
 
+def _hide_host_argv_env() -> None:
+    """Zero this process's original argv and environment strings (what /proc/PID/cmdline
+    and /proc/PID/environ show): the init is the monitor's fork, whose command line names
+    host paths and whose environment is the host user's. Python runs on copies of both."""
+    import ctypes
+
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        # fields 48-51 (man 5 proc) are arg_start, arg_end, env_start, env_end
+        arg_start, arg_end, env_start, env_end = (int(x) for x in fields[45:49])
+    except (OSError, ValueError):
+        return
+    for start, end in ((arg_start, arg_end), (env_start, env_end)):
+        if 0 < start < end:
+            ctypes.memset(start, 0, end - start)
+    if arg_end - arg_start > 4:
+        ctypes.memmove(arg_start, b"init", 4)
+
+
+def _init_unprivileged(proc, user, ctx: dict) -> None:
+    """The --init reaper only waits and forwards signals: it keeps the container's bounding
+    set, user and no_new_privs, and no capability at all."""
+    sc.set_process_name("init")
+    _hide_host_argv_env()
+    _drop_privileges(proc, user, ctx)
+    sc.capset(0, 0, 0)
+    # a change of uid made it non-dumpable, and since it never exec'ed, /proc/PID/ns/* would
+    # then be closed to the user owning the container (`exec`, `top` join through them)
+    sc.prctl(sc.PR_SET_DUMPABLE, 1)
+
+
 def _run_init(proc, user, envd: dict, ctx: dict, err_w: int) -> None:
     """--init: a minimal PID 1 that reaps zombies and forwards signals to the command."""
     import signal
 
     forward = [s for s in range(1, 32) if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
     signal.pthread_sigmask(signal.SIG_BLOCK, forward + [signal.SIGCHLD])
+    ready_r, ready_w = os.pipe()    # the command starts once the init has dropped its privileges
     child = os.fork()
     if child == 0:
         try:
+            os.close(ready_w)
+            os.read(ready_r, 1)
+            os.close(ready_r)
+            os.setpgid(0, 0)
+            if proc.tty:    # its own process group reads the terminal (SIGTTOU is still blocked)
+                os.tcsetpgrp(0, os.getpid())
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             for s in forward:
                 try:
                     signal.signal(s, signal.SIG_DFL)
                 except (OSError, ValueError):
                     pass
-            os.setpgid(0, 0)
             _become(proc, user, envd, ctx, err_w)
         except BaseException as e:  # noqa: BLE001
             report_error(err_w, e)
             os._exit(getattr(e, "exit_code", 125))
+    os.close(ready_r)
+    try:
+        _init_unprivileged(proc, user, ctx)
+    except BaseException as e:  # noqa: BLE001
+        report_error(err_w, e)
+        os.kill(child, signal.SIGKILL)
+        os._exit(getattr(e, "exit_code", 125))
+    os.close(ready_w)
     os.close(err_w)
     _close_fds(2)
     while True:
@@ -652,11 +731,39 @@ def report_error(fd: int, e: BaseException) -> None:
         pass
 
 
+def report_warning(fd: int, message: str) -> None:
+    """A warning for the user, on the error pipe (the set-up goes on)."""
+    import json
+
+    try:
+        os.write(fd, json.dumps({"warning": message}).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def split_warnings(data: bytes) -> tuple[list[str], bytes]:
+    """(warnings, the rest: an error report or b"") of what came on the error pipe."""
+    import json
+
+    warnings, rest = [], []
+    for line in data.splitlines(keepends=True):
+        try:
+            d = json.loads(line)
+        except ValueError:
+            d = None
+        if isinstance(d, dict) and set(d) == {"warning"}:
+            warnings.append(str(d["warning"]))
+        else:
+            rest.append(line)
+    return warnings, b"".join(rest)
+
+
 def error_from(data: bytes) -> RootlessError:
     import json
 
     from rootless import errors
 
+    data = split_warnings(data)[1]
     try:
         d = json.loads(data.decode(errors="replace").splitlines()[0])
     except (ValueError, IndexError):
@@ -689,9 +796,10 @@ class Launched:
         self.pid = pid
         self.err_r = err_r
         self.go_w = go_w
+        self.warnings: list[str] = []   # the set-up's (after go)
 
     def go(self) -> None:
-        """Let the container exec; raise its set-up or exec error, if any."""
+        """Let the container exec; raise its set-up or exec error, if any; keep its warnings."""
         try:
             os.write(self.go_w, b"g")
         except OSError:
@@ -701,6 +809,7 @@ class Launched:
         data = read_all(self.err_r)
         os.close(self.err_r)
         self.err_r = -1
+        self.warnings, data = split_warnings(data)
         if data:
             raise error_from(data)
 
@@ -709,7 +818,7 @@ class Launched:
         import select
 
         if self.err_r >= 0 and select.select([self.err_r], [], [], 0.2)[0]:
-            data = os.read(self.err_r, 65536)
+            data = split_warnings(os.read(self.err_r, 65536))[1]
             if data:
                 return error_from(data)
         return None
@@ -874,8 +983,8 @@ def _container_main(steps, host, ctx: dict, err_w: int, go_r: int) -> None:
         ex = Executor(host, ctx)
         ex.run(steps)
         trace("container: set up")
-        if ex.fuse_fallback:
-            ctx.setdefault("warnings", []).append(f"kernel overlay failed ({ex.fuse_fallback}); used fuse-overlayfs")
+        for w in ex.warnings:
+            report_warning(err_w, w)
         if os.read(go_r, 1) != b"g":
             os._exit(125)
         os.close(go_r)

@@ -149,12 +149,19 @@ def prepare(config, ctr, reporter=None) -> Prepared:
     spec = ctr.spec
     base, mapping = mapping_for(spec)
     lowers = _lowers(config, spec)
-    driver = storage.select_driver_name(config)
-    fuse = storage.fuse_overlayfs_path() or ""
+    fuse = storage.fuse_overlayfs_path(config.mount_program) or ""
+    chain = storage.driver_chain(config.storage_driver, storage.kernel_overlay_ok(), bool(fuse))
+    driver = chain[0]
+    cdir = str(ctr.dir)
+    warnings: list[str] = []
+    if os.path.exists(os.path.join(cdir, "rootfs", ".rootless-vfs-done")):
+        driver = "vfs"      # it fell back to a copy before: keep it (and the container's changes)
+    elif driver == "vfs" and config.storage_driver == "auto":
+        warnings.append(storage.fallback_warning([("overlay", f"Linux {os.uname().release} < 5.11"),
+                                                  ("fuse-overlayfs", "not installed")], "vfs"))
     if spec.userns == "keep-id" and not mapping.single and not fuse:
         raise HostError("--userns=keep-id needs fuse-overlayfs (the kernel overlay cannot remap ids)",
                         hint="apt-get install fuse-overlayfs and make /dev/fuse usable (mode 0666)")
-    cdir = str(ctr.dir)
     if driver == "vfs":
         rootfs = os.path.join(cdir, "rootfs")
         if not os.path.exists(os.path.join(rootfs, ".rootless-vfs-done")):
@@ -194,7 +201,6 @@ def prepare(config, ctr, reporter=None) -> Prepared:
                 pass
 
     emu = None
-    warnings: list[str] = []
     foreign_platform = ""
     if _is_foreign(spec.platform):
         emu = choose_emulation(config, spec.platform)
@@ -214,7 +220,8 @@ def prepare(config, ctr, reporter=None) -> Prepared:
     if spec.userns == "keep-id" and not mapping.single:
         keep = (os.getuid(), os.getgid(), base.uid_count)
     host = Host(container_dir=cdir, store_dir=str(config.data_root), lowers=lowers,
-                driver=driver if driver != "vfs" else "vfs", fuse=fuse, new_netns=netplan.new_netns,
+                driver=driver, fuse=fuse, copy_fallback=config.storage_driver == "auto",
+                new_netns=netplan.new_netns,
                 single_mapping=mapping.single, volume_dirs=tuple(vol_dirs),
                 foreign_platform=foreign_platform, keep_id=keep, cgroup2_unified=cg2)
     steps = plan(spec, host)
@@ -440,7 +447,7 @@ def _write_all(fd: int, data: bytes) -> bool:
 def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize, stdin_attached) -> int:
     from rootless import syscalls as sc
     from rootless.runtime.execute import spawn
-    from rootless.runtime.state import ContainerStore, now_iso, proc_start_time
+    from rootless.runtime.state import ContainerStore, current_boot_id, now_iso, proc_start_time
 
     spec = ctr.spec
     store = ContainerStore(config)
@@ -485,7 +492,8 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     ctx["stdio"] = stdio
 
     store.update_state(ctr.id, status="starting", monitor_pid=os.getpid(),
-                       monitor_start=proc_start_time(os.getpid()), error="", exit_code=None, restarting=False,
+                       monitor_start=proc_start_time(os.getpid()), boot_id=current_boot_id(), error="",
+                       exit_code=None, restarting=False,
                        emulation=prep.emulation.to_json() if prep.emulation is not None else {})
     from rootless.runtime import trace
 
@@ -558,7 +566,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     started = now_iso()
     store.update_state(ctr.id, status="running", pid=pid, pid_start=pid_start, started_at=started,
                        finished_at="", exit_code=None, network=net_state, attached=attach)
-    for w in ctx.get("warnings", ()):
+    for w in [*ctx.get("warnings", ()), *launched.warnings]:
         _send(ctl_w, b"W " + w.encode())
     _send(ctl_w, b"S %d" % pid)
     if master is not None and tty_sock is not None:

@@ -52,6 +52,7 @@ class MountRootfs(Step):
     fuse: str = ""                    # fuse-overlayfs path (driver or fallback)
     uidmapping: str = ""              # fuse-overlayfs, keep-id
     gidmapping: str = ""
+    fallback: tuple[str, ...] = ()    # drivers to try in turn when ``driver`` fails
 
     @property
     def what(self) -> str:
@@ -179,6 +180,7 @@ class Host(Record):
     lowers: tuple[str, ...]           # lowest first; relative to store_dir or absolute
     driver: str = "overlay"
     fuse: str = ""                    # fuse-overlayfs path if usable
+    copy_fallback: bool = False       # [storage] driver = "auto": a copy (vfs) when no overlay mounts
     new_netns: bool = True
     single_mapping: bool = False
     volume_dirs: tuple[tuple[str, str, bool], ...] = ()   # (target, host dir, created new) per volume mount
@@ -200,14 +202,19 @@ def plan(spec, host: Host) -> list[Step]:
     cdir = host.container_dir
     driver = host.driver
     uidmap = gidmap = ""
+    # auto: overlay -> fuse-overlayfs (its absence is noted in the warning) -> a copy
+    fallback = ("fuse-overlayfs",) if driver == "overlay" and (host.fuse or host.copy_fallback) else ()
+    if host.copy_fallback and driver != "vfs":
+        fallback += ("vfs",)
     if spec.userns == "keep-id" and not host.single_mapping:
         if driver == "overlay":
             driver = "fuse-overlayfs"   # the kernel overlay cannot remap ids
+        fallback = ()                   # nor can a copy
         uid, gid, total = host.keep_id
         uidmap = keep_id_fuse_mapping(uid, total)
         gidmap = keep_id_fuse_mapping(gid, total)
     steps.append(MountRootfs(driver, tuple(host.lowers), f"{cdir}/upper", f"{cdir}/work", host.rootfs,
-                             host.store_dir, host.fuse, uidmap, gidmap))
+                             host.store_dir, host.fuse, uidmap, gidmap, fallback))
     if host.foreign_platform:
         steps.append(Binfmt(host.foreign_platform))
 

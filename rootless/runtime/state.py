@@ -7,7 +7,10 @@ Creating, renaming and removing take ``containers.lock`` (names are unique).
 The truth about "running" comes from /proc: a recorded pid counts only while
 a process with that pid AND the recorded start time (field 22 of
 /proc/PID/stat) exists, so a dead monitor or a rebooted host never leaves a
-ghost "running" container in ``ps``.
+ghost "running" container in ``ps``. The start time counts clock ticks since
+boot, so a pid and start time recorded before a reboot could name a process
+of this boot: state.json also records the boot (/proc/sys/kernel/random/boot_id),
+and the pids of another boot name nothing.
 """
 
 from __future__ import annotations
@@ -82,6 +85,26 @@ def proc_start_time(pid: int) -> int | None:
         return None
 
 
+_boot_id: list[str] = []
+
+
+def current_boot_id() -> str:
+    """This boot's random id ("" when the kernel does not say)."""
+    if not _boot_id:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                _boot_id.append(f.read().strip())
+        except OSError:
+            _boot_id.append("")
+    return _boot_id[0]
+
+
+def same_boot(recorded: str, current: str) -> bool:
+    """Whether pids recorded under boot ``recorded`` may still name processes (pure): not when
+    both ids are known and differ. A state without one (older rootless) relies on start times."""
+    return not recorded or not current or recorded == current
+
+
 def alive(pid: int | None, start: int | None) -> bool:
     if not pid or pid <= 0:
         return False
@@ -113,13 +136,14 @@ class State(Record):
     attached: bool = False
     restarting: bool = False           # `restart` is stopping it: a --rm container stays
     emulation: dict = {}               # archsupport Emulation.to_json() chosen at create / used at start ({}: native)
+    boot_id: str = ""                  # the boot its pids belong to
 
     def to_json(self) -> dict:
         return {"status": self.status, "pid": self.pid, "pid_start": self.pid_start,
                 "monitor_pid": self.monitor_pid, "monitor_start": self.monitor_start,
                 "exit_code": self.exit_code, "started_at": self.started_at, "finished_at": self.finished_at,
                 "error": self.error, "network": self.network, "attached": self.attached,
-                "restarting": self.restarting, "emulation": self.emulation}
+                "restarting": self.restarting, "emulation": self.emulation, "boot_id": self.boot_id}
 
     @classmethod
     def from_json(cls, d: dict) -> "State":
@@ -128,6 +152,13 @@ class State(Record):
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    def in_boot(self, current: str) -> "State":
+        """This state as seen in boot ``current`` (pure): the pids (container, monitor, network
+        helpers) recorded in another boot are forgotten, so nothing signals or waits for them."""
+        if same_boot(self.boot_id, current) or not (self.pid or self.monitor_pid or self.network):
+            return self
+        return self.replace(pid=0, pid_start=None, monitor_pid=0, monitor_start=None, network={})
 
     def monitor_alive(self) -> bool:
         return alive(self.monitor_pid, self.monitor_start)
@@ -225,7 +256,7 @@ class ContainerStore:
             raise StoreError(f"container {cid[:12]}: config.json is damaged",
                              hint=f"remove it: rootless rm -f {cid[:12]}") from None
         try:
-            raw = State.from_json(json.loads((d / "state.json").read_bytes()))
+            raw = State.from_json(json.loads((d / "state.json").read_bytes())).in_boot(current_boot_id())
         except (OSError, ValueError, TypeError):
             raw = State(status="exited", exit_code=255, error="state.json missing or damaged")
         st = raw.truth()
@@ -361,7 +392,8 @@ class ContainerStore:
 
     def raw_state(self, cid: str) -> State:
         try:
-            return State.from_json(json.loads((self.root / cid / "state.json").read_bytes()))
+            return State.from_json(json.loads((self.root / cid / "state.json").read_bytes())).in_boot(
+                current_boot_id())
         except (OSError, ValueError, TypeError):
             code = self.removed_exit(cid)
             return State(status="exited", exit_code=255 if code is None else code)

@@ -8,6 +8,13 @@
 * ``vfs``: a full copy of the layers per container; only when configured
   (``[storage] driver = "vfs"``) or when nothing else works.
 
+With ``driver = "auto"`` the choice is a chain tried at mount time, each step
+down with a one-line warning that names the fix: kernel overlay (when the
+kernel version allows it) -> fuse-overlayfs (when installed and /dev/fuse is
+usable) -> vfs. A kernel >= 5.11 can still refuse a mount (a filesystem
+without user xattrs, options longer than a page...), so the version only
+decides where the chain starts.
+
 The image layers (lower dirs) are never written: every container gets its own
 ``upper/`` and ``work/`` directories under ``containers/<id>/``.
 
@@ -21,35 +28,68 @@ import os
 DRIVERS = ("overlay", "fuse-overlayfs", "vfs")
 
 
+def kernel_version(release: str) -> tuple[int, int] | None:
+    """(major, minor) of a kernel release string ("6.1.0-18-amd64", "5.15.0-rc1+"), or None."""
+    parts = release.split("-")[0].split(".")
+    try:
+        major = int(parts[0])
+        digits = ""
+        for c in parts[1] if len(parts) > 1 else "0":
+            if not c.isdigit():
+                break
+            digits += c
+        return major, int(digits or 0)
+    except ValueError:
+        return None
+
+
 def kernel_overlay_ok(release: str | None = None) -> bool:
     """Kernel overlayfs can be mounted in a user namespace from Linux 5.11."""
-    rel = (release or os.uname().release).split("-")[0].split(".")
-    try:
-        major, minor = int(rel[0]), int("".join(c for c in rel[1] if c.isdigit()) or 0)
-    except (ValueError, IndexError):
-        return False
-    return (major, minor) >= (5, 11)
+    v = kernel_version(os.uname().release if release is None else release)
+    return v is not None and v >= (5, 11)
 
 
-def fuse_overlayfs_path() -> str | None:
-    """fuse-overlayfs if it is installed and /dev/fuse is usable."""
+def fuse_overlayfs_path(program: str = "") -> str | None:
+    """fuse-overlayfs (``program``: the configured ``[storage] mount_program``, else the one
+    on PATH) if it is installed and /dev/fuse is usable."""
     from rootless import hosttools
 
-    exe = hosttools.find("fuse-overlayfs")
+    exe = hosttools.find(program or "fuse-overlayfs")
     if exe and os.access("/dev/fuse", os.R_OK | os.W_OK):
         return exe
     return None
 
 
+def driver_chain(configured: str, kernel_ok: bool, fuse_ok: bool) -> tuple[str, ...]:
+    """The drivers to try, in order (pure). A configured driver is used alone (a configured
+    kernel overlay may still give way to fuse-overlayfs); "auto" ends with the copy."""
+    if configured == "overlay":
+        return ("overlay", "fuse-overlayfs") if fuse_ok else ("overlay",)
+    if configured != "auto":
+        return (configured,)
+    return (("overlay",) if kernel_ok else ()) + (("fuse-overlayfs",) if fuse_ok else ()) + ("vfs",)
+
+
 def select_driver_name(config) -> str:
-    """The driver `run` uses: the configured one, else the best that works here."""
-    if config.storage_driver != "auto":
-        return config.storage_driver
-    if kernel_overlay_ok():
-        return "overlay"
-    if fuse_overlayfs_path():
-        return "fuse-overlayfs"
-    return "vfs"
+    """The driver `run` tries first: the configured one, else the best that should work here."""
+    return driver_chain(config.storage_driver, kernel_overlay_ok(),
+                        bool(fuse_overlayfs_path(getattr(config, "mount_program", ""))))[0]
+
+
+FIX_FUSE = "install fuse-overlayfs (apt-get install fuse-overlayfs) and make /dev/fuse usable (mode 0666)"
+
+
+def fallback_warning(failed: list[tuple[str, str]], used: str) -> str:
+    """The one-line warning when ``used`` replaced the drivers in ``failed`` ((driver, reason)
+    pairs, in the order tried), naming the fix."""
+    names = {"overlay": "kernel overlay", "fuse-overlayfs": "fuse-overlayfs", "vfs": "vfs"}
+    why = " and ".join(f"{names.get(d, d)} is not usable ({r})" for d, r in failed)
+    if used == "vfs":
+        return (f"storage: {why}: copying the image for this container (slow, uses disk space); "
+                f"to avoid the copy, {FIX_FUSE}")
+    return (f"storage: {why}: using {names.get(used, used)}, which is slower; set [storage] driver = "
+            f"\"{used}\" to skip the attempt, or see `rootless doctor` (overlay in a user namespace "
+            f"needs Linux >= 5.11)")
 
 
 def _check_path(p: str) -> str:

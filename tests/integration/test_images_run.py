@@ -64,6 +64,31 @@ def test_pull_never_unknown_image(rl, registry, unprivileged):
     assert rl.ok("ps", "-aq") == ""
 
 
+def test_pull_missing_pulls_only_what_is_missing(rl, registry, free_port_ref):
+    ref = registry.ref("busybox", "latest")
+    assert rl.ok("images", "-q") == ""
+    # missing: pulled
+    assert rl.ok("run", "--rm", "--pull=missing", "--network", "none", ref, "echo", "ran") == "ran\n"
+    assert rl.ok("images", "-q") != ""
+    # present: not pulled again. The same image under a name whose registry does not answer
+    # (nothing listens there) runs with missing and never; always has to ask, and fails.
+    rl.ok("tag", ref, free_port_ref)
+    assert rl.ok("run", "--rm", "--pull=missing", "--network", "none", free_port_ref, "echo", "local") == "local\n"
+    assert rl.ok("run", "--rm", "--pull=never", "--network", "none", free_port_ref, "true") == ""
+    cp = rl("run", "--rm", "--pull=always", "--network", "none", free_port_ref, "true")
+    assert cp.returncode == 125 and "Traceback" not in cp.stderr, cp.stderr
+    # the default policy is missing
+    assert rl.ok("run", "--rm", "--network", "none", free_port_ref, "echo", "default") == "default\n"
+    assert rl.ok("ps", "-aq") == ""
+
+
+@pytest.fixture
+def free_port_ref() -> str:
+    from tests.conftest import free_port
+
+    return f"127.0.0.1:{free_port()}/nowhere/busybox:latest"
+
+
 def test_ps_ancestor_and_inspect_fallback(rl, refs):
     rl.ok("create", "--name", "a1", refs["busybox"], "true")
     rl.ok("create", "--name", "b1", refs["layered"])

@@ -39,7 +39,7 @@ def run(rl, bbroot, *args, **kw):
         opts.append(args.pop(0))
         if opts[-1] in ("-e", "-v", "-w", "-u", "--name", "--entrypoint", "--tmpfs", "--mount", "--cap-add",
                         "--cap-drop", "--security-opt", "--userns", "--network", "--hostname", "--env-file",
-                        "-l", "--label", "--memory", "--stop-signal"):
+                        "-l", "--label", "--memory", "--cpus", "--pids-limit", "--stop-signal"):
             opts.append(args.pop(0))
     net = [] if any(o.startswith("--network") for o in opts) else ["--network", "none"]
     return rl("run", *net, *opts, "--rootfs", bbroot, *args, **kw)
@@ -214,6 +214,33 @@ def test_capabilities_default_add_drop_and_no_new_privs(rl, bbroot):
     assert int(out.split()[1], 16) == 0
 
 
+def _status(text: str) -> dict:
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+@pytest.mark.parametrize("opts,cmd_eff,cmd_bnd,nnp", [
+    ((), DOCKER_DEFAULT_CAPS, DOCKER_DEFAULT_CAPS, 0),
+    (("--cap-drop", "ALL", "--security-opt", "no-new-privileges"), 0, 0, 1),
+    (("--cap-add", "sys_admin", "-u", "1000"), 0, DOCKER_DEFAULT_CAPS | (1 << 21), 0),
+])
+def test_init_is_bounded_like_the_command(rl, bbroot, opts, cmd_eff, cmd_bnd, nnp):
+    """--init: PID 1 (the reaper) holds no capability, the container's bounding set, the
+    container's user and no_new_privs; it hides the host's command line and environment."""
+    out = run(rl, bbroot, "--rm", "--init", *opts, "sh", "-c",
+              "cat /proc/1/status; echo ==; cat /proc/self/status; echo ==; tr '\\0' '\\n' < /proc/1/cmdline; "
+              "echo ==; tr '\\0' '\\n' < /proc/1/environ", check=True).stdout
+    init, cmd, cmdline, environ = out.split("==\n")
+    init, cmd = _status(init), _status(cmd)
+    assert init["Name"] == "init"
+    assert int(init["CapEff"], 16) == 0 and int(init["CapPrm"], 16) == 0
+    assert int(init["CapBnd"], 16) == cmd_bnd and int(cmd["CapBnd"], 16) == cmd_bnd
+    assert int(cmd["CapEff"], 16) == cmd_eff
+    assert int(init["NoNewPrivs"]) == nnp and int(cmd["NoNewPrivs"]) == nnp
+    assert init["Uid"].split()[:2] == cmd["Uid"].split()[:2]
+    assert cmdline.split() == ["init"]                   # no host paths (python, the venv, the store)
+    assert environ.split() == []                         # nor the host user's environment
+
+
 def test_no_host_fd_leaks(rl, bbroot, tmp_path):
     f = open(tmp_path / "secret", "w")
     try:
@@ -255,6 +282,23 @@ def test_init_reaps_and_forwards(rl, bbroot):
     out, err = p.communicate(timeout=30)
     assert p.returncode == 7, err
     assert out == b"got-term\n"
+
+
+def test_init_as_user_forwards_signals_and_takes_exec(rl, bbroot):
+    """The reaper runs as the container's user without capabilities: it still forwards
+    `stop`'s signal to the command, and `exec`/`top` still join the container through it."""
+    run(rl, bbroot, "-d", "--init", "--name", "iu", "-u", "1000", "--cap-drop", "ALL", "sh", "-c",
+        "trap 'exit 6' TERM; while true; do sleep 0.1; done", check=True)
+    status = _status(rl.ok("exec", "iu", "cat", "/proc/1/status"))
+    assert status["Name"] == "init" and status["Uid"].split()[0] == "1000" and int(status["CapEff"], 16) == 0
+    assert rl.ok("exec", "iu", "id", "-u") == "1000\n"
+    assert "trap" in rl.ok("top", "iu")
+    assert rl.ok("stop", "iu") == "iu\n"
+    assert rl.ok("wait", "iu") == "6\n"
+    rl.ok("rm", "iu")
+    # a user outside the mapping: one clear error (the reaper fails first, the command never runs)
+    cp = run(rl, bbroot, "--rm", "--init", "-u", "4000000", "true")
+    assert cp.returncode == 125 and "cannot switch to user" in cp.stderr and "Traceback" not in cp.stderr
 
 
 def test_signal_forwarding_without_init(rl, bbroot):
@@ -377,16 +421,21 @@ def test_bad_input(rl, bbroot):
     assert cp.returncode == 125 and "does not exist" in cp.stderr
 
 
-def test_resource_limits_refused_without_delegation(rl, bbroot):
+@pytest.mark.parametrize("limit", [("--memory", "64m"), ("--cpus", "0.5"), ("--pids-limit", "100")])
+def test_resource_limits_refused_without_delegation(rl, bbroot, limit):
     from rootless.doctor import cgroup_v2_delegation
 
     ok, detail, _ = cgroup_v2_delegation()
-    cp = run(rl, bbroot, "--rm", "--memory", "64m", "true")
+    cp = run(rl, bbroot, "--rm", *limit, "true")
     if ok:
-        assert cp.returncode == 0
+        assert cp.returncode == 0, cp.stderr
     else:
-        assert cp.returncode == 125 and "cgroup" in cp.stderr and "Hint:" in cp.stderr
+        assert cp.returncode == 125 and "cgroup" in cp.stderr and "Hint:" in cp.stderr, cp.stderr
+        assert "delegated" in cp.stderr and "Traceback" not in cp.stderr
+        assert len(cp.stderr.splitlines()) == 2     # Error: ... + Hint: ...
         assert rl.ok("ps", "-aq") == ""     # nothing was created
+    # without limits it runs, delegation or not (hybrid cgroups: where crun refuses)
+    assert run(rl, bbroot, "--rm", "true").returncode == 0
 
 
 def test_ps_shows_truth_after_monitor_and_container_die(rl, bbroot):
@@ -400,6 +449,59 @@ def test_ps_shows_truth_after_monitor_and_container_die(rl, bbroot):
     assert rl.ok("ps", "-q") == ""
     assert "Exited" in rl.ok("ps", "-a")
     rl.ok("rm", cid)
+
+
+def _set_state(rl, name: str, **changes) -> None:
+    cid = json.loads(rl.ok("inspect", name))[0]["Id"]
+    p = rl.root / "containers" / cid / "state.json"
+    st = json.loads(p.read_text())
+    st.update(changes)
+    p.write_text(json.dumps(st))
+
+
+@pytest.mark.parametrize("case", ["reused-pid", "other-boot"])
+def test_ps_and_rm_leave_alone_a_process_that_reused_the_pid(rl, bbroot, case):
+    """state.json names a live process that is not the container's: the pid was reused
+    (another start time), or the pid and start time are from before a reboot (another
+    boot_id). ps shows Exited; rm -f, stop and kill do not touch that process."""
+    from rootless.runtime.state import current_boot_id, proc_start_time
+
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        start = proc_start_time(other.pid)
+        run(rl, bbroot, "--name", "old", "true", check=True)
+        if case == "reused-pid":
+            fake = dict(pid_start=start + 1, monitor_start=start + 1, boot_id=current_boot_id())
+        else:
+            fake = dict(pid_start=start, monitor_start=start, boot_id="0f0f0f0f-0000-4000-8000-000000000000")
+        _set_state(rl, "old", status="running", pid=other.pid, monitor_pid=other.pid, exit_code=None, **fake)
+        assert rl.ok("ps", "-q") == ""
+        assert "Exited" in rl.ok("ps", "-a", "--filter", "name=old")
+        assert rl("stop", "-t", "0", "old").returncode == 0
+        assert rl("kill", "old").returncode != 0          # not running
+        assert rl.ok("rm", "-f", "old") == "old\n"
+        assert other.poll() is None, "an unrelated process was signalled"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_rm_f_of_a_starting_container_signals_no_process_group(rl, bbroot):
+    """A container still starting has no pid yet (0): kill(0, SIGKILL) would hit rm's own
+    process group. (rm waits up to 10 s for the monitor to record the state, then removes.)"""
+    from rootless.runtime.state import current_boot_id, proc_start_time
+
+    run(rl, bbroot, "--name", "st", "true", check=True)
+    monitor = subprocess.Popen(["sleep", "60"])      # stands in for a monitor busy with the set-up
+    try:
+        _set_state(rl, "st", status="starting", pid=0, monitor_pid=monitor.pid,
+                   monitor_start=proc_start_time(monitor.pid), boot_id=current_boot_id())
+        cp = subprocess.run([*rl.argv0, "rm", "-f", "st"], env=rl.env, capture_output=True, text=True,
+                            timeout=60, start_new_session=True)    # a regression kills only rm
+        assert cp.returncode == 0 and cp.stdout == "st\n", cp
+    finally:
+        monitor.kill()
+        monitor.wait()
 
 
 def test_network_helper_reaped_after_monitor_and_container_die(rl, bbroot):
@@ -550,6 +652,17 @@ def test_interactive_tty_with_pexpect(rl, bbroot):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 5
+    # with --init the shell is not PID 1 but still owns the terminal (foreground process group)
+    child = pexpect.spawn(rl.argv0[0], [*rl.argv0[1:], "run", "-it", "--rm", "--init", "--network", "none",
+                                        "--rootfs", bbroot, "sh"], env=rl.env, timeout=20)
+    child.expect("# ")
+    child.sendline("echo $$ $(cat /proc/1/comm)")
+    child.expect(r"\r\n(\d+) init\r\n")
+    assert child.match.group(1) != b"1"
+    child.sendline("exit 6")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 6
     rl.ok("rm", "-f", "tty1")
 
 
@@ -590,3 +703,69 @@ def test_stop_signal_mount_and_ps_last(rl, bbroot, tmp_path):
     assert rl.ok("stop", "sig") == "sig\n"        # USR1, not TERM: the trap runs
     assert rl.ok("wait", "sig") == "5\n"
     rl.ok("rm", "sig", "second")
+
+
+# ---------------------------------------------------------------------------
+# storage: the fallback chain kernel overlay -> fuse-overlayfs -> vfs (copy)
+
+@pytest.fixture(scope="session")
+def deep_rootfs(images, tmp_path_factory, unprivileged) -> str:
+    """The busybox root at a path so long (~3970 bytes) that the kernel overlay refuses it:
+    mount(2) copies one page of options and lowerdir=PATH,upperdir=..,workdir=.. is more.
+    fuse-overlayfs (options on its command line) and vfs (a copy) take any path."""
+    from rootless.storage import remove_tree
+
+    base = tmp_path_factory.mktemp("deep")
+    d = base
+    while len(str(d)) < 3960:
+        d = d / ("d" * min(200, 3960 - len(str(d))))
+    top = d.parent
+    while top.parent != base:
+        top = top.parent
+    yield str(busybox_rootfs(images, d / "rootfs"))
+    remove_tree(top)
+
+
+def _root_fstype(out: str) -> str:
+    return out.split()[0]
+
+
+def test_storage_auto_uses_the_kernel_overlay_without_warning(rl, bbroot):
+    cp = run(rl, bbroot, "--rm", "sh", "-c", "grep ' / ' /proc/mounts | cut -d' ' -f3", check=True)
+    assert cp.stdout == "overlay\n"
+    assert "WARNING" not in cp.stderr
+
+
+def test_storage_falls_back_to_fuse_overlayfs_when_the_kernel_overlay_refuses(rl, deep_rootfs):
+    cp = run(rl, deep_rootfs, "--name", "fb", "sh", "-c",
+             "grep ' / ' /proc/mounts | cut -d' ' -f3; stat -c %u /home/tester/owned-by-1000; echo x > /f",
+             check=True)
+    assert cp.stdout.split() == ["fuse.fuse-overlayfs", "1000"]
+    warnings = [ln for ln in cp.stderr.splitlines() if ln.startswith("WARNING")]
+    assert len(warnings) == 1, cp.stderr
+    assert "kernel overlay" in warnings[0] and "using fuse-overlayfs" in warnings[0]
+    cid = json.loads(rl.ok("inspect", "fb"))[0]["Id"]
+    assert (rl.root / "containers" / cid / "upper" / "f").read_text() == "x\n"
+    assert not Path(deep_rootfs, "f").exists()
+    rl.ok("rm", "fb")
+
+
+def test_storage_falls_back_to_a_copy_when_fuse_overlayfs_is_missing_too(rl, deep_rootfs):
+    cfg = rl.home / ".config" / "rootless" / "config.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(f'[storage]\nmount_program = "{rl.base}/no-such-fuse-overlayfs"\n')
+    cp = run(rl, deep_rootfs, "--name", "cp", "sh", "-c",
+             "grep ' / ' /proc/mounts | cut -d' ' -f3; stat -c %u /home/tester/owned-by-1000; "
+             "cat /f 2>/dev/null || echo none; echo x > /f", check=True)
+    fstype, owner, before = cp.stdout.split()
+    assert fstype not in ("overlay", "fuse.fuse-overlayfs") and owner == "1000" and before == "none"
+    warnings = [ln for ln in cp.stderr.splitlines() if ln.startswith("WARNING")]
+    assert len(warnings) == 1, cp.stderr
+    assert "copy" in warnings[0] and "install fuse-overlayfs" in warnings[0]
+    cid = json.loads(rl.ok("inspect", "cp"))[0]["Id"]
+    assert (rl.root / "containers" / cid / "rootfs" / "f").read_text() == "x\n"
+    assert not Path(deep_rootfs, "f").exists()
+    # the next start keeps the copy (and the container's change)
+    assert rl.ok("start", "-a", "cp").split() == [fstype, "1000", "x"]
+    rl.ok("rm", "cp")
+    assert not (rl.root / "containers" / cid).exists()

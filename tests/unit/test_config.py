@@ -41,10 +41,10 @@ def test_runtime_dir_fallback_without_xdg(tmp_path):
 
 def test_user_file_overrides_values(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[storage]\ndriver = "vfs"\nroot = "/srv/x"\n[registries]\ninsecure = ["a:5000"]\n'
-                   '[emulation.qemu]\narm64 = "/opt/q"\n')
+    cfg.write_text('[storage]\ndriver = "vfs"\nroot = "/srv/x"\nmount_program = "/opt/fuse-overlayfs"\n'
+                   '[registries]\ninsecure = ["a:5000"]\n[emulation.qemu]\narm64 = "/opt/q"\n')
     c = load_config(env_for(tmp_path, ROOTLESS_CONFIG=str(cfg)))
-    assert c.storage_driver == "vfs"
+    assert c.storage_driver == "vfs" and c.mount_program == "/opt/fuse-overlayfs"
     assert c.data_root == Path("/srv/x")
     assert c.insecure_registries == ("a:5000",)
     assert c.qemu_path("arm64") == "/opt/q"
