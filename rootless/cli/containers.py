@@ -589,33 +589,47 @@ def _prune_setup(p):
     p.add_argument("--filter", action="append", default=[], help="label=..., until=...")
 
 
-def cmd_prune(ctx, args) -> int:
-    store = _store(ctx)
-    if not args.force:
-        from rootless.cli.base import confirm
+def prune_stopped(ctx, label_filters: list[str] = ()) -> tuple[list[str], int]:
+    """Remove every stopped container (matching the labels) and what interrupted creates and
+    removals left; (ids, bytes of their upper dirs). Failures are reported and skipped."""
+    from rootless.diskusage import tree_size
 
-        if not confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?"):
-            return 0
-    filters = _parse_filters(args.filter)
+    store = _store(ctx)
     removed = []
+    freed = 0
     for c in store.list():
         if c.state.running or c.state.status == "starting":
             continue
-        if not _match_labels(c, filters.get("label", [])):
+        if not _match_labels(c, list(label_filters)):
             continue
         try:
+            size = tree_size(c.dir / "upper")
             _remove(ctx, c, False, False)
             removed.append(c.id)
+            freed += size
         except RootlessError as e:
             _print_err(e.message)
     try:    # and what interrupted creates and removals left behind
         removed += store.sweep()
     except RootlessError as e:
         _print_err(e.message)
+    return removed, freed
+
+
+def cmd_prune(ctx, args) -> int:
+    from rootless.image.present import human_size
+
+    if not args.force:
+        from rootless.cli.base import confirm
+
+        if not confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?"):
+            return 0
+    filters = _parse_filters(args.filter)
+    removed, freed = prune_stopped(ctx, filters.get("label", []))
     print("Deleted Containers:")
     for cid in removed:
         print(cid)
-    print("\nTotal reclaimed space: 0B")
+    print(f"\nTotal reclaimed space: {human_size(freed)}")
     return 0
 
 
