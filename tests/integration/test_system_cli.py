@@ -66,3 +66,19 @@ def test_df_and_prune(rl, registry):
     assert rl.ok("images", "-q") == "" and rl.ok("volume", "ls", "-q") == ""
     assert all(r["TotalCount"] == "0" and r["Size"] == "0B" for r in _df(rl).values())
 
+
+def test_store_in_an_unreadable_directory_is_one_line_error(rl, tmp_path):
+    """`--root` inside a directory the user cannot enter: Error + Hint, exit 125, no traceback."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        for cmd in (["images"], ["ps", "-a"], ["volume", "ls"], ["system", "df"]):
+            cp = rl("--root", str(locked / "store"), *cmd)
+            assert cp.returncode == 125, (cmd, cp.stderr)
+            assert "Traceback" not in cp.stderr, (cmd, cp.stderr)
+            lines = cp.stderr.splitlines()
+            assert lines[0].startswith(f"Error: {locked}/store") and "Permission denied" in lines[0], cmd
+            assert lines[1].startswith("Hint: ") and "--root" in lines[1], cmd
+    finally:
+        locked.chmod(0o700)

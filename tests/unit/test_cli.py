@@ -87,3 +87,16 @@ def test_main_in_process_returns_code(capsys):
     assert main(["--version"]) == 0
     assert __version__ in capsys.readouterr().out
 
+
+def test_os_error_becomes_one_line_with_a_hint():
+    import errno
+
+    from rootless.cli.main import os_error
+
+    e = os_error(PermissionError(errno.EACCES, "Permission denied", "/srv/x/store/images.json"),
+                 {"ROOTLESS_ROOT": "/srv/x/store"})
+    assert e.message == "/srv/x/store/images.json: Permission denied" and e.exit_code == 125
+    assert "--root" in e.hint and "ROOTLESS_ROOT" in e.hint
+    e = os_error(PermissionError(errno.EACCES, "Permission denied", "/etc/secret"), {"ROOTLESS_ROOT": "/srv/x/store"})
+    assert "ls -ld /etc/secret" in e.hint
+    assert os_error(OSError(errno.EIO, "Input/output error"), {"ROOTLESS_ROOT": "/s"}).message == "Input/output error"
