@@ -93,7 +93,8 @@ def default_runtime_dir(env: dict[str, str]) -> Path:
     """``$XDG_RUNTIME_DIR/rootless``, else a private directory under /tmp.
 
     The fallback ``/tmp/rootless-run-UID`` is created mode 0700 and must be
-    owned by us (another user could have pre-created it to spy on us).
+    owned by us (another user could have pre-created it to spy on us): every
+    user of the runtime directory goes through :func:`runtime_subdir`.
     """
     x = env.get("XDG_RUNTIME_DIR")
     if x and os.path.isdir(x) and os.access(x, os.W_OK):
@@ -103,22 +104,66 @@ def default_runtime_dir(env: dict[str, str]) -> Path:
     return Path(env.get("TMPDIR") or "/tmp") / f"rootless-run-{os.getuid()}"
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (mode 0700) if needed and check that we own it."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.lstat()
-    except OSError as e:
-        raise ConfigError(f"cannot create {path}: {e.strerror}",
-                          hint="set XDG_RUNTIME_DIR or ROOTLESS_RUNTIME_DIR to a writable directory") from None
+def private_dir_problem(st, uid: int) -> str | None:
+    """Why a directory with this ``lstat`` result is not private to ``uid`` (pure); None when it is."""
     import stat
 
-    if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
-        raise ConfigError(f"{path} is not a directory owned by you",
-                          hint="remove it or set ROOTLESS_RUNTIME_DIR to another directory")
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid != uid:
+        return f"belongs to uid {st.st_uid}, not to you (uid {uid})"
+    if st.st_mode & 0o022:
+        return f"is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def ensure_private_dir(path: Path | str) -> Path:
+    """Make ``path`` (mode 0700) or check it: a directory of ours that nobody else can write to.
+
+    The one check of the runtime directory (``/tmp/rootless-run-UID`` when
+    XDG_RUNTIME_DIR is unset, which another user may have made first): one
+    ``lstat`` when it exists. Raises ConfigError with the fix otherwise.
+    """
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass                                # made at the same moment (by us or someone else)
+        except OSError as e:
+            raise ConfigError(f"cannot create the runtime directory {path}: {e.strerror}",
+                              hint="set XDG_RUNTIME_DIR or ROOTLESS_RUNTIME_DIR to a directory you can write to"
+                              ) from None
+        st = os.lstat(path)
+    if os.name == "nt":
+        return path
+    why = private_dir_problem(st, os.getuid())
+    if why is not None:
+        raise ConfigError(f"refusing to use the runtime directory {path}: it {why}",
+                          hint=f"another user may have made it to see or change your containers' state: "
+                               f"remove it if it is yours (rm -rf {path}), or set XDG_RUNTIME_DIR or "
+                               f"ROOTLESS_RUNTIME_DIR to a private directory (mode 0700)")
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
+
+
+def runtime_subdir(runtime_dir: Path | str, name: str) -> Path:
+    """``<runtime_dir>/<name>`` (mode 0700), the runtime directory checked first."""
+    d = ensure_private_dir(runtime_dir) / name
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise ConfigError(f"cannot create {d}: {e.strerror}",
+                          hint="set XDG_RUNTIME_DIR or ROOTLESS_RUNTIME_DIR to a directory you can write to") from None
+    return d
 
 
 _LINE_RE = re.compile(r"\(at line (\d+), column (\d+)\)")

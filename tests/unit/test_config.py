@@ -39,6 +39,55 @@ def test_runtime_dir_fallback_without_xdg(tmp_path):
     assert c.runtime_dir == tmp_path / f"rootless-run-{os.getuid()}"
 
 
+class _St:
+    def __init__(self, mode, uid):
+        self.st_mode, self.st_uid = mode, uid
+
+
+@pytest.mark.parametrize("mode, uid, needle", [
+    (0o040700, 1000, None),
+    (0o040755, 1000, None),
+    (0o040700, 0, "belongs to uid 0, not to you (uid 1000)"),
+    (0o040777, 1000, "writable by other users (mode 0777)"),
+    (0o041777, 1000, "writable by other users (mode 1777)"),
+    (0o040770, 1000, "writable by other users (mode 0770)"),
+    (0o120777, 1000, "symbolic link"),
+    (0o100600, 1000, "not a directory"),
+])
+def test_private_dir_problem(mode, uid, needle):
+    from rootless.config import private_dir_problem
+
+    why = private_dir_problem(_St(mode, uid), 1000)
+    assert why == needle if needle is None else needle in why
+
+
+def test_runtime_dir_is_made_private_and_a_shared_one_is_refused(tmp_path):
+    from rootless.config import ensure_private_dir, runtime_subdir
+
+    rt = tmp_path / "a" / f"rootless-run-{os.getuid()}"
+    d = runtime_subdir(rt, "exits")
+    assert d == rt / "exits"
+    assert rt.stat().st_mode & 0o777 == 0o700 and d.stat().st_mode & 0o777 == 0o700
+
+    readable = tmp_path / "readable"
+    readable.mkdir(mode=0o755)
+    readable.chmod(0o755)
+    ensure_private_dir(readable)                            # ours, only readable by others: tightened
+    assert readable.stat().st_mode & 0o777 == 0o700
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)                                     # as another user could have prepared it
+    with pytest.raises(ConfigError) as e:
+        runtime_subdir(shared, "netns")
+    assert "refusing to use the runtime directory" in e.value.message and "0777" in e.value.message
+    assert "ROOTLESS_RUNTIME_DIR" in e.value.hint
+    assert os.listdir(shared) == []                         # nothing written into it
+    os.symlink(tmp_path / "a", tmp_path / "link")
+    with pytest.raises(ConfigError, match="symbolic link"):
+        ensure_private_dir(tmp_path / "link")
+
+
 def test_user_file_overrides_values(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[storage]\ndriver = "vfs"\nroot = "/srv/x"\n[registries]\ninsecure = ["a:5000"]\n'
