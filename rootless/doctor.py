@@ -123,7 +123,9 @@ def check_userns(f: HostFacts) -> Check:
 
 
 def _subid_fix(user: str) -> str:
-    return f"sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}"
+    from rootless.userns import subid_fix
+
+    return subid_fix(user)
 
 
 def check_subids(f: HostFacts, kind: str) -> Check:

@@ -186,9 +186,10 @@ def _warn_single_mapping(ctx) -> None:
         user = pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         user = str(os.getuid())
+    from rootless.userns import subid_fix
+
     ctx.warn(f"no subordinate ids for {user} in /etc/subuid and /etc/subgid: containers map only your own "
-             f"uid (to root); files of other owners in images cannot be used. Fix: sudo usermod "
-             f"--add-subuids 100000-165535 --add-subgids 100000-165535 {user}")
+             f"uid (to root); files of other owners in images cannot be used. Fix: {subid_fix(user)}")
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()

@@ -1,12 +1,15 @@
 """Doctor checks that need root to set up the host state (run by ci/run-tests as root)."""
 
 import json
+import re
 import os
 import pwd
 import subprocess
 import sys
 
 import pytest
+
+from tests.conftest import ROOT
 
 NOSUB = os.environ.get("ROOTLESS_TEST_NOSUB_USER", "rltest-nosub")
 USER = os.environ.get("ROOTLESS_TEST_USER", "rltest")
@@ -20,7 +23,8 @@ def need_root():
 
 def doctor_as(user: str, *args: str) -> subprocess.CompletedProcess:
     pw = pwd.getpwnam(user)
-    env = {"HOME": pw.pw_dir, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+    env = {"HOME": pw.pw_dir, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8",
+           "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}      # this checkout's code
     return subprocess.run(["runuser", "-u", user, "--", sys.executable, "-m", "rootless", "doctor", *args],
                           capture_output=True, text=True, env=env, cwd="/")
 
@@ -30,7 +34,15 @@ def test_user_without_subids_fails_with_fix():
     assert cp.returncode == 1, cp.stdout
     line = next(l for l in cp.stdout.splitlines() if l.split()[1:2] == ["subuid"])
     assert line.startswith("FAIL")
-    assert f"sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {NOSUB}" in line
+    m = re.search(rf"sudo usermod --add-subuids (\d+)-(\d+) --add-subgids (\d+)-(\d+) {NOSUB}$", line)
+    assert m, line
+    start, end = int(m.group(1)), int(m.group(2))
+    assert end - start + 1 == 65536 and m.group(1, 2) == m.group(3, 4)
+    # the suggested range overlaps no one's (the test user's is 100000-165535 on CI)
+    for path in ("/etc/subuid", "/etc/subgid"):
+        for entry in open(path).read().split():
+            _, s, c = entry.split(":")
+            assert end < int(s) or start >= int(s) + int(c), (path, entry, line)
 
 
 def test_tun_0600_reported_with_fix():
