@@ -83,7 +83,7 @@ class TestImages:
 def images() -> TestImages:
     f = IMAGES_DIR / "images.json"
     if not f.is_file():
-        pytest.skip(f"no test images in {IMAGES_DIR}: run `sudo ci/test-images` (or set ROOTLESS_TEST_IMAGES)")
+        pytest.skip(f"no test images in {IMAGES_DIR}: run `bash ci/test-images` as root (or set ROOTLESS_TEST_IMAGES)")
     return TestImages(IMAGES_DIR, json.loads(f.read_text()))
 
 
