@@ -119,20 +119,36 @@ def test_malformed_file_names_file_and_line(tmp_path):
     assert "line 3" in ei.value.message
 
 
-@pytest.mark.parametrize("text,needle", [
-    ('[nope]\nx = 1\n', "unknown section [nope]"),
-    ('[storage]\nflavour = "x"\n', "unknown key 'flavour'"),
-    ('[storage]\ndriver = "zfs"\n', "driver"),
-    ('[pull]\nparallel = "4"\n', "parallel must be of type int"),
-    ('[pull]\nparallel = 0\n', "between 1 and 64"),
+@pytest.mark.parametrize("text,needle,line", [
+    ('[nope]\nx = 1\n', "unknown section [nope]", 1),
+    ('# mine\n[storage]\ndriver = "vfs"\nflavour = "x"\n', "unknown key 'flavour'", 4),
+    ('[storage]\ndriver = "zfs"\n', "[storage] driver = 'zfs' is not one of", 2),
+    ('[pull]\n\nparallel = "4"\n', "[pull] parallel must be of type int, not str", 3),
+    ('[pull]\nparallel = 0\n', "between 1 and 64", 2),
+    ('[network]\nbackend = "pasta"\n\n[storage]\n  root = 5  # a number\n', "[storage] root must be of type str", 5),
+    ('storage.root = 5\n', "[storage] root must be of type str", 1),
+    ('[emulation]\nmode = "auto"\nqemu = { arm64 = 7 }\n', "[emulation.qemu] arm64 must be a path", 3),
+    ('[emulation.qemu]\narm = "/q"\n"arm64" = 7\n', "[emulation.qemu] arm64 must be a path", 3),
+    ('[registries]\ninsecure = [\n  "a:5000",\n]\n[registries.more]\n', "unknown key 'more'", 5),
 ])
-def test_invalid_values(tmp_path, text, needle):
+def test_invalid_values_name_the_file_and_line(tmp_path, text, needle, line):
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
     with pytest.raises(ConfigError) as ei:
         load_config(env_for(tmp_path, ROOTLESS_CONFIG=str(cfg)))
     assert needle in ei.value.message
-    assert str(cfg) in ei.value.message
+    assert f"config file {cfg}:{line}: " in ei.value.message
+
+
+def test_key_line():
+    from rootless.config import key_line
+
+    text = '[storage]\ndriver = "vfs"\n[ "emulation" . "qemu" ]\n"arm64" = "/q"\n'
+    assert key_line(text, "storage") == 1
+    assert key_line(text, "storage", "driver") == 2
+    assert key_line(text, "emulation.qemu", "arm64") == 4
+    assert key_line(text, "storage", "root") is None
+    assert key_line(text, "network") is None
 
 
 def test_missing_rootless_config_file(tmp_path):
