@@ -82,3 +82,31 @@ def test_store_in_an_unreadable_directory_is_one_line_error(rl, tmp_path):
             assert lines[1].startswith("Hint: ") and "--root" in lines[1], cmd
     finally:
         locked.chmod(0o700)
+
+
+def test_prune_build_cache_unused_then_all(rl, tmp_path):
+    """system prune keeps the cache entries whose layers an image uses (dropping them frees
+    nothing); the others go; -a drops the whole cache."""
+    from tests.integration.buildutil import write_context
+
+    ctx = write_context(tmp_path / "c", {"Dockerfile": "FROM scratch\nCOPY one /one\nCOPY two /two\n",
+                                         "one": "1" * 50000, "two": "2" * 70000})
+    rl.ok("build", "-q", "-t", "b:1", str(ctx))
+    (ctx / "two").write_text("3" * 90000)                  # a second image; its old /two layer only cached
+    rl.ok("build", "-q", "-t", "b:1", str(ctx))
+    df = _df(rl)
+    assert (df["Images"]["TotalCount"], df["Build Cache"]["TotalCount"]) == ("2", "3")
+    assert df["Build Cache"]["Size"] == "0B"                   # every cached layer is an image's too
+    rl.ok("image", "prune", "-f")                              # the first b:1, now dangling
+    df = _df(rl)
+    assert 70000 <= _bytes(df["Build Cache"]["Size"]) < 90000   # the old /two layer: only the cache has it
+    out = rl.ok("system", "prune", "-f")
+    assert "Deleted build cache objects: 1" in out
+    assert 70000 <= _bytes(re.search(r"Total reclaimed space: (\S+)", out).group(1)) < 90000
+    df = _df(rl)
+    assert (df["Build Cache"]["TotalCount"], df["Build Cache"]["Size"]) == ("2", "0B")
+    rebuilt = rl("build", "-t", "b:1", str(ctx))
+    assert rebuilt.returncode == 0 and rebuilt.stderr.count("--> Using cache") == 2, rebuilt.stderr
+    out = rl.ok("system", "prune", "-a", "-f")
+    assert "Deleted build cache objects: 2" in out
+    assert rl.ok("images", "-q") == "" and _df(rl)["Build Cache"]["TotalCount"] == "0"
