@@ -3,8 +3,6 @@
 import json
 import os
 
-import pytest
-
 
 def _cgroup_facts() -> tuple[bool, bool]:
     """(hybrid, v2 group writable) read here from /proc/self/mountinfo and /proc/self/cgroup,
