@@ -95,7 +95,8 @@ def default_runtime_dir(env: dict[str, str]) -> Path:
     """``$XDG_RUNTIME_DIR/rootless``, else a private directory under /tmp.
 
     The fallback ``/tmp/rootless-run-UID`` is created mode 0700 and must be
-    owned by us (another user could have pre-created it to spy on us).
+    owned by us (another user could have pre-created it to spy on us): every
+    user of the runtime directory goes through :func:`runtime_subdir`.
     """
     x = env.get("XDG_RUNTIME_DIR")
     if x and os.path.isdir(x) and os.access(x, os.W_OK):
@@ -105,22 +106,66 @@ def default_runtime_dir(env: dict[str, str]) -> Path:
     return Path(env.get("TMPDIR") or "/tmp") / f"rootless-run-{os.getuid()}"
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (mode 0700) if needed and check that we own it."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.lstat()
-    except OSError as e:
-        raise ConfigError(f"cannot create {path}: {e.strerror}",
-                          hint="set XDG_RUNTIME_DIR or ROOTLESS_RUNTIME_DIR to a writable directory") from None
+def private_dir_problem(st, uid: int) -> str | None:
+    """Why a directory with this ``lstat`` result is not private to ``uid`` (pure); None when it is."""
     import stat
 
-    if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
-        raise ConfigError(f"{path} is not a directory owned by you",
-                          hint="remove it or set ROOTLESS_RUNTIME_DIR to another directory")
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid != uid:
+        return f"belongs to uid {st.st_uid}, not to you (uid {uid})"
+    if st.st_mode & 0o022:
+        return f"is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def ensure_private_dir(path: Path | str) -> Path:
+    """Make ``path`` (mode 0700) or check it: a directory of ours that nobody else can write to.
+
+    The one check of the runtime directory (``/tmp/rootless-run-UID`` when
+    XDG_RUNTIME_DIR is unset, which another user may have made first): one
+    ``lstat`` when it exists. Raises ConfigError with the fix otherwise.
+    """
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass                                # made at the same moment (by us or someone else)
+        except OSError as e:
+            raise ConfigError(f"cannot create the runtime directory {path}: {e.strerror}",
+                              hint="set XDG_RUNTIME_DIR or ROOTLESS_RUNTIME_DIR to a directory you can write to"
+                              ) from None
+        st = os.lstat(path)
+    if os.name == "nt":
+        return path
+    why = private_dir_problem(st, os.getuid())
+    if why is not None:
+        raise ConfigError(f"refusing to use the runtime directory {path}: it {why}",
+                          hint=f"another user may have made it to see or change your containers' state: "
+                               f"remove it if it is yours (rm -rf {path}), or set XDG_RUNTIME_DIR or "
+                               f"ROOTLESS_RUNTIME_DIR to a private directory (mode 0700)")
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
+
+
+def runtime_subdir(runtime_dir: Path | str, name: str) -> Path:
+    """``<runtime_dir>/<name>`` (mode 0700), the runtime directory checked first."""
+    d = ensure_private_dir(runtime_dir) / name
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise ConfigError(f"cannot create {d}: {e.strerror}",
+                          hint="set XDG_RUNTIME_DIR or ROOTLESS_RUNTIME_DIR to a directory you can write to") from None
+    return d
 
 
 _LINE_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -160,25 +205,75 @@ _SCHEMA: dict[str, dict[str, type | tuple]] = {
 }
 
 
+_TABLE_RE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
+
+
+def _bare(key: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in key.split("."))
+
+
+def key_line(text: str, section: str, key: str | None = None) -> int | None:
+    """The line (1-based) of ``[section]`` (``key`` None) or of ``key = ...`` in that table,
+    in a TOML text (pure): tomllib keeps no positions. Also finds ``section.key = ...`` and
+    ``section = {...}`` at the top level. None when not found."""
+    current = ""
+    for n, line in enumerate(text.splitlines(), 1):
+        m = _TABLE_RE.match(line)
+        if m:
+            current = _bare(m.group(1))
+            if key is None and current == section:
+                return n
+            continue
+        if "=" not in line or line.lstrip().startswith("#"):
+            continue
+        k = _bare(line.split("=", 1)[0])
+        if key is not None and current == section and k == key:
+            return n
+        if current == "" and (k == f"{section}.{key}" if key is not None else k.split(".")[0] == section):
+            return n
+        if key is not None and current == "" and k == section and re.search(rf"\b{re.escape(key)}\s*=", line):
+            return n
+    return None
+
+
+def _where(path: Path, section: str, key: str | None = None) -> str:
+    """``PATH:LINE`` of a table or key (``PATH`` when the line is not found)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return str(path)
+    line = key_line(text, section, key)
+    if line is None and key is not None:                        # a sub-table: [registries.more]
+        line = key_line(text, f"{section}.{key}")
+    if line is None and "." in section and key is not None:      # [emulation] qemu = {arm64 = ...}
+        parent, _, sub = section.rpartition(".")
+        line = key_line(text, parent, sub)
+    return f"{path}:{line}" if line else str(path)
+
+
 def _validate(path: Path, data: dict) -> None:
     for section, body in data.items():
         if section not in _SCHEMA:
-            raise ConfigError(f"config file {path}: unknown section [{section}]",
+            raise ConfigError(f"config file {_where(path, section)}: unknown section [{section}]",
                               hint="known sections: " + ", ".join(f"[{s}]" for s in _SCHEMA))
         if not isinstance(body, dict):
-            raise ConfigError(f"config file {path}: '{section}' must be a table ([{section}])")
+            raise ConfigError(f"config file {_where(path, section)}: '{section}' must be a table ([{section}])")
         for key, value in body.items():
             want = _SCHEMA[section].get(key)
             if want is None:
-                raise ConfigError(f"config file {path}: unknown key '{key}' in [{section}]",
+                raise ConfigError(f"config file {_where(path, section, key)}: unknown key '{key}' in [{section}]",
                                   hint="known keys: " + ", ".join(_SCHEMA[section]))
             if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-                raise ConfigError(f"config file {path}: [{section}] {key} must be of type {want.__name__}")
+                example = {str: '"..."', int: "4", bool: "true", list: '["..."]', dict: "{ ... }"}[want]
+                raise ConfigError(f"config file {_where(path, section, key)}: [{section}] {key} must be of type "
+                                  f"{want.__name__}, not {type(value).__name__}",
+                                  hint=f"write it as {key} = {example}")
 
 
-def _choice(path: Path, name: str, value: str, choices: tuple[str, ...]) -> str:
+def _choice(path: Path, section: str, key: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise ConfigError(f"config file {path}: {name} = {value!r} is not one of {', '.join(choices)}")
+        raise ConfigError(f"config file {_where(path, section, key)}: [{section}] {key} = {value!r} is not one "
+                          f"of {', '.join(choices)}")
     return value
 
 
@@ -221,26 +316,33 @@ def load_config(env: dict[str, str] | None = None) -> Config:
 
     insecure = get("registries", "insecure", [])
     if not all(isinstance(x, str) for x in insecure):
-        raise ConfigError(f"config file {src('registries', 'insecure')}: [registries] insecure must be a list of strings")
+        raise ConfigError(f"config file {_where(src('registries', 'insecure'), 'registries', 'insecure')}: "
+                          "[registries] insecure must be a list of strings")
     qemu = get("emulation", "qemu", {})
     if not all(isinstance(v, str) for v in qemu.values()):
-        raise ConfigError(f"config file {src('emulation', 'qemu')}: [emulation.qemu] values must be paths (strings)")
+        bad = next(k for k, v in qemu.items() if not isinstance(v, str))
+        raise ConfigError(f"config file {_where(src('emulation', 'qemu'), 'emulation.qemu', bad)}: "
+                          f"[emulation.qemu] {bad} must be a path (a string)")
     parallel = get("pull", "parallel", 4)
     if parallel < 1 or parallel > 64:
-        raise ConfigError(f"config file {src('pull', 'parallel')}: [pull] parallel must be between 1 and 64")
+        raise ConfigError(f"config file {_where(src('pull', 'parallel'), 'pull', 'parallel')}: "
+                          "[pull] parallel must be between 1 and 64")
 
     return Config(
         data_root=data_root,
         runtime_dir=runtime_dir,
         config_dir=config_dir,
         config_files=tuple(files),
-        storage_driver=_choice(src("storage", "driver"), "[storage] driver", get("storage", "driver", "auto"), STORAGE_DRIVERS),
+        storage_driver=_choice(src("storage", "driver"), "storage", "driver", get("storage", "driver", "auto"),
+                               STORAGE_DRIVERS),
         mount_program=os.path.expanduser(get("storage", "mount_program", "")),
-        network_backend=_choice(src("network", "backend"), "[network] backend", get("network", "backend", "auto"), NETWORK_BACKENDS),
+        network_backend=_choice(src("network", "backend"), "network", "backend", get("network", "backend", "auto"),
+                                NETWORK_BACKENDS),
         host_containers_internal=get("network", "host_containers_internal", True),
         insecure_registries=tuple(insecure),
         pull_parallel=parallel,
-        emulation_mode=_choice(src("emulation", "mode"), "[emulation] mode", get("emulation", "mode", "auto"), EMULATION_MODES),
+        emulation_mode=_choice(src("emulation", "mode"), "emulation", "mode", get("emulation", "mode", "auto"),
+                               EMULATION_MODES),
         qemu_paths=tuple(sorted(qemu.items())),
         auth_file=config_dir / "auth.json",
         home=home,

@@ -1,8 +1,13 @@
 """Host checks: what `run` needs, what is optional, and how to fix each.
 
 Every check performs a probe where one is possible (create a user
-namespace, mount overlayfs and binfmt_misc inside one, open /dev/net/tun),
+namespace and mount a tmpfs inside it, mount overlayfs, fuse-overlayfs and
+binfmt_misc inside one, open /dev/net/tun, run pasta and slirp4netns),
 rather than inferring from a version number.
+
+Each ``check_*`` gathers the facts and runs its probe; the verdict comes
+from a pure ``judge_*`` function of those facts (unit-tested with made-up
+ones: tests/unit/test_doctor.py).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rootless.config import Config
+from rootless.record import Record
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -80,50 +86,123 @@ def check_kernel(f: HostFacts) -> Check:
                  "upgrade to Linux >= 5.11")
 
 
-def check_userns(f: HostFacts) -> Check:
-    from rootless import syscalls
+USERNS_SYSCTLS = {
+    "max_user_namespaces": "/proc/sys/user/max_user_namespaces",
+    "unprivileged_userns_clone": "/proc/sys/kernel/unprivileged_userns_clone",
+    "apparmor_restrict_unprivileged_userns": "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+}
 
-    problems = []
-    fixes = []
-    mx = _read("/proc/sys/user/max_user_namespaces")
-    if mx is not None and mx.isdigit() and int(mx) == 0:
-        problems.append("user.max_user_namespaces is 0")
-        fixes.append("sudo sysctl -w user.max_user_namespaces=28633")
-    clone = _read("/proc/sys/kernel/unprivileged_userns_clone")
-    if clone == "0":
-        problems.append("kernel.unprivileged_userns_clone is 0 (Debian)")
-        fixes.append("sudo sysctl -w kernel.unprivileged_userns_clone=1")
-    apparmor = _read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
-    # probe: fork, unshare a user namespace, report
-    pid = os.fork()
-    if pid == 0:
-        try:
-            syscalls.unshare(syscalls.CLONE_NEWUSER)
-            os._exit(0)
-        except OSError as e:
-            os._exit(e.errno or 1)
-        finally:
-            os._exit(99)
-    _, st = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(st)
-    if code == 0:
-        f.userns_ok = True
-        detail = "unprivileged user namespaces work"
+
+def judge_userns(sysctl: dict[str, str | None], stage: str, error: str) -> Check:
+    """The userns line (pure) from the sysctls and the probe: ``stage`` is "" when a user
+    namespace was made and a tmpfs mounted inside it, else where that failed: "unshare"
+    (no namespace), "map" (its id map), "caps" (made, but no capabilities inside it)."""
+    apparmor = sysctl.get("apparmor_restrict_unprivileged_userns")
+    if not stage:
+        detail = "unprivileged user namespaces work (a tmpfs mounted inside one)"
         if apparmor == "1":
             detail += " (apparmor_restrict_unprivileged_userns=1, but not restricting this user)"
         return Check("userns", OK, detail)
+    problems = []
+    fixes = []
+    mx = sysctl.get("max_user_namespaces")
+    if mx is not None and mx.strip() == "0":
+        problems.append("user.max_user_namespaces is 0")
+        fixes.append("sudo sysctl -w user.max_user_namespaces=28633")
+    if sysctl.get("unprivileged_userns_clone") == "0":
+        problems.append("kernel.unprivileged_userns_clone is 0 (Debian)")
+        fixes.append("sudo sysctl -w kernel.unprivileged_userns_clone=1")
     if apparmor == "1":
-        problems.append("kernel.apparmor_restrict_unprivileged_userns is 1 (Ubuntu)")
+        problems.append("kernel.apparmor_restrict_unprivileged_userns is 1 (Ubuntu): "
+                        + ("user namespaces are created without capabilities" if stage == "caps"
+                           else "user namespaces are restricted"))
         fixes.append("sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 "
                      "(or install an AppArmor profile allowing userns for rootless)")
+    what = {"unshare": "unshare(CLONE_NEWUSER) failed",
+            "map": "writing the id map of a new user namespace failed",
+            "caps": "a new user namespace has no capabilities (mounting a tmpfs in it failed)"}.get(stage, stage)
     if not problems:
-        problems.append(f"unshare(CLONE_NEWUSER) failed: {os.strerror(code)}")
-        fixes.append("allow unprivileged user namespaces (a container or seccomp policy may forbid them)")
-    return Check("userns", FAIL, "; ".join(problems), "; ".join(fixes))
+        return Check("userns", FAIL, f"{what}: {error}",
+                     "allow unprivileged user namespaces (a container, seccomp or LSM policy may forbid them)")
+    return Check("userns", FAIL, "; ".join(problems) + f" ({what}: {error})", "; ".join(fixes))
+
+
+def probe_userns(uid: int, gid: int) -> tuple[str, str]:
+    """Make a user namespace in a forked child, map our ids, then do what needs its
+    capabilities: unshare a mount namespace and mount a tmpfs. ("", "") when all of it
+    works, else (stage, error) with stage "unshare", "map" or "caps" (see judge_userns).
+
+    AppArmor's apparmor_restrict_unprivileged_userns lets unshare succeed but takes
+    the capabilities away: only the mount shows it."""
+    from rootless import syscalls
+    from rootless.errors import RootlessError
+    from rootless.userns import IDMap, IDMapping, apply_mapping
+
+    r_st, w_st = os.pipe()
+    r_go, w_go = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r_st)
+            os.close(w_go)
+            stage = "unshare"
+            try:
+                syscalls.unshare(syscalls.CLONE_NEWUSER)
+                os.write(w_st, b"U")
+                os.read(r_go, 1)
+                stage = "caps"
+                syscalls.unshare(syscalls.CLONE_NEWNS)
+                syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+                syscalls.mount("tmpfs", "/tmp", "tmpfs", 0, "size=16k")
+                os.write(w_st, b"K")
+            except OSError as e:
+                os.write(w_st, f"E{stage}:{e.strerror or e}".encode()[:500])
+        finally:
+            os._exit(0)
+    os.close(w_st)
+    os.close(r_go)
+    map_error = ""
+    try:
+        first = os.read(r_st, 1)
+        if first == b"U":
+            try:
+                apply_mapping(pid, IDMapping((IDMap(0, uid, 1),), (IDMap(0, gid, 1),), single=True))
+            except RootlessError as e:
+                map_error = e.message
+            os.write(w_go, b"1")
+        os.close(w_go)
+        rest = b""
+        while True:
+            b = os.read(r_st, 512)
+            if not b:
+                break
+            rest += b
+    finally:
+        os.close(r_st)
+        os.waitpid(pid, 0)
+    msg = (first + rest).decode(errors="replace")
+    if map_error:
+        return "map", map_error
+    if msg.endswith("K"):
+        return "", ""
+    if "E" in msg:
+        stage, _, err = msg[msg.index("E") + 1:].partition(":")
+        return stage, err
+    return "unshare", "the probe process died"
+
+
+def check_userns(f: HostFacts) -> Check:
+    sysctl = {k: _read(p) for k, p in USERNS_SYSCTLS.items()}
+    stage, error = probe_userns(f.uid, f.gid)
+    c = judge_userns(sysctl, stage, error)
+    f.userns_ok = c.status == OK
+    return c
 
 
 def _subid_fix(user: str) -> str:
-    return f"sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}"
+    from rootless.userns import subid_fix
+
+    return subid_fix(user)
 
 
 def check_subids(f: HostFacts, kind: str) -> Check:
@@ -147,27 +226,48 @@ def check_subids(f: HostFacts, kind: str) -> Check:
     return Check(name, OK, f"{total} ids for {f.user} in {path} ({desc})")
 
 
-def check_idmap_tools(f: HostFacts) -> Check:
-    from rootless import hosttools
+class ToolFile(Record):
+    """What judge_idmap_binaries needs about newuidmap / newgidmap."""
+    name: str
+    path: str | None          # None: not found
+    mode: int = 0
+    uid: int = 0
+    file_caps: bool = False
 
-    bad = []
-    paths = []
-    for tool in ("newuidmap", "newgidmap"):
-        p = hosttools.find(tool)
-        if p is None:
-            return Check("newuidmap", FAIL, f"{tool} not found", "sudo apt-get install uidmap")
-        paths.append(p)
-        st = os.stat(p)
-        has_caps = False
-        try:
-            has_caps = bool(os.getxattr(p, "security.capability"))
-        except OSError:
-            pass
-        if not ((st.st_mode & stat.S_ISUID and st.st_uid == 0) or has_caps):
-            bad.append(p)
+
+def judge_idmap_binaries(tools: list[ToolFile]) -> Check | None:
+    """FAIL when newuidmap/newgidmap are missing or neither setuid root nor capable (pure);
+    None when they can map ids."""
+    for t in tools:
+        if t.path is None:
+            return Check("newuidmap", FAIL, f"{t.name} not found", "sudo apt-get install uidmap")
+    bad = [t.path for t in tools if not ((t.mode & stat.S_ISUID and t.uid == 0) or t.file_caps)]
     if bad:
         return Check("newuidmap", FAIL, f"{', '.join(bad)} is neither setuid root nor has file capabilities",
                      "sudo chmod u+s " + " ".join(bad) + " (or reinstall: sudo apt-get install --reinstall uidmap)")
+    return None
+
+
+def _tool_file(name: str) -> ToolFile:
+    from rootless import hosttools
+
+    p = hosttools.find(name)
+    if p is None:
+        return ToolFile(name, None)
+    st = os.stat(p)
+    try:
+        caps = bool(os.getxattr(p, "security.capability"))
+    except OSError:
+        caps = False
+    return ToolFile(name, p, st.st_mode, st.st_uid, caps)
+
+
+def check_idmap_tools(f: HostFacts) -> Check:
+    tools = [_tool_file("newuidmap"), _tool_file("newgidmap")]
+    bad = judge_idmap_binaries(tools)
+    if bad is not None:
+        return bad
+    paths = [t.path for t in tools]
     if not f.userns_ok or not f.subuid or not f.subgid:
         return Check("newuidmap", OK, f"{' and '.join(paths)} present (mapping not tried: see above)")
     # probe: map the whole range
@@ -247,68 +347,169 @@ def check_overlay(f: HostFacts) -> Check:
     return Check("overlay", OK, "kernel overlayfs mounts in a user namespace (whiteouts, userxattr)")
 
 
-def check_fuse(f: HostFacts) -> Check:
-    from rootless import hosttools
-
-    prog = hosttools.find("fuse-overlayfs")
-    try:
-        fd = os.open("/dev/fuse", os.O_RDWR)
-        os.close(fd)
-        dev_ok, dev_msg = True, ""
-    except OSError as e:
-        dev_ok, dev_msg = False, f"/dev/fuse: {e.strerror}"
-    if prog and dev_ok:
-        return Check("fuse-overlayfs", OK, f"{prog} and /dev/fuse usable", required=False)
+def judge_fuse(prog: str | None, dev_error: str, dev_mode: str, mount_error: str | None) -> Check:
+    """The fuse-overlayfs line (pure): the program, /dev/fuse (its open error and mode, ""
+    when it opened) and the mount probe (None: not tried, "": it mounted, else the error)."""
+    if prog and not dev_error:
+        if mount_error is None:
+            return Check("fuse-overlayfs", OK, f"{prog} and /dev/fuse present (mount not tried: no user "
+                                               "namespaces)", required=False)
+        if mount_error:
+            return Check("fuse-overlayfs", WARN, f"{prog} failed to mount in a user namespace: {mount_error} "
+                                                 "(fallback storage driver; needed for --userns=keep-id)",
+                         "check that the kernel has FUSE (sudo modprobe fuse) and fuse-overlayfs >= 1.0 "
+                         "(sudo apt-get install fuse-overlayfs)", required=False)
+        return Check("fuse-overlayfs", OK, f"{prog} mounts in a user namespace (/dev/fuse usable)", required=False)
     fixes = []
     if not prog:
         fixes.append("sudo apt-get install fuse-overlayfs")
-    if not dev_ok:
-        mode = ""
-        try:
-            mode = oct(os.stat("/dev/fuse").st_mode & 0o777)
-        except OSError:
-            pass
-        fixes.append("sudo chmod 0666 /dev/fuse (distributions ship it 0666)" if mode else "sudo modprobe fuse")
-        dev_msg += f" (mode {mode})" if mode else ""
+    dev_msg = ""
+    if dev_error:
+        fixes.append("sudo chmod 0666 /dev/fuse (distributions ship it 0666)" if dev_mode else "sudo modprobe fuse")
+        dev_msg = f"/dev/fuse: {dev_error}" + (f" (mode {dev_mode})" if dev_mode else "")
     detail = "; ".join(x for x in ("fuse-overlayfs not installed" if not prog else "", dev_msg) if x)
     return Check("fuse-overlayfs", WARN, detail + " (fallback storage driver; needed for --userns=keep-id)",
                  "; ".join(fixes), required=False)
 
 
-def check_tun(f: HostFacts) -> Check:
+def _probe_fuse(exe: str, base: str) -> str:
+    """In a user namespace: mount fuse-overlayfs over a lower dir, write through it, unmount."""
+    import shutil
+    import tempfile
+
+    from rootless import hosttools, syscalls
+    from rootless.storage import fuse_overlayfs_argv
+
+    d = tempfile.mkdtemp(prefix=".doctor-fuse-", dir=base)
     try:
-        fd = os.open("/dev/net/tun", os.O_RDWR)
-        os.close(fd)
-        return Check("tun", OK, "/dev/net/tun usable (pasta, slirp4netns)")
+        for sub in ("lower", "upper", "work", "merged"):
+            os.mkdir(os.path.join(d, sub))
+        with open(os.path.join(d, "lower", "keep"), "w") as fh:
+            fh.write("k")
+        merged = os.path.join(d, "merged")
+        hosttools.run(fuse_overlayfs_argv(exe, [os.path.join(d, "lower")], os.path.join(d, "upper"),
+                                          os.path.join(d, "work"), merged), "fuse-overlayfs (doctor's probe)",
+                      timeout=20)
+        try:        # (it forked into the background once mounted; the unmount ends it)
+            names = sorted(os.listdir(merged))
+            with open(os.path.join(merged, "new"), "w") as fh:
+                fh.write("n")
+        finally:
+            syscalls.umount2(merged, syscalls.MNT_DETACH)
+        if names != ["keep"] or not os.path.exists(os.path.join(d, "upper", "new")):
+            raise RuntimeError(f"the mount does not show the lower dir (saw {names})")
+        return "ok"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def check_fuse(f: HostFacts) -> Check:
+    from rootless import hosttools
+    from rootless.errors import RootlessError
+
+    prog = hosttools.find("fuse-overlayfs")
+    dev_error = dev_mode = ""
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
     except OSError as e:
-        mode = ""
+        dev_error = e.strerror or str(e)
+        try:
+            dev_mode = oct(os.stat("/dev/fuse").st_mode & 0o777)
+        except OSError:
+            pass
+    mount_error = None
+    if prog and not dev_error and f.userns_ok:
+        from rootless.userns import default_mapping, run_in_userns
+
+        try:
+            run_in_userns(_probe_fuse, prog, _probe_base(f.config),
+                          mapping=default_mapping(f.uid, f.gid) if f.idmap_ok else _self_only(f))
+            mount_error = ""
+        except (RootlessError, OSError, RuntimeError) as e:
+            mount_error = str(e)
+    return judge_fuse(prog, dev_error, dev_mode, mount_error)
+
+
+def judge_tun(user: str, error: str, mode: str) -> Check:
+    """The tun line (pure): the error opening /dev/net/tun ("" when it opened) and its mode."""
+    if not error:
+        return Check("tun", OK, "/dev/net/tun usable (pasta, slirp4netns)")
+    if mode:
+        return Check("tun", FAIL, f"/dev/net/tun is mode {mode}: {error} for {user} "
+                                  "(networking needs it; --network none still works)",
+                     "sudo chmod 0666 /dev/net/tun (distributions ship it 0666; "
+                     "persist with a udev rule: KERNEL==\"tun\", MODE=\"0666\")")
+    return Check("tun", FAIL, "/dev/net/tun missing (networking needs it; --network none still works)",
+                 "sudo modprobe tun")
+
+
+def check_tun(f: HostFacts) -> Check:
+    error = mode = ""
+    try:
+        os.close(os.open("/dev/net/tun", os.O_RDWR))
+    except OSError as e:
+        error = e.strerror or str(e)
         try:
             mode = oct(os.stat("/dev/net/tun").st_mode & 0o777)
         except OSError:
             pass
-        if mode:
-            return Check("tun", FAIL, f"/dev/net/tun is mode {mode}: {e.strerror} for {f.user} "
-                                      "(networking needs it; --network none still works)",
-                         "sudo chmod 0666 /dev/net/tun (distributions ship it 0666; "
-                         "persist with a udev rule: KERNEL==\"tun\", MODE=\"0666\")")
-        return Check("tun", FAIL, "/dev/net/tun missing (networking needs it; --network none still works)",
-                     "sudo modprobe tun")
+    return judge_tun(f.user, error, mode)
+
+
+class ToolRun(Record):
+    """A host program found and run with --version (judge_network)."""
+    name: str
+    path: str | None          # None: not installed
+    error: str = ""           # why `PROG --version` failed ("" when it ran)
+    version: str = ""
+
+
+def judge_network(pasta: ToolRun, slirp: ToolRun) -> Check:
+    """The network line (pure): pasta (package passt) preferred, slirp4netns the fallback."""
+    def usable(t: ToolRun) -> bool:
+        return t.path is not None and not t.error
+
+    def desc(t: ToolRun) -> str:
+        return f"{t.name} ({t.path}{', ' + t.version if t.version else ''})"
+
+    broken = [f"{t.path} does not run: {t.error}" for t in (pasta, slirp) if t.path is not None and t.error]
+    note = f"; {'; '.join(broken)}" if broken else ""
+    if usable(pasta) and usable(slirp):
+        return Check("network", OK, f"{desc(pasta)} default, {desc(slirp)} fallback")
+    if usable(pasta):
+        return Check("network", OK, f"{desc(pasta)}; slirp4netns " + (
+            "not installed (optional)" if slirp.path is None else "unusable (optional)") + note)
+    if usable(slirp):
+        return Check("network", WARN, f"{desc(slirp)}; pasta " + (
+            "not installed" if pasta.path is None else "unusable") + f": it is faster and keeps client "
+                                                                      f"addresses{note}",
+                     "sudo apt-get install passt" if pasta.path is None else "sudo apt-get install --reinstall passt")
+    return Check("network", FAIL, "neither pasta (package passt) nor slirp4netns is usable" + (
+        ", none installed" if not broken else note) + " (--network none still works)",
+                 "sudo apt-get install passt (or slirp4netns)")
+
+
+def _tool_run(name: str) -> ToolRun:
+    from rootless import hosttools
+    from rootless.errors import RootlessError
+
+    p = hosttools.find(name)
+    if p is None:
+        return ToolRun(name, None)
+    try:
+        out = hosttools.spawn_capture([p, "--version"], f"{name} --version", timeout=5)
+    except RootlessError as e:
+        return ToolRun(name, p, e.message)
+    first = out.decode(errors="replace").strip().splitlines()[:1]
+    version = first[0].strip() if first else ""
+    for prefix in (name + " version ", name + " "):
+        if version.startswith(prefix):
+            version = version[len(prefix):]
+    return ToolRun(name, p, "", version if version and version != "unknown version" else "")
 
 
 def check_network_backends(f: HostFacts) -> Check:
-    from rootless import hosttools
-
-    pasta = hosttools.find("pasta")
-    slirp = hosttools.find("slirp4netns")
-    if pasta and slirp:
-        return Check("network", OK, f"pasta ({pasta}) default, slirp4netns ({slirp}) fallback")
-    if pasta:
-        return Check("network", OK, f"pasta ({pasta}); slirp4netns not installed (optional)")
-    if slirp:
-        return Check("network", WARN, f"slirp4netns ({slirp}); pasta is faster and keeps client addresses",
-                     "sudo apt-get install passt")
-    return Check("network", FAIL, "neither pasta nor slirp4netns is installed (--network none still works)",
-                 "sudo apt-get install passt (or slirp4netns)")
+    return judge_network(_tool_run("pasta"), _tool_run("slirp4netns"))
 
 
 def _probe_nft(nft: str) -> str:
@@ -364,25 +565,29 @@ def check_qemu(f: HostFacts, binfmt: Check | None = None) -> list[Check]:
         emu = decide(p, gather(p, f.config, host=host, sandbox_ok=sandbox_ok,
                                sandbox_why=binfmt.detail if binfmt else ""), f.config.emulation_mode)
         f.emulation[arch] = emu.mode
-        if emu.mode == "host":
-            mode = f"mode host (registration {emu.host_entry})"
-        elif emu.mode == "sandboxed":
-            mode = f"mode sandboxed (flags {emu.flags})"
-        else:
-            mode = "mode none"
-        if emu.mode == "none":
-            what = f"{q.path} {q.version}: " if q else ""
-            out.append(Check(f"qemu-{arch}", WARN, f"{what}linux/{arch} images cannot run: {emu.reason}",
-                             emu.hint, required=False))
-        elif q is None:
-            out.append(Check(f"qemu-{arch}", OK, f"{mode}; {emu.interpreter}", required=False))
-        elif not q.static:
-            out.append(Check(f"qemu-{arch}", WARN, f"{q.path} is not static (needs its libraries in every image); "
-                                                   f"{mode}", "sudo apt-get install qemu-user-static",
-                             required=False))
-        else:
-            out.append(Check(f"qemu-{arch}", OK, f"{q.path} {q.version}; {mode}", required=False))
+        out.append(judge_qemu(arch, q, q.version if q is not None else "", emu))
     return out
+
+
+def judge_qemu(arch: str, q, version: str, emu) -> Check:
+    """One qemu-ARCH line (pure): the qemu-user found (archsupport.qemu.QemuUser or None),
+    its version, and the emulation mode `run` would use (archsupport.emulation.decide)."""
+    if emu.mode == "host":
+        mode = f"mode host (registration {emu.host_entry})"
+    elif emu.mode == "sandboxed":
+        mode = f"mode sandboxed (flags {emu.flags})"
+    else:
+        mode = "mode none"
+    if emu.mode == "none":
+        what = f"{q.path} {version}: " if q else ""
+        return Check(f"qemu-{arch}", WARN, f"{what}linux/{arch} images cannot run: {emu.reason}",
+                     emu.hint, required=False)
+    if q is None:
+        return Check(f"qemu-{arch}", OK, f"{mode}; {emu.interpreter}", required=False)
+    if not q.static:
+        return Check(f"qemu-{arch}", WARN, f"{q.path} is not static (needs its libraries in every image); "
+                                           f"{mode}", "sudo apt-get install qemu-user-static", required=False)
+    return Check(f"qemu-{arch}", OK, f"{q.path} {version}; {mode}", required=False)
 
 
 def _probe_binfmt(base: str) -> str:
@@ -491,6 +696,22 @@ def check_cgroups(f: HostFacts) -> Check:
     return Check("cgroups", OK if ok else WARN, detail, fix, required=False)
 
 
+SPACE_FAIL = 200 << 20      # below this, even a small image does not fit
+SPACE_WARN = 2 << 30
+
+
+def judge_space(store: Path, free: int) -> Check:
+    """The space line (pure): free bytes where the store is (or would be made)."""
+    gib = free / (1 << 30)
+    where = f"{store} ({gib:.1f} GiB free)"
+    if free < SPACE_FAIL:
+        return Check("space", FAIL, f"store {where}: too little space", "free space or set ROOTLESS_ROOT elsewhere")
+    if free < SPACE_WARN:
+        return Check("space", WARN, f"store {where}: images may not fit", "free space or set ROOTLESS_ROOT elsewhere",
+                     required=False)
+    return Check("space", OK, f"store {where}")
+
+
 def check_space(f: HostFacts) -> Check:
     p = f.config.data_root
     while not p.exists() and p != p.parent:
@@ -499,15 +720,7 @@ def check_space(f: HostFacts) -> Check:
         st = os.statvfs(p)
     except OSError as e:
         return Check("space", FAIL, f"cannot stat {p}: {e.strerror}", "set ROOTLESS_ROOT to a writable directory")
-    free = st.f_bavail * st.f_frsize
-    gib = free / (1 << 30)
-    where = f"{f.config.data_root} ({gib:.1f} GiB free)"
-    if free < 200 << 20:
-        return Check("space", FAIL, f"store {where}: too little space", "free space or set ROOTLESS_ROOT elsewhere")
-    if free < 2 << 30:
-        return Check("space", WARN, f"store {where}: images may not fit", "free space or set ROOTLESS_ROOT elsewhere",
-                     required=False)
-    return Check("space", OK, f"store {where}")
+    return judge_space(f.config.data_root, st.f_bavail * st.f_frsize)
 
 
 def run_checks(config: Config) -> list[Check]:

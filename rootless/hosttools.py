@@ -173,7 +173,8 @@ def spawn_capture(argv: list[str], desc: str, *, timeout: float = 10.0) -> bytes
     fa = [(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, ew, 2), (os.POSIX_SPAWN_CLOSE, r),
           (os.POSIX_SPAWN_CLOSE, er), (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
     try:
-        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=fa)
+        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=fa,
+                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))  # as _spawn (pasta refuses SIG_IGN)
     except OSError as e:
         for fd in (r, w, er, ew):
             os.close(fd)

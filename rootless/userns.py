@@ -97,6 +97,54 @@ def subid_ranges(path: str, name: str | None, uid: int) -> list[tuple[int, int]]
     return out
 
 
+SUBID_COUNT = 65536
+SUBID_MIN = 100000          # login.defs' SUB_UID_MIN / SUB_GID_MIN
+
+
+def subid_entries(text: str) -> list[tuple[int, int]]:
+    """The ``(start, count)`` of every entry of an /etc/subuid or /etc/subgid text (pure)."""
+    out = []
+    for line in text.splitlines():
+        parts = line.strip().split(":")
+        if len(parts) != 3 or line.lstrip().startswith("#"):
+            continue
+        try:
+            start, count = int(parts[1]), int(parts[2])
+        except ValueError:
+            continue
+        if count > 0:
+            out.append((start, count))
+    return out
+
+
+def first_free_subid_range(taken: list[tuple[int, int]], count: int = SUBID_COUNT,
+                           low: int = SUBID_MIN) -> int:
+    """The lowest start >= ``low`` of ``count`` ids overlapping none of ``taken`` (pure)."""
+    start = low
+    for s, c in sorted(taken):
+        if s + c <= start:
+            continue
+        if s >= start + count:
+            break
+        start = s + c
+    return start
+
+
+def subid_fix(user: str, files: tuple[str, ...] = ("/etc/subuid", "/etc/subgid")) -> str:
+    """The usermod command giving ``user`` 65536 ids free in both files (the range
+    ci/host-setup would pick; a fixed 100000-165535 overlaps the first user's)."""
+    taken = []
+    for path in files:
+        try:
+            with open(path) as f:
+                taken += subid_entries(f.read())
+        except OSError:
+            pass
+    s = first_free_subid_range(taken)
+    r = f"{s}-{s + SUBID_COUNT - 1}"
+    return f"sudo usermod --add-subuids {r} --add-subgids {r} {user}"
+
+
 def _ranges_to_maps(first: int, ranges: list[tuple[int, int]]) -> list[IDMap]:
     maps = []
     c = first

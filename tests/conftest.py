@@ -9,8 +9,9 @@
 * ``shared_rl``: the same with one store for the whole session (pull once).
 
 When ``ROOTLESS_CI_NO_SKIP=1`` (set by ci/run-tests), a skipped integration
-test counts as a failure: CI's host has every feature, so a skip there
-means something is broken.
+(or root) test counts as a failure: CI's host has every feature, so a skip
+there means something is broken: skips while a test runs (set-up included)
+and modules that skip while being collected (a collection error then).
 """
 
 from __future__ import annotations
@@ -33,25 +34,54 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = Path(os.environ.get("ROOTLESS_TEST_IMAGES", "/var/lib/rootless-ci/images"))
 
 
+def _kind(nodeid: str) -> str | None:
+    """"integration" or "root" for the tests under those directories, by the node id (relative
+    to the rootdir: a checkout under /root does not make every test a root test)."""
+    dirs = nodeid.split("::")[0].split("/")[:-1]
+    for k in ("integration", "root"):
+        if k in dirs:
+            return k
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        p = str(item.fspath)
-        if f"{os.sep}integration{os.sep}" in p:
+        kind = _kind(item.nodeid)
+        if kind == "integration":
             item.add_marker(pytest.mark.integration)
-        if f"{os.sep}root{os.sep}" in p:
+        elif kind == "root":
             item.add_marker(pytest.mark.root)
+
+
+def _no_skip() -> bool:
+    return os.environ.get("ROOTLESS_CI_NO_SKIP") == "1"
+
+
+def _reason(rep) -> str:
+    return rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if (rep.skipped and os.environ.get("ROOTLESS_CI_NO_SKIP") == "1"
+    if (rep.skipped and _no_skip()
             and ("integration" in item.keywords or "root" in item.keywords)
             and not hasattr(rep, "wasxfail")):
         rep.outcome = "failed"
-        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-        rep.longrepr = f"skipped in CI (ROOTLESS_CI_NO_SKIP=1), which must not happen: {reason}"
+        rep.longrepr = f"skipped in CI (ROOTLESS_CI_NO_SKIP=1), which must not happen: {_reason(rep)}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A module that skips while being collected (module-level pytest.skip) never reaches
+    pytest_runtest_makereport: under ROOTLESS_CI_NO_SKIP it is a collection error."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and _no_skip() and _kind(collector.nodeid):
+        rep.outcome = "failed"
+        rep.longrepr = (f"{collector.nodeid}: skipped while collected in CI (ROOTLESS_CI_NO_SKIP=1), "
+                        f"which must not happen: {_reason(rep)}")
 
 
 def free_port() -> int:
@@ -83,7 +113,7 @@ class TestImages:
 def images() -> TestImages:
     f = IMAGES_DIR / "images.json"
     if not f.is_file():
-        pytest.skip(f"no test images in {IMAGES_DIR}: run `sudo ci/test-images` (or set ROOTLESS_TEST_IMAGES)")
+        pytest.skip(f"no test images in {IMAGES_DIR}: run `bash ci/test-images` as root (or set ROOTLESS_TEST_IMAGES)")
     return TestImages(IMAGES_DIR, json.loads(f.read_text()))
 
 

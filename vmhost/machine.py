@@ -329,7 +329,7 @@ class Machines:
             entries = seed.seed_entries(spec, pub, p.host_key.read_bytes(), seed.code_tar())
             seed.write_initrd(p.initrd, img.initrd, entries)
             kernel, initrd, append, seed_disk = str(img.kernel), str(p.initrd), "", ""
-        p.run.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make_run_dir(self.config, p)
         share = spec.home if spec.home and os.path.isdir(spec.home) else ""
         if spec.home and not share:
             self.reporter.warn(f"{spec.home} does not exist: the machine starts without the shared home")
@@ -908,3 +908,13 @@ def _processes_using(d: Path) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def _make_run_dir(config, p: MachinePaths) -> None:
+    """The machine's runtime directory (sockets, pid), mode 0700; it and the runtime directory
+    above it (or the short /tmp one) must be ours and not writable by others."""
+    from rootless.config import ensure_private_dir, runtime_subdir
+
+    if p.run.parent == Path(config.runtime_dir) / "machines":
+        runtime_subdir(config.runtime_dir, "machines")
+    ensure_private_dir(p.run)

@@ -6,7 +6,7 @@ A key (``rootless.build.cachekey``) maps to the layer a step produced (or
 ``empty`` when the step changed nothing).  The layers and blobs stay in the
 store's ``layers/`` and ``blobs/``; ``Store.referenced`` counts the entries
 here as references, so ``rmi``/``image prune`` keep cached layers;
-``prune(store)`` drops the cache (then the store's GC frees what nothing
+``prune(store)`` drops the cache (or its entries no image uses) (then the store's GC frees what nothing
 else uses).  Changes happen under the store lock, written atomically.
 """
 
@@ -98,13 +98,30 @@ def references(root) -> tuple[set[str], set[str]]:
     return blobs, layers
 
 
-def prune(store) -> int:
-    """Forget every cache entry and free what nothing else uses; returns the number of entries."""
+def prune(store, *, unused_only: bool = False) -> tuple[int, int]:
+    """Forget cache entries and free what nothing else uses; (entries dropped, bytes freed).
+
+    ``unused_only`` keeps the entries whose layer an image still uses and the
+    empty ones (dropping them would free nothing), as ``docker system prune``
+    keeps the build cache in use; without it every entry goes (``-a``)."""
+    from rootless.diskusage import layer_size
     from rootless.image.locks import atomic_write
 
     with store.lock():
         d = _load(store.root / FILE)
-        n = len(d["entries"])
-        atomic_write(store.root / FILE, json.dumps({"version": VERSION, "entries": {}}).encode())
+        entries = d["entries"]
+        _, image_layers = store.referenced(store.db(fresh=True), cache=False)
+        keep = {}
+        if unused_only:
+            keep = {k: e for k, e in entries.items()
+                    if isinstance(e, dict) and (e.get("empty") or e.get("diff_id") in image_layers)}
+        dropped = {e.get("diff_id") for k, e in entries.items()
+                   if k not in keep and isinstance(e, dict) and not e.get("empty")}
+        kept = {e.get("diff_id") for e in keep.values()}
+        freed = sum(layer_size(store, x) for x in dropped - kept - image_layers
+                    if isinstance(x, str) and store.has_layer(x))
+        n = len(entries) - len(keep)
+        atomic_write(store.root / FILE, json.dumps({"version": VERSION, "entries": keep},
+                                                   separators=(",", ":")).encode())
     store.gc()
-    return n
+    return n, freed

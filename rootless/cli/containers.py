@@ -186,9 +186,10 @@ def _warn_single_mapping(ctx) -> None:
         user = pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         user = str(os.getuid())
+    from rootless.userns import subid_fix
+
     ctx.warn(f"no subordinate ids for {user} in /etc/subuid and /etc/subgid: containers map only your own "
-             f"uid (to root); files of other owners in images cannot be used. Fix: sudo usermod "
-             f"--add-subuids 100000-165535 --add-subgids 100000-165535 {user}")
+             f"uid (to root); files of other owners in images cannot be used. Fix: {subid_fix(user)}")
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
@@ -606,33 +607,47 @@ def _prune_setup(p):
     p.add_argument("--filter", action="append", default=[], help="label=..., until=...")
 
 
-def cmd_prune(ctx, args) -> int:
-    store = _store(ctx)
-    if not args.force:
-        from rootless.cli.base import confirm
+def prune_stopped(ctx, label_filters: list[str] = ()) -> tuple[list[str], int]:
+    """Remove every stopped container (matching the labels) and what interrupted creates and
+    removals left; (ids, bytes of their upper dirs). Failures are reported and skipped."""
+    from rootless.diskusage import tree_size
 
-        if not confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?"):
-            return 0
-    filters = _parse_filters(args.filter)
+    store = _store(ctx)
     removed = []
+    freed = 0
     for c in store.list():
         if c.state.running or c.state.status == "starting":
             continue
-        if not _match_labels(c, filters.get("label", [])):
+        if not _match_labels(c, list(label_filters)):
             continue
         try:
+            size = tree_size(c.dir / "upper")
             _remove(ctx, c, False, False)
             removed.append(c.id)
+            freed += size
         except RootlessError as e:
             _print_err(e.message)
     try:    # and what interrupted creates and removals left behind
         removed += store.sweep()
     except RootlessError as e:
         _print_err(e.message)
+    return removed, freed
+
+
+def cmd_prune(ctx, args) -> int:
+    from rootless.image.present import human_size
+
+    if not args.force:
+        from rootless.cli.base import confirm
+
+        if not confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?"):
+            return 0
+    filters = _parse_filters(args.filter)
+    removed, freed = prune_stopped(ctx, filters.get("label", []))
     print("Deleted Containers:")
     for cid in removed:
         print(cid)
-    print("\nTotal reclaimed space: 0B")
+    print(f"\nTotal reclaimed space: {human_size(freed)}")
     return 0
 
 

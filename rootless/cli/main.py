@@ -248,6 +248,36 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             pass
         return 141
+    except OSError as e:
+        # a file the library did not expect to fail (e.g. --root in a directory we
+        # cannot enter): one line and a hint, not a traceback
+        _print_error(os_error(e, env))
+        return 125
+
+
+def os_error(e: OSError, env: dict[str, str]) -> RootlessError:
+    """The error and hint for an OSError that reached the CLI (pure)."""
+    import errno
+
+    what = e.strerror or str(e)
+    path = e.filename if isinstance(e.filename, str) else None
+    msg = f"{path}: {what}" if path else what
+    hint = None
+    root = env.get("ROOTLESS_ROOT")
+    if not root:
+        try:
+            from rootless.config import load_config
+
+            root = str(load_config(env).data_root)
+        except Exception:  # noqa: BLE001 - only for the hint
+            root = None
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR):
+        if path and root and (path == root or path.startswith(root.rstrip("/") + "/")):
+            hint = (f"the store {root} must be a directory you can write to: choose another with "
+                    f"--root DIR or ROOTLESS_ROOT (`rootless doctor` checks the store)")
+        elif path:
+            hint = f"check the permissions of {path} and its parent directories (`ls -ld {path}`)"
+    return RootlessError(msg, hint=hint)
 
 
 def _print_error(e: RootlessError) -> None:

@@ -250,28 +250,34 @@ def _prune_setup(p):
 
 
 def cmd_prune(ctx, args) -> int:
-    from rootless.errors import RootlessError
-
     if not args.force:
         print("WARNING! This will remove all custom networks not used by at least one container.\n"
               "Are you sure you want to continue? [y/N] ", end="", file=ctx.out, flush=True)
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             return 0
+    deleted = prune_unused(ctx, args.filter)
+    if deleted:
+        print("Deleted Networks:\n" + "\n".join(deleted), file=ctx.out)
+    return 0
+
+
+def prune_unused(ctx, filters: list[str] = ()) -> list[str]:
+    """Remove the custom networks no container uses (matching ``filters``); their names."""
+    from rootless.errors import RootlessError
+
     store = _store(ctx)
     users = _users(ctx)
     deleted = []
     for item in _listing(ctx):
-        if item["type"] != "custom" or users.get(item["Name"]) or not _match(item, args.filter):
+        if item["type"] != "custom" or users.get(item["Name"]) or not _match(item, list(filters)):
             continue
         try:
             store.remove(item["Name"], [])
             deleted.append(item["Name"])
         except RootlessError as e:
             ctx.warn(e.message)
-    if deleted:
-        print("Deleted Networks:\n" + "\n".join(deleted), file=ctx.out)
-    return 0
+    return deleted
 
 
 COMMANDS["prune"] = Command("Remove all unused networks", _prune_setup, cmd_prune)

@@ -1,4 +1,4 @@
-"""System commands: info, version, doctor, unshare."""
+"""System commands: info, version, doctor, unshare, df, prune."""
 
 from __future__ import annotations
 
@@ -128,3 +128,90 @@ def cmd_unshare(ctx, args) -> int:
 
 COMMANDS["unshare"] = Command("Run a command in the user namespace of the store (store files show their container ids)",
                               _unshare_setup, cmd_unshare)
+
+
+def _df_setup(p):
+    p.add_argument("--format", help="'table', 'json' (one object per line) or a Go template")
+
+
+def cmd_df(ctx, args) -> int:
+    from rootless.cli.format import output
+    from rootless.diskusage import collect, summarize
+
+    rows = summarize(collect(ctx.config))
+    if args.format == "json":
+        for r in rows:
+            print(json.dumps(r.to_json()))
+        return 0
+    text = output([r.to_json() for r in rows], args.format, ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+                  lambda i: [i["Type"], i["TotalCount"], i["Active"], i["Size"], i["Reclaimable"]],
+                  headers={"TotalCount": "TOTAL"})
+    if text:
+        print(text)
+    return 0
+
+
+COMMANDS["df"] = Command("Show disk usage", _df_setup, cmd_df)
+
+
+def _prune_setup(p):
+    p.add_argument("-a", "--all", action="store_true",
+                   help="remove all unused images (not just dangling ones) and all build cache")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--volumes", action="store_true", help="also remove anonymous volumes no container uses")
+
+
+def prune_warning(all_: bool, volumes: bool) -> str:
+    """Docker's confirmation text of ``system prune``."""
+    lines = ["WARNING! This will remove:", "  - all stopped containers",
+             "  - all networks not used by at least one container"]
+    if volumes:
+        lines.append("  - all anonymous volumes not used by at least one container")
+    lines.append("  - all images without at least one container associated to them" if all_
+                 else "  - all dangling images")
+    lines.append("  - all build cache" if all_ else "  - unused build cache")
+    return "\n".join(lines) + "\n\nAre you sure you want to continue?"
+
+
+def cmd_prune(ctx, args) -> int:
+    """Containers, networks, (volumes), images, build cache, in that order (as Docker): what the
+    first steps free can make images unused for the later ones."""
+    from rootless.build import cache as build_cache
+    from rootless.cli import containers, network
+    from rootless.image.present import human_size
+    from rootless.image.store import Store
+    from rootless.runtime.volumes import VolumeStore
+
+    if not args.force:
+        from rootless.cli.base import confirm
+
+        if not confirm(prune_warning(args.all, args.volumes)):
+            return 0
+    freed = 0
+    removed, size = containers.prune_stopped(ctx)
+    freed += size
+    if removed:
+        print("Deleted Containers:\n" + "\n".join(removed) + "\n")
+    nets = network.prune_unused(ctx)
+    if nets:
+        print("Deleted Networks:\n" + "\n".join(nets) + "\n")
+    if args.volumes:
+        vols, size = VolumeStore(ctx.config).prune(all_=False)
+        freed += size
+        if vols:
+            print("Deleted Volumes:\n" + "\n".join(vols) + "\n")
+    store = Store(ctx.config)
+    imgs, size = store.prune(all_images=args.all)
+    freed += size
+    if imgs:
+        print("Deleted Images:\n" + "\n".join(f"deleted: {i}" for i in imgs) + "\n")
+    n, size = build_cache.prune(store, unused_only=not args.all)
+    freed += size
+    if n:
+        print(f"Deleted build cache objects: {n}\n")
+    print(f"Total reclaimed space: {human_size(freed)}")
+    return 0
+
+
+COMMANDS["prune"] = Command("Remove unused data (stopped containers, unused networks, dangling images, "
+                            "build cache)", _prune_setup, cmd_prune)

@@ -143,11 +143,13 @@ def cmd_prune(ctx, args) -> int:
 
         if not confirm("WARNING! This will remove unused volumes.\nAre you sure you want to continue?"):
             return 0
-    removed = _vstore(ctx).prune(all_=args.all)
+    from rootless.image.present import human_size
+
+    removed, freed = _vstore(ctx).prune(all_=args.all)
     print("Deleted Volumes:")
     for n in removed:
         print(n)
-    print("\nTotal reclaimed space: 0B")
+    print(f"\nTotal reclaimed space: {human_size(freed)}")
     return 0
 
 

@@ -365,8 +365,8 @@ class Store:
         return created
 
     # garbage ---------------------------------------------------------------
-    def referenced(self, db: dict) -> tuple[set[str], set[str]]:
-        """(blob digests, diff_ids) that images.json references."""
+    def referenced(self, db: dict, *, cache: bool = True) -> tuple[set[str], set[str]]:
+        """(blob digests, diff_ids) that images.json (and, with ``cache``, the build cache) references."""
         blobs: set[str] = set()
         layers: set[str] = set()
         for iid, e in db["images"].items():
@@ -377,6 +377,8 @@ class Store:
             blobs.update(e.get("extra_blobs", []))
         for d in db.get("indexes", {}).values():
             blobs.add(d["digest"])
+        if not cache:
+            return blobs, layers
         # the layers the build cache keeps (rootless.build.cache, buildcache.json)
         from rootless.build.cache import references
 

@@ -697,14 +697,15 @@ def _slirp_api(sock_path: str, req: dict) -> dict:
 
 def _slirp_api_path(plan: NetworkPlan, container_id: str) -> str:
     """A short path for slirp4netns's API socket (unix socket paths are limited to 107 bytes)."""
-    d = os.path.join(plan.runtime_dir or "/tmp", "slirp")
-    os.makedirs(d, mode=0o700, exist_ok=True)
-    p = os.path.join(d, f"{container_id[:12]}.sock")
-    if len(p.encode()) > 100:
-        import tempfile
+    if plan.runtime_dir:
+        from rootless.config import runtime_subdir
 
-        p = os.path.join(tempfile.mkdtemp(prefix="rl-slirp-"), "api.sock")
-    return p
+        p = os.path.join(runtime_subdir(plan.runtime_dir, "slirp"), f"{container_id[:12]}.sock")
+        if len(p.encode()) <= 100:
+            return p
+    import tempfile
+
+    return os.path.join(tempfile.mkdtemp(prefix="rl-slirp-"), "api.sock")    # private (0700)
 
 
 def _start_slirp(plan: NetworkPlan, pid: int, state_dir: str, container_id: str = "") -> dict:

@@ -66,7 +66,10 @@ PROTOCOL_VERSION = 1
 
 
 def netns_dir(runtime_dir: Path) -> Path:
-    return Path(runtime_dir) / "netns"
+    """``<runtime_dir>/netns`` (the runtime directory checked: ours, not writable by others)."""
+    from rootless.config import runtime_subdir
+
+    return runtime_subdir(runtime_dir, "netns")
 
 
 # ---------------------------------------------------------------------------
@@ -256,9 +259,6 @@ def endpoints(runtime_dir: Path) -> dict:
 def ensure_holder(config, *, reserve: str | None = None, timeout: float = 20.0) -> HolderInfo:
     """Start the holder unless it runs; ``reserve`` keeps it alive for a container about to attach."""
     d = netns_dir(config.runtime_dir)
-    from rootless.config import ensure_private_dir
-
-    ensure_private_dir(Path(config.runtime_dir))
     with _locked(d):
         info = _read_info(d)
         if info is not None:

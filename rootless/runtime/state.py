@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from rootless.errors import ContainerNotFound, NameInUse, StoreError, UsageError
+from rootless.errors import ContainerNotFound, NameInUse, RootlessError, StoreError, UsageError
 from rootless.record import Record
 from rootless.runtime.spec import ContainerSpec
 
@@ -404,12 +404,13 @@ class ContainerStore:
     EXIT_KEEP = 300.0
 
     def _exits(self) -> Path:
-        return Path(self.config.runtime_dir) / "exits"
+        from rootless.config import runtime_subdir
+
+        return runtime_subdir(self.config.runtime_dir, "exits")
 
     def record_exit(self, cid: str, code: int) -> None:
-        d = self._exits()
         try:
-            d.mkdir(parents=True, exist_ok=True)
+            d = self._exits()
             now = time.time()
             for e in os.scandir(d):
                 try:
@@ -418,13 +419,13 @@ class ContainerStore:
                 except OSError:
                     pass
             _atomic_write(d / cid, str(int(code)).encode())
-        except OSError:
-            pass
+        except (OSError, RootlessError):
+            pass    # (only for a `wait` racing an --rm: not worth failing the container's end)
 
     def removed_exit(self, cid: str) -> int | None:
         try:
             return int((self._exits() / cid).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RootlessError):
             return None
 
     def rename(self, c: Container, new: str) -> None:

@@ -126,14 +126,20 @@ class VolumeStore:
                 return
         remove_tree(gone)
 
-    def prune(self, all_: bool = False) -> list[str]:
-        """Remove unused volumes (anonymous ones only unless ``all_``, like Docker 23+)."""
+    def prune(self, all_: bool = False) -> tuple[list[str], int]:
+        """Remove unused volumes (anonymous ones only unless ``all_``, like Docker 23+);
+        (names, bytes freed)."""
+        from rootless.diskusage import tree_size
+
         removed = []
+        freed = 0
         for v in self.list():
             if not all_ and not v.anonymous:
                 continue
             if self.users(v.name):
                 continue
+            size = tree_size(v.data)
             self.remove(v.name)
             removed.append(v.name)
-        return removed
+            freed += size
+        return removed, freed

@@ -61,8 +61,26 @@ def test_malformed_config_is_one_line_error(tmp_path):
 
 
 def test_every_group_subcommand_maps_to_a_top_module():
-    modules = {m for m, _ in TOP.values()} | {m for m, _ in GROUPS.values()}
-    assert "containers" in modules and "images" in modules
+    """Every name `rootless --help` and `rootless GROUP --help` list has a command behind it
+    (`system df`/`system prune` once were listed without one: a KeyError traceback)."""
+    import importlib
+
+    wanted = [(m, c) for m, c in TOP.values()]
+    wanted += [(m, c) for m, subs in GROUPS.values() for c in subs.values()]
+    missing = []
+    for module, cmd in wanted:
+        mod = importlib.import_module(f"rootless.cli.{module}")
+        if cmd not in mod.COMMANDS:
+            missing.append(f"{module}.{cmd}")
+    assert not missing, missing
+    assert {"containers", "images", "system"} <= {m for m, _ in wanted}
+
+
+@pytest.mark.parametrize("argv", [["system", "df", "--help"], ["system", "prune", "--help"]])
+def test_system_df_prune_help(argv):
+    cp = run_cli(*argv)
+    assert cp.returncode == 0 and "Traceback" not in cp.stderr
+    assert "usage: rootless system " + argv[1] in cp.stdout
 
 
 def test_main_in_process_returns_code(capsys):
@@ -109,3 +127,17 @@ def test_expand_bare_flags_stops_at_double_dash():
     bare = {"--pull": "--pull=always"}
     assert expand_bare_flags(["--pull", "x", "--", "--pull"], bare) == ["--pull=always", "x", "--", "--pull"]
     assert expand_bare_flags(["--pull=never", "--pullx"], bare) == ["--pull=never", "--pullx"]
+
+
+def test_os_error_becomes_one_line_with_a_hint():
+    import errno
+
+    from rootless.cli.main import os_error
+
+    e = os_error(PermissionError(errno.EACCES, "Permission denied", "/srv/x/store/images.json"),
+                 {"ROOTLESS_ROOT": "/srv/x/store"})
+    assert e.message == "/srv/x/store/images.json: Permission denied" and e.exit_code == 125
+    assert "--root" in e.hint and "ROOTLESS_ROOT" in e.hint
+    e = os_error(PermissionError(errno.EACCES, "Permission denied", "/etc/secret"), {"ROOTLESS_ROOT": "/srv/x/store"})
+    assert "ls -ld /etc/secret" in e.hint
+    assert os_error(OSError(errno.EIO, "Input/output error"), {"ROOTLESS_ROOT": "/s"}).message == "Input/output error"

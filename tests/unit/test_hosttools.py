@@ -60,3 +60,15 @@ def test_package_for():
     assert hosttools.package_for("pasta") == "passt"
     assert hosttools.package_for("qemu-aarch64-static") == "qemu-user-static"
     assert hosttools.package_for("qemu-system-x86_64") == "qemu-system-x86"
+
+
+def test_spawn_capture_restores_sigpipe_for_the_program():
+    """Python ignores SIGPIPE; a helper must not inherit that (pasta --version refuses to run)."""
+    import signal
+
+    from rootless import hosttools
+
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN
+    out = hosttools.spawn_capture(["/bin/cat", "/proc/self/status"], "cat")
+    ign = int(next(l for l in out.decode().splitlines() if l.startswith("SigIgn:")).split()[1], 16)
+    assert not ign & (1 << (signal.SIGPIPE - 1))

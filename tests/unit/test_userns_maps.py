@@ -43,3 +43,23 @@ def test_keep_id_mapping():
 def test_mapping_json_roundtrip():
     m = IDMapping((IDMap(0, 5, 1),), (IDMap(0, 6, 1),), single=True)
     assert IDMapping.from_json(m.to_json()) == m
+
+
+def test_subid_fix_picks_the_first_range_free_in_both_files(tmp_path):
+    from rootless.userns import first_free_subid_range, subid_entries, subid_fix
+
+    assert subid_entries("# c\nalice:100000:65536\nbad line\nbob:x:1\nzero:5:0\n1001:300000:65536\n") == [
+        (100000, 65536), (300000, 65536)]
+    assert first_free_subid_range([]) == 100000
+    assert first_free_subid_range([(100000, 65536)]) == 165536
+    # a gap big enough between two ranges is taken; a smaller one is not
+    assert first_free_subid_range([(100000, 65536), (300000, 65536)]) == 165536
+    assert first_free_subid_range([(100000, 65536), (165536 + 1000, 10), (300000, 1)]) == 166546
+    assert first_free_subid_range([(0, 1000), (150000, 10)]) == 150010             # below the minimum: ignored
+    assert first_free_subid_range([(100000, 65536), (120000, 100000)]) == 220000   # overlapping entries
+    sub_u, sub_g = tmp_path / "subuid", tmp_path / "subgid"
+    sub_u.write_text("rltest:100000:65536\n")
+    sub_g.write_text("rltest:100000:65536\nother:165536:65536\n")    # the gid file decides here
+    assert subid_fix("me", (str(sub_u), str(sub_g))) == \
+        "sudo usermod --add-subuids 231072-296607 --add-subgids 231072-296607 me"
+    assert subid_fix("me", (str(tmp_path / "none"),)).endswith("100000-165535 me")
