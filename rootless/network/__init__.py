@@ -84,7 +84,9 @@ class NetworkPlan(Record):
                 return [dns_nets[0].gateway]
         usable = [n for n in host_ns if not n.startswith("127.") and n != "::1"]
         if self.mode == "pasta":
-            return usable or [PASTA_DNS_FORWARD]
+            # like Podman: pasta's forwarder first (it answers from the host's own resolver, even one on
+            # the host's loopback), then the host's other resolvers
+            return [PASTA_DNS_FORWARD] + [n for n in usable if n != PASTA_DNS_FORWARD]
         return usable
 
     def search_domains(self) -> list[str]:

@@ -68,3 +68,11 @@ def test_pasta_keeps_a_remote_client_address(tmp_path):
     assert out["via"] == "pasta"
     assert out["remote"] == "10.250.0.7", out
 
+
+def test_resolv_conf_points_at_the_pasta_forwarder(tmp_path):
+    """Like Podman: 169.254.1.1 (pasta --dns-forward) first, then the host's resolvers that are not on its
+    loopback; a name asked of the forwarder is answered by the resolver on the host's 127.0.0.1."""
+    out = fakehost(tmp_path, "dns")
+    assert out["resolv"] == "nameserver 169.254.1.1\nnameserver 10.250.0.53\n"
+    assert "Address: 192.0.2.77" in out["nslookup"], out
+    assert "outside.test" in out["resolver_saw"]

@@ -232,6 +232,13 @@ def test_etc_files_dns_options_add_host(net_rl):
     assert "10.1.2.3\tdb.local" in hosts
     assert "host.containers.internal" in hosts and "host.docker.internal" in hosts
     assert resolv.splitlines() == ["nameserver 192.0.2.53", "search example.test", "options ndots:2"]
+    # without --dns (pasta): its DNS forwarder first, then the host's resolvers not on its loopback (like Podman)
+    with open("/etc/resolv.conf") as f:
+        host_ns = [l.split()[1] for l in f if l.startswith("nameserver") and len(l.split()) > 1]
+    want = ["nameserver 169.254.1.1"] + [f"nameserver {n}" for n in host_ns
+                                         if not n.startswith("127.") and n not in ("::1", "169.254.1.1")]
+    resolv = rl.ok("run", "--rm", rl.image, "cat", "/etc/resolv.conf")
+    assert [l for l in resolv.splitlines() if l.startswith("nameserver")] == want, resolv
     cp = rl("run", "--rm", "--add-host", "bad", rl.image, "true")
     assert cp.returncode == 125 and "--add-host" in cp.stderr
     cp = rl("run", "--rm", "--dns", "not-an-ip", rl.image, "true")
