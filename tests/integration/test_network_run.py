@@ -137,22 +137,38 @@ def _gateway_in(rl, name: str) -> str:
     return m.group(1) if m else ""
 
 
+def _two_free_ports() -> int:
+    """P with P and P+1 both free on 127.0.0.1."""
+    for _ in range(50):
+        p = free_port()
+        if p < 65535 and _port_free(p + 1):
+            return p
+    raise AssertionError("no two consecutive free ports")
+
+
 def test_random_port_range_and_publish_all(net_rl):
     rl = net_rl
-    base = free_port()
-    rl.ok("run", "-d", "--name", "multi", "-p", "127.0.0.1::80", "-p", "127.0.0.1::53/udp", "--expose", "7000",
-          "-P", rl.image, "sleep", "60")
+    base = _two_free_ports()
+    # httpd on 80, 81, 82 and the EXPOSEd 7000, each saying which port it is
+    serve = "; ".join(f"mkdir /w{p}; echo port-{p} > /w{p}/index.html; httpd -p {p} -h /w{p}"
+                      for p in (80, 81, 82, 7000))
+    rl.ok("run", "-d", "--name", "multi", "-p", f"127.0.0.1:{base}-{base + 1}:80-81", "-p", "127.0.0.1::82",
+          "-p", "127.0.0.1::53/udp", "--expose", "7000", "-P", rl.image, "sh", "-c", serve + "; sleep 120")
     try:
         lines = rl.ok("port", "multi").splitlines()
-        keys = sorted(l.split(" -> ")[0] for l in lines)
-        assert keys == ["53/udp", "7000/tcp", "80/tcp"], lines
-        for l in lines:
-            host = l.split(" -> ")[1]
-            assert host.startswith("127.0.0.1:") or host.startswith("0.0.0.0:")
-            assert int(host.rsplit(":", 1)[1]) > 0
+        hosts = {l.split(" -> ")[0]: l.split(" -> ")[1] for l in lines}
+        assert sorted(hosts) == ["53/udp", "7000/tcp", "80/tcp", "81/tcp", "82/tcp"], lines
+        # the range: 80 -> base, 81 -> base + 1
+        assert hosts["80/tcp"] == f"127.0.0.1:{base}" and hosts["81/tcp"] == f"127.0.0.1:{base + 1}", hosts
+        # a random port on 127.0.0.1, and -P's on every address
+        assert hosts["82/tcp"].startswith("127.0.0.1:") and hosts["7000/tcp"].startswith("0.0.0.0:"), hosts
+        for key, want in (("80/tcp", b"port-80\n"), ("81/tcp", b"port-81\n"), ("82/tcp", b"port-82\n"),
+                          ("7000/tcp", b"port-7000\n")):
+            port = int(hosts[key].rsplit(":", 1)[1])
+            assert _wait_http(f"http://127.0.0.1:{port}/") == want, key
+        assert int(hosts["53/udp"].rsplit(":", 1)[1]) > 0
     finally:
         rl.ok("rm", "-f", "multi")
-    del base
 
 
 def test_invalid_publish_is_125(net_rl):
