@@ -84,7 +84,9 @@ class NetworkPlan(Record):
                 return [dns_nets[0].gateway]
         usable = [n for n in host_ns if not n.startswith("127.") and n != "::1"]
         if self.mode == "pasta":
-            return usable or [PASTA_DNS_FORWARD]
+            # like Podman: pasta's forwarder first (it answers from the host's own resolver, even one on
+            # the host's loopback), then the host's other resolvers
+            return [PASTA_DNS_FORWARD] + [n for n in usable if n != PASTA_DNS_FORWARD]
         return usable
 
     def search_domains(self) -> list[str]:
@@ -148,16 +150,88 @@ def _read(path: str) -> str:
         return ""
 
 
-def _backend(config) -> tuple[str, str]:
-    """(name, path) of the user-mode backend to use: pasta, else slirp4netns; ("", "") if none."""
+BACKENDS = ("pasta", "slirp4netns")
+
+
+def _find_backend(want: str) -> tuple[str, str]:
+    """(name, path) of ``want`` ("auto": pasta, else slirp4netns); ("", "") if not installed."""
     from rootless import hosttools
 
-    want = getattr(config, "network_backend", "auto")
-    for b in (("pasta", "slirp4netns") if want == "auto" else (want,)):
+    for b in (BACKENDS if want == "auto" else (want,)):
         exe = hosttools.find(b)
         if exe:
             return b, exe
     return "", ""
+
+
+def _backend(config) -> tuple[str, str]:
+    """(name, path) of the configured user-mode backend (auto: pasta, else slirp4netns); ("", "") if missing."""
+    return _find_backend(getattr(config, "network_backend", "auto"))
+
+
+def backend_missing(want: str, explicit: bool = False) -> NetworkError:
+    """The one error for a missing backend, naming the tool and its package.
+
+    ``want`` is "auto" or the backend asked for, by ``--network NAME``
+    (``explicit``) or by ``[network] backend`` in the configuration.
+    """
+    from rootless import hosttools
+
+    if want == "auto":
+        return NetworkError("no user-mode network backend: neither pasta nor slirp4netns is installed",
+                            hint="install one: apt-get install passt (or slirp4netns), or use --network none")
+    hint = f"install it: apt-get install {hosttools.package_for(want)}"
+    if explicit:
+        return NetworkError(f"{want} not found: needed for --network {want}", hint=hint)
+    return NetworkError(f"{want} not found: it is the network backend set in the configuration "
+                        "([network] backend)", hint=hint + _instead(want))
+
+
+def _instead(want: str) -> str:
+    """', or set [network] backend = "auto" to use OTHER (installed)' when the other backend is there."""
+    from rootless import hosttools
+
+    other = next((b for b in BACKENDS if b != want and hosttools.find(b)), "")
+    return f', or set [network] backend = "auto" to use {other} (installed)' if other else ""
+
+
+def choose_backend(config, mode: str = "default") -> tuple[str, str]:
+    """(name, path) of the user-mode backend for ``--network MODE`` (pasta / slirp4netns: that one;
+    otherwise the configured one, auto: pasta, else slirp4netns). NetworkError (125) when missing."""
+    from rootless import hosttools
+
+    if mode in BACKENDS:
+        exe = hosttools.find(mode)
+        if not exe:
+            raise backend_missing(mode, explicit=True)
+        return mode, exe
+    name, exe = _backend(config)
+    if not name:
+        raise backend_missing(getattr(config, "network_backend", "auto"))
+    return name, exe
+
+
+def backend_status(config) -> tuple[str, str, str]:
+    """What ``doctor`` reports about the user-mode backends: (OK | WARN | FAIL, detail, fix)."""
+    from rootless import hosttools
+
+    want = getattr(config, "network_backend", "auto")
+    if want != "auto":
+        exe = hosttools.find(want)
+        if exe:
+            return "OK", f"{want} ({exe}), the network backend set in the configuration", ""
+        return ("FAIL", backend_missing(want).message + " (--network none still works)",
+                f"sudo apt-get install {hosttools.package_for(want)}" + _instead(want))
+    pasta, slirp = hosttools.find("pasta"), hosttools.find("slirp4netns")
+    if pasta and slirp:
+        return "OK", f"pasta ({pasta}) default, slirp4netns ({slirp}) fallback", ""
+    if pasta:
+        return "OK", f"pasta ({pasta}); slirp4netns not installed (optional)", ""
+    if slirp:
+        return ("WARN", f"slirp4netns ({slirp}); pasta is faster and keeps client addresses",
+                "sudo apt-get install passt")
+    return ("FAIL", backend_missing("auto").message + " (--network none still works)",
+            "sudo apt-get install passt (or slirp4netns)")
 
 
 def backend_name(config) -> str:
@@ -353,19 +427,7 @@ def plan_network(opts, config, container_dir=None) -> NetworkPlan:
                              hint=f"they belong to the container {target}")
         return NetworkPlan("container", container=target, host_resolv=resolv, runtime_dir=str(config.runtime_dir))
     if mode in ("default", "bridge", "pasta", "slirp4netns", "private"):
-        if mode in ("pasta", "slirp4netns"):
-            from rootless import hosttools
-
-            exe = hosttools.find(mode)
-            backend = mode if exe else ""
-            if not exe:
-                raise NetworkError(f"{mode} not found: needed for --network {mode}",
-                                   hint=f"install it: apt-get install {hosttools.package_for(mode)}")
-        else:
-            backend, exe = _backend(config)
-        if not backend:
-            raise NetworkError("no user-mode network backend: neither pasta nor slirp4netns is installed",
-                               hint="apt-get install passt (or slirp4netns), or use --network none")
+        backend, exe = choose_backend(config, mode)
         gw, maplo = "", False
         if backend == "pasta":
             maplo = pasta_maps_host_loopback(exe)

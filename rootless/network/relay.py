@@ -14,6 +14,19 @@ PR_SET_PDEATHSIG): it gets the listening sockets bound in the host's
 network namespace, enters the container's user and network namespaces, and
 for each client connects to 127.0.0.1:PORT (or [::1]) there. ``stop`` kills
 it, which frees the host ports.
+
+The server sees the client's own address (:class:`SourceAddress`): the relay
+is root in the container's user namespace, so it binds its upstream socket
+to the client's address before connecting. A loopback client (127.0.0.0/8,
+::1) keeps its address as it is: the container's ``lo`` owns the whole
+range. Any other client address (slirp4netns ports on every address, a
+client that bound a host address) is not local in the container: the
+socket is IP_TRANSPARENT, and one policy route in the container's namespace
+(``from 127.0.0.0/8 lookup 29292``, table 29292: ``local default dev lo``;
+the same for ::1) delivers the server's answers back to the relay instead
+of sending them out. Replies from a loopback source could never leave the
+namespace anyway, so the route changes nothing else. Where that cannot be
+set up, the relay connects from the loopback address as before.
 """
 
 from __future__ import annotations
@@ -75,6 +88,115 @@ class Splicer:
                     self.on_done(self)
 
 
+IP_TRANSPARENT = 19
+IPV6_TRANSPARENT = 75
+IP_BIND_ADDRESS_NO_PORT = 24
+REPLY_TABLE = 29292        # the policy-routing table of the transparent path (in the container's namespace)
+REPLY_RULE_PRIORITY = 100  # before "main" (32766); "local" (0) still wins for the namespace's own addresses
+
+
+def is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip == "::1"
+
+
+class SourceAddress:
+    """Upstream sockets that carry the client's own address (the relay is in the container's namespaces)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._transparent: dict[int, bool] = {}     # address family -> reply route in place
+
+    def socket(self, client_ip: str, family: int):
+        """A TCP socket of ``family``, bound to ``client_ip`` where that works, else unbound."""
+        import socket
+
+        s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        if not client_ip or (":" in client_ip) != (family == socket.AF_INET6):
+            return s
+        try:
+            if not is_loopback(client_ip):
+                if not self.transparent(family):
+                    return s
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+                else:
+                    s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+            try:
+                s.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)  # the port is chosen at connect
+            except OSError:
+                pass
+            s.bind((client_ip, 0))
+        except OSError:
+            s.close()
+            return socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        return s
+
+    def transparent(self, family: int) -> bool:
+        """Is the reply route for transparent sockets of ``family`` in place (set up on first use)?"""
+        with self._lock:
+            if family not in self._transparent:
+                try:
+                    add_reply_route(family)
+                    self._transparent[family] = True
+                except Exception:  # noqa: BLE001 - no pyroute2, no CAP_NET_ADMIN, no IPv6: no transparency
+                    self._transparent[family] = False
+            return self._transparent[family]
+
+    def failed(self, family: int) -> None:
+        """A transparent connect failed: use unbound sockets for non-loopback clients from now on."""
+        with self._lock:
+            self._transparent[family] = False
+
+
+def add_reply_route(family: int) -> None:
+    """In the current network namespace: packets from the loopback range to any address are delivered locally.
+
+    That is how the server's answers reach the relay's IP_TRANSPARENT socket
+    bound to a non-local client address.
+    """
+    import errno
+    import socket
+
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    v6 = family == socket.AF_INET6
+    with IPRoute() as ipr:
+        lo = ipr.link_lookup(ifname="lo")[0]
+        for op in (lambda: ipr.route("add", dst="::" if v6 else "0.0.0.0", dst_len=0, type="local", scope="host",
+                                     oif=lo, table=REPLY_TABLE, family=family),
+                   lambda: ipr.rule("add", family=family, src="::1" if v6 else "127.0.0.0", src_len=128 if v6 else 8,
+                                    table=REPLY_TABLE, priority=REPLY_RULE_PRIORITY)):
+            try:
+                op()
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:
+                    raise
+
+
+def _connect_upstream(source: SourceAddress, client_ip: str, family: int, target):
+    """A socket connected to ``target`` from the client's address where possible; None when refused."""
+    import socket
+
+    up = source.socket(client_ip, family)
+    bound = up.getsockname()[0] not in ("0.0.0.0", "::")
+    while True:
+        up.settimeout(10)
+        try:
+            up.connect(target)
+            return up
+        except ConnectionRefusedError:
+            up.close()
+            return None
+        except OSError:
+            up.close()
+            if not bound:
+                return None
+            if not is_loopback(client_ip):
+                source.failed(family)   # the reply route does not work here: unbound from now on
+            up, bound = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC), False
+
+
 def _serve(listeners: list, targets: list[tuple[str, int]]) -> None:
     import selectors
     import socket
@@ -83,16 +205,17 @@ def _serve(listeners: list, targets: list[tuple[str, int]]) -> None:
     for s, t in zip(listeners, targets):
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ, t)
+    source = SourceAddress()
 
     def connect(client, target):
         client.setblocking(True)
         fam = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
-        up = socket.socket(fam, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        up.settimeout(10)
         try:
-            up.connect(target)
+            client_ip = client.getpeername()[0]
         except OSError:
-            up.close()
+            client_ip = ""
+        up = _connect_upstream(source, client_ip, fam, target)
+        if up is None:
             client.close()   # nothing listens in the container: the client sees the connection closed
             return
         up.settimeout(None)

@@ -348,18 +348,10 @@ def _kill_stale(pid: int) -> None:
 
 
 def choose_backend(config) -> tuple[str, str]:
-    from rootless import hosttools
-    from rootless.network import _backend
+    """The backend that connects the per-user namespace to the outside (the configured one, as for ``run``)."""
+    from rootless.network import choose_backend as choose
 
-    b, p = _backend(config)
-    if b:
-        return b, p
-    want = getattr(config, "network_backend", "auto")
-    if want == "auto":
-        raise HostError("neither pasta nor slirp4netns is installed: needed to connect networks to the outside",
-                        hint="install one: apt-get install passt (or slirp4netns); --network none still works")
-    raise HostError(f"{want} not found (network backend in the configuration)",
-                    hint=f"install it: apt-get install {hosttools.package_for(want)}")
+    return choose(config)
 
 
 def _spawn(config, d: Path, timeout: float) -> HolderInfo:

@@ -89,14 +89,12 @@ def test_publish_fetch_checksum_source_and_release(net_rl, www):
         ins = json.loads(rl.ok("inspect", "web"))[0]
         assert ins["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
         assert ins["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
-        # the server's log names the client's address: pasta keeps it (127.0.0.1 here), not the gateway
-        logs = rl.ok("logs", "web") + rl("logs", "web").stderr
-        # busybox httpd -vv: "[::ffff:127.0.0.1]:51620: url:/"
-        sources = set(re.findall(r"(\d+\.\d+\.\d+\.\d+)\]?:\d+: url:", logs))
+        # the server's log names the client's own address (the relay connects from it), not the gateway
+        assert _fetch_from("127.0.0.2", port, "/") == b"hello through a published port\n"
+        sources = _sources(rl, "web")
         gw = _gateway_in(rl, "web")
-        assert sources, logs
         assert gw not in sources, (gw, sources)
-        assert "127.0.0.1" in sources
+        assert {"127.0.0.1", "127.0.0.2"} <= sources, sources
         # a second container cannot publish the same host port: 125, naming the port and its holder
         cp = rl("run", "--rm", "-p", f"127.0.0.1:{port}:80", rl.image, "true")
         assert cp.returncode == 125, cp
@@ -113,28 +111,64 @@ def test_publish_fetch_checksum_source_and_release(net_rl, www):
     rl.ok("rm", "web")
 
 
+def _fetch_from(source: str, port: int, path: str) -> bytes:
+    """GET http://127.0.0.1:PORT/PATH from a client socket bound to ``source``."""
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        c.request("GET", path)
+        return c.getresponse().read()
+    finally:
+        c.close()
+
+
+def _sources(rl, name: str) -> set[str]:
+    """Client addresses in the log of busybox httpd -vv: "[::ffff:127.0.0.1]:51620: url:/"."""
+    logs = rl.ok("logs", name) + rl("logs", name).stderr
+    sources = set(re.findall(r"(\d+\.\d+\.\d+\.\d+)\]?:\d+: url:", logs))
+    assert sources, logs
+    return sources
+
+
 def _gateway_in(rl, name: str) -> str:
     out = rl.ok("exec", name, "ip", "route")
     m = re.search(r"default via (\S+)", out)
     return m.group(1) if m else ""
 
 
+def _two_free_ports() -> int:
+    """P with P and P+1 both free on 127.0.0.1."""
+    for _ in range(50):
+        p = free_port()
+        if p < 65535 and _port_free(p + 1):
+            return p
+    raise AssertionError("no two consecutive free ports")
+
+
 def test_random_port_range_and_publish_all(net_rl):
     rl = net_rl
-    base = free_port()
-    rl.ok("run", "-d", "--name", "multi", "-p", "127.0.0.1::80", "-p", "127.0.0.1::53/udp", "--expose", "7000",
-          "-P", rl.image, "sleep", "60")
+    base = _two_free_ports()
+    # httpd on 80, 81, 82 and the EXPOSEd 7000, each saying which port it is
+    serve = "; ".join(f"mkdir /w{p}; echo port-{p} > /w{p}/index.html; httpd -p {p} -h /w{p}"
+                      for p in (80, 81, 82, 7000))
+    rl.ok("run", "-d", "--name", "multi", "-p", f"127.0.0.1:{base}-{base + 1}:80-81", "-p", "127.0.0.1::82",
+          "-p", "127.0.0.1::53/udp", "--expose", "7000", "-P", rl.image, "sh", "-c", serve + "; sleep 120")
     try:
         lines = rl.ok("port", "multi").splitlines()
-        keys = sorted(l.split(" -> ")[0] for l in lines)
-        assert keys == ["53/udp", "7000/tcp", "80/tcp"], lines
-        for l in lines:
-            host = l.split(" -> ")[1]
-            assert host.startswith("127.0.0.1:") or host.startswith("0.0.0.0:")
-            assert int(host.rsplit(":", 1)[1]) > 0
+        hosts = {l.split(" -> ")[0]: l.split(" -> ")[1] for l in lines}
+        assert sorted(hosts) == ["53/udp", "7000/tcp", "80/tcp", "81/tcp", "82/tcp"], lines
+        # the range: 80 -> base, 81 -> base + 1
+        assert hosts["80/tcp"] == f"127.0.0.1:{base}" and hosts["81/tcp"] == f"127.0.0.1:{base + 1}", hosts
+        # a random port on 127.0.0.1, and -P's on every address
+        assert hosts["82/tcp"].startswith("127.0.0.1:") and hosts["7000/tcp"].startswith("0.0.0.0:"), hosts
+        for key, want in (("80/tcp", b"port-80\n"), ("81/tcp", b"port-81\n"), ("82/tcp", b"port-82\n"),
+                          ("7000/tcp", b"port-7000\n")):
+            port = int(hosts[key].rsplit(":", 1)[1])
+            assert _wait_http(f"http://127.0.0.1:{port}/") == want, key
+        assert int(hosts["53/udp"].rsplit(":", 1)[1]) > 0
     finally:
         rl.ok("rm", "-f", "multi")
-    del base
 
 
 def test_invalid_publish_is_125(net_rl):
@@ -214,6 +248,13 @@ def test_etc_files_dns_options_add_host(net_rl):
     assert "10.1.2.3\tdb.local" in hosts
     assert "host.containers.internal" in hosts and "host.docker.internal" in hosts
     assert resolv.splitlines() == ["nameserver 192.0.2.53", "search example.test", "options ndots:2"]
+    # without --dns (pasta): its DNS forwarder first, then the host's resolvers not on its loopback (like Podman)
+    with open("/etc/resolv.conf") as f:
+        host_ns = [l.split()[1] for l in f if l.startswith("nameserver") and len(l.split()) > 1]
+    want = ["nameserver 169.254.1.1"] + [f"nameserver {n}" for n in host_ns
+                                         if not n.startswith("127.") and n not in ("::1", "169.254.1.1")]
+    resolv = rl.ok("run", "--rm", rl.image, "cat", "/etc/resolv.conf")
+    assert [l for l in resolv.splitlines() if l.startswith("nameserver")] == want, resolv
     cp = rl("run", "--rm", "--add-host", "bad", rl.image, "true")
     assert cp.returncode == 125 and "--add-host" in cp.stderr
     cp = rl("run", "--rm", "--dns", "not-an-ip", rl.image, "true")
@@ -416,9 +457,12 @@ def test_pasta_forwarding_on_all_addresses(net_rl, www):
         assert _wait_http(f"http://127.0.0.1:{port}/") == b"hello through a published port\n"
         got = urllib.request.urlopen(f"http://127.0.0.1:{port}/big", timeout=60).read()
         assert hashlib.sha256(got).hexdigest() == digest
-        logs = rl.ok("logs", "allweb") + rl("logs", "allweb").stderr
-        sources = set(re.findall(r"(\d+\.\d+\.\d+\.\d+)\]?:\d+: url:", logs))
-        assert sources and _gateway_in(rl, "allweb") not in sources, logs
+        # local clients through pasta's splice path: the server sees a loopback address (pasta 2023:
+        # 127.0.0.1 for a client on 127.0.0.2), never the gateway nor the namespace's own address;
+        # remote clients keep theirs (test_fakehost.py: a client in another namespace)
+        assert _fetch_from("127.0.0.2", port, "/") == b"hello through a published port\n"
+        sources = _sources(rl, "allweb")
+        assert sources <= {"127.0.0.1", "127.0.0.2"}, sources
         assert rl.ok("port", "allweb").strip() == f"80/tcp -> 0.0.0.0:{port}"
         cp = rl("run", "--rm", "-p", f"127.0.0.1:{port}:80", rl.image, "true")
         assert cp.returncode == 125 and f"already in use by container allweb (pasta, pid" in cp.stderr, cp.stderr

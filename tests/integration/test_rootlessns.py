@@ -32,14 +32,18 @@ BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
 
 @pytest.fixture
-def cfg(tmp_path, unprivileged, monkeypatch):
+def cfg(request, tmp_path, unprivileged, monkeypatch):
+    """A Config; parametrize indirectly with "pasta" or "slirp4netns" for [network] backend."""
     from tests.conftest import require
 
     require("userns", "newuidmap", "tun", "network")
+    backend = getattr(request, "param", "auto")
+    if backend != "auto" and not shutil.which(backend):
+        pytest.skip(f"{backend} not installed")
     monkeypatch.setenv("ROOTLESS_NETNS_IDLE", "1")
     rt = tmp_path / "run"
     rt.mkdir(mode=0o700)
-    c = Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg")
+    c = Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg", network_backend=backend)
     yield c
     info = rootlessns.running(rt)
     if info is not None:
@@ -212,7 +216,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.parametrize("cfg", ["pasta", "slirp4netns"], indirect=True)
 def test_outside_through_the_backend_and_internal_has_none(cfg, procs, tmp_path):
+    """The uplink of the per-user namespace, through each backend ([network] backend): a server on the
+    host's 127.0.0.1 is reached through the backend's host-loopback address."""
     srv, port = _host_server(tmp_path, b"host loopback says hi\n")
     try:
         store = NetworkStore(cfg.data_root)
@@ -220,8 +227,10 @@ def test_outside_through_the_backend_and_internal_has_none(cfg, procs, tmp_path)
         ni = store.create("in", internal=True)
         a, _ = container(cfg, procs, n, "a")
         b, _ = container(cfg, procs, ni, "b")
-        gw = rootlessns.running(cfg.runtime_dir).host_gateway
-        assert gw
+        holder = rootlessns.running(cfg.runtime_dir)
+        assert holder.backend == cfg.network_backend
+        gw = holder.host_gateway
+        assert gw and (gw == "10.0.2.2") == (cfg.network_backend == "slirp4netns"), gw
         cp = fetch(a, f"http://{gw}:{port}/f")
         assert cp.stdout == "host loopback says hi\n", cp
         cp = b.run(BUSYBOX, "nc", "-w", "2", gw, str(port), timeout=20)

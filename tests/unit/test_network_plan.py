@@ -51,7 +51,8 @@ def test_default_pasta_plan_and_files(cfg):
     assert "127.0.1.1\tbox\n" in f["/etc/hosts"]
     assert f"192.0.2.1\t{' '.join(HOST_NAMES)}\n" in f["/etc/hosts"]
     assert "10.1.1.1\tdb\n" in f["/etc/hosts"]
-    assert f["/etc/resolv.conf"] == "nameserver 10.0.0.53\nsearch lan\noptions edns0\n"
+    # like Podman: pasta's DNS forwarder first, then the host's own resolvers
+    assert f["/etc/resolv.conf"] == f"nameserver {PASTA_DNS_FORWARD}\nnameserver 10.0.0.53\nsearch lan\noptions edns0\n"
     assert f["/etc/hostname"] == "box\n"
 
 
@@ -60,6 +61,12 @@ def test_pasta_dns_forwarder_when_the_host_resolver_is_loopback(cfg, monkeypatch
     p = plan_network(Opts(), cfg)
     assert p.nameservers() == [PASTA_DNS_FORWARD]
     assert p.etc_files("x")["/etc/resolv.conf"] == f"nameserver {PASTA_DNS_FORWARD}\n"
+    # loopback resolvers are left out, the forwarder reaches them; others follow it, once
+    monkeypatch.setattr(netmod, "_read", lambda p: f"nameserver 127.0.0.53\nnameserver ::1\nnameserver 192.0.2.53\n"
+                        f"nameserver {PASTA_DNS_FORWARD}\n" if p == "/etc/resolv.conf" else "")
+    assert plan_network(Opts(), cfg).nameservers() == [PASTA_DNS_FORWARD, "192.0.2.53"]
+    # --dns replaces them all
+    assert plan_network(Opts(dns=("192.0.2.1",)), cfg).nameservers() == ["192.0.2.1"]
 
 
 def test_dns_flags_replace_the_host_ones(cfg):
