@@ -464,8 +464,9 @@ class ToolRun(Record):
     version: str = ""
 
 
-def judge_network(pasta: ToolRun, slirp: ToolRun) -> Check:
-    """The network line (pure): pasta (package passt) preferred, slirp4netns the fallback."""
+def judge_network(pasta: ToolRun, slirp: ToolRun, configured: str = "auto") -> Check:
+    """The network line (pure): pasta (package passt) preferred, slirp4netns the fallback;
+    with ``[network] backend`` set (``configured``), that one and no other."""
     def usable(t: ToolRun) -> bool:
         return t.path is not None and not t.error
 
@@ -474,6 +475,17 @@ def judge_network(pasta: ToolRun, slirp: ToolRun) -> Check:
 
     broken = [f"{t.path} does not run: {t.error}" for t in (pasta, slirp) if t.path is not None and t.error]
     note = f"; {'; '.join(broken)}" if broken else ""
+    if configured != "auto":
+        want, other = (pasta, slirp) if configured == "pasta" else (slirp, pasta)
+        package = "passt" if want.name == "pasta" else want.name
+        if usable(want):
+            return Check("network", OK, f"{desc(want)}, the network backend set in the configuration")
+        instead = (f', or set [network] backend = "auto" to use {other.name} (installed)' if usable(other)
+                   else "")
+        state = "not installed" if want.path is None else f"unusable ({want.error})"
+        return Check("network", FAIL, f"{want.name} {state}: it is the network backend set in the configuration "
+                                      "([network] backend) (--network none still works)",
+                     f"sudo apt-get install {'--reinstall ' if want.path else ''}{package}{instead}")
     if usable(pasta) and usable(slirp):
         return Check("network", OK, f"{desc(pasta)} default, {desc(slirp)} fallback")
     if usable(pasta):
@@ -509,7 +521,7 @@ def _tool_run(name: str) -> ToolRun:
 
 
 def check_network_backends(f: HostFacts) -> Check:
-    return judge_network(_tool_run("pasta"), _tool_run("slirp4netns"))
+    return judge_network(_tool_run("pasta"), _tool_run("slirp4netns"), f.config.network_backend)
 
 
 def _probe_nft(nft: str) -> str:

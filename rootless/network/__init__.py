@@ -211,29 +211,6 @@ def choose_backend(config, mode: str = "default") -> tuple[str, str]:
     return name, exe
 
 
-def backend_status(config) -> tuple[str, str, str]:
-    """What ``doctor`` reports about the user-mode backends: (OK | WARN | FAIL, detail, fix)."""
-    from rootless import hosttools
-
-    want = getattr(config, "network_backend", "auto")
-    if want != "auto":
-        exe = hosttools.find(want)
-        if exe:
-            return "OK", f"{want} ({exe}), the network backend set in the configuration", ""
-        return ("FAIL", backend_missing(want).message + " (--network none still works)",
-                f"sudo apt-get install {hosttools.package_for(want)}" + _instead(want))
-    pasta, slirp = hosttools.find("pasta"), hosttools.find("slirp4netns")
-    if pasta and slirp:
-        return "OK", f"pasta ({pasta}) default, slirp4netns ({slirp}) fallback", ""
-    if pasta:
-        return "OK", f"pasta ({pasta}); slirp4netns not installed (optional)", ""
-    if slirp:
-        return ("WARN", f"slirp4netns ({slirp}); pasta is faster and keeps client addresses",
-                "sudo apt-get install passt")
-    return ("FAIL", backend_missing("auto").message + " (--network none still works)",
-            "sudo apt-get install passt (or slirp4netns)")
-
-
 def backend_name(config) -> str:
     """The backend ``run`` would use, for display: the configured one even when it is
     missing (``run`` then fails naming its package); "" when none is installed."""

@@ -118,6 +118,16 @@ def test_network_backends():
     assert c.status == FAIL and "/usr/bin/pasta does not run: pasta --version failed" in c.detail
     c = judge_network(broken, SLIRP)
     assert c.status == WARN and "reinstall passt" in c.fix
+    # [network] backend set: that one is judged, the other is only offered
+    c = judge_network(ToolRun("pasta", None), SLIRP, "pasta")
+    assert c.status == FAIL and "pasta not installed: it is the network backend set in the configuration" in c.detail
+    assert c.fix == 'sudo apt-get install passt, or set [network] backend = "auto" to use slirp4netns (installed)'
+    c = judge_network(ToolRun("pasta", None), SLIRP, "slirp4netns")
+    assert c.status == OK and "slirp4netns (/usr/bin/slirp4netns, 1.2.0), the network backend set" in c.detail
+    c = judge_network(PASTA, ToolRun("slirp4netns", None), "slirp4netns")
+    assert c.status == FAIL and c.fix.startswith("sudo apt-get install slirp4netns, or set")
+    c = judge_network(ToolRun("pasta", None), ToolRun("slirp4netns", None), "slirp4netns")
+    assert c.status == FAIL and c.fix == "sudo apt-get install slirp4netns"
 
 
 # qemu ------------------------------------------------------------------------
