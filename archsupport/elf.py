@@ -137,13 +137,9 @@ def _hides_lower(d: str) -> bool:
         return False          # not in this layer: look further down
     if not _stat.S_ISDIR(st.st_mode):
         return True           # a file or a whiteout replaced the directory
-    for name in ("user.overlay.opaque", "trusted.overlay.opaque"):
-        try:
-            if os.getxattr(d, name, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            pass
-    return False
+    from rootless.storage import is_opaque
+
+    return is_opaque(d)
 
 
 def _lookup(layers: tuple[str, ...], done: list[str], name: str) -> tuple[str, os.stat_result] | None:

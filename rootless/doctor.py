@@ -299,18 +299,25 @@ def _probe_base(config: Config) -> str:
     return "/tmp"
 
 
+def _probe_tree(base: str, prefix: str) -> str:
+    """A fresh directory under ``base`` with lower/ (holding a file "keep"), upper/, work/, merged/."""
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix=prefix, dir=base)
+    for sub in ("lower", "upper", "work", "merged"):
+        os.mkdir(os.path.join(d, sub))
+    with open(os.path.join(d, "lower", "keep"), "w") as fh:
+        fh.write("k")
+    return d
+
+
 def _probe_overlay(base: str, chown: bool) -> str:
     import shutil
-    import tempfile
 
     from rootless import syscalls
 
-    d = tempfile.mkdtemp(prefix=".doctor-", dir=base)
+    d = _probe_tree(base, ".doctor-")
     try:
-        for sub in ("lower", "upper", "work", "merged"):
-            os.mkdir(os.path.join(d, sub))
-        with open(os.path.join(d, "lower", "keep"), "w") as fh:
-            fh.write("k")
         with open(os.path.join(d, "lower", "gone"), "w") as fh:
             fh.write("g")
         if chown:
@@ -375,17 +382,12 @@ def judge_fuse(prog: str | None, dev_error: str, dev_mode: str, mount_error: str
 def _probe_fuse(exe: str, base: str) -> str:
     """In a user namespace: mount fuse-overlayfs over a lower dir, write through it, unmount."""
     import shutil
-    import tempfile
 
     from rootless import hosttools, syscalls
     from rootless.storage import fuse_overlayfs_argv
 
-    d = tempfile.mkdtemp(prefix=".doctor-fuse-", dir=base)
+    d = _probe_tree(base, ".doctor-fuse-")
     try:
-        for sub in ("lower", "upper", "work", "merged"):
-            os.mkdir(os.path.join(d, sub))
-        with open(os.path.join(d, "lower", "keep"), "w") as fh:
-            fh.write("k")
         merged = os.path.join(d, "merged")
         hosttools.run(fuse_overlayfs_argv(exe, [os.path.join(d, "lower")], os.path.join(d, "upper"),
                                           os.path.join(d, "work"), merged), "fuse-overlayfs (doctor's probe)",

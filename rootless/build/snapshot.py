@@ -96,13 +96,9 @@ def _xattrs(path: str) -> dict[str, str]:
 
 
 def _is_opaque(path: str) -> bool:
-    for n in (OPAQUE_XATTR, "trusted.overlay.opaque"):
-        try:
-            if os.getxattr(path, n, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            pass
-    return False
+    from rootless.storage import is_opaque
+
+    return is_opaque(path)
 
 
 def _info(name: str, st: os.stat_result, type_: bytes, size: int = 0) -> tarfile.TarInfo:

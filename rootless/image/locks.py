@@ -34,6 +34,11 @@ def try_exclusive(path: Path) -> int | None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return None
+    return _exclusive_now(fd)
+
+
+def _exclusive_now(fd: int) -> int | None:
+    """``fd`` once it holds an exclusive flock taken without waiting; else None (``fd`` closed)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -46,13 +51,7 @@ def claim(path: Path) -> int | None:
     """GC's side of a name pin: an exclusive flock on ``path`` (created if missing) without
     waiting; the fd, or None when somebody pins the name. Call it under the store lock."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
+    return _exclusive_now(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
 
 
 class Pins:

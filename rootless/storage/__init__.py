@@ -222,6 +222,22 @@ def _rmtree_as_root(p: str) -> None:
         shutil.rmtree(p)
 
 
+OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque")
+
+
+def is_opaque(path: str) -> bool:
+    """Is the directory ``path`` an overlay opaque directory (it hides what the
+    layers below put there)? ``user.`` (rootless overlay, userxattr) or
+    ``trusted.`` (an overlay made by root) ``overlay.opaque=y``."""
+    for name in OPAQUE_XATTRS:
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def vfs_materialize(lowers, dest: str) -> None:
     """Copy the layers (lowest first) into ``dest``, applying overlay whiteouts.
 
@@ -232,15 +248,6 @@ def vfs_materialize(lowers, dest: str) -> None:
     """
     import shutil
     import stat as st
-
-    def opaque(p: str) -> bool:
-        for name in ("user.overlay.opaque", "trusted.overlay.opaque"):
-            try:
-                if os.getxattr(p, name, follow_symlinks=False) == b"y":
-                    return True
-            except OSError:
-                pass
-        return False
 
     def remove(p: str) -> None:
         if os.path.isdir(p) and not os.path.islink(p):
@@ -262,7 +269,7 @@ def vfs_materialize(lowers, dest: str) -> None:
                     remove(dst)
                     continue
                 if st.S_ISDIR(s.st_mode):
-                    if os.path.lexists(dst) and (not os.path.isdir(dst) or os.path.islink(dst) or opaque(src)):
+                    if os.path.lexists(dst) and (not os.path.isdir(dst) or os.path.islink(dst) or is_opaque(src)):
                         remove(dst)
                     if not os.path.lexists(dst):
                         os.mkdir(dst)
