@@ -248,7 +248,9 @@ def qemu_argv(spec, launch: Launch) -> list[str]:
     if accel == "tcg":
         argv += ["-accel", "tcg,thread=multi,tb-size=256"]
     elif accel == "whpx":
-        argv += ["-accel", "whpx,kernel-irqchip=off"]
+        # WHPX cannot be probed before QEMU runs (Windows' optional "Windows Hypervisor
+        # Platform" feature): QEMU uses the next -accel when one fails to initialize
+        argv += ["-accel", "whpx,kernel-irqchip=off", "-accel", "tcg,thread=multi,tb-size=256"]
     else:
         argv += ["-accel", accel]
     argv += ["-cpu", cpu, "-smp", str(spec.cpus), "-m", f"{spec.memory_mib}M"]

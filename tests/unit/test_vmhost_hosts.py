@@ -53,7 +53,9 @@ def test_windows_qemu_does_not_daemonize_and_has_qmp_on_loopback_tcp():
     assert "-daemonize" not in argv
     assert _opt(argv, "-pidfile") == [r"C:\x\qemu.pid"]
     assert "socket,id=qmp0,host=127.0.0.1,port=50123,server=on,wait=off" in _opt(argv, "-chardev")
-    assert _opt(argv, "-accel") == ["whpx,kernel-irqchip=off"] and _opt(argv, "-cpu") == ["max"]
+    # WHPX first, TCG when Windows' hypervisor platform is off (QEMU tries them in order)
+    assert _opt(argv, "-accel") == ["whpx,kernel-irqchip=off", "tcg,thread=multi,tb-size=256"]
+    assert _opt(argv, "-cpu") == ["max"]
     assert f"if=none,id=disk0,file={disk},format=qcow2,discard=unmap,cache=writeback" in _opt(argv, "-drive")
     assert "-fsdev" not in argv
 
