@@ -645,8 +645,8 @@ def _start_relay(plan: NetworkPlan, pid: int, mappings, state: dict) -> None:
     """TCP ports through our splice relay (see rootless.network.relay); fills state["relay_*"]."""
     if not mappings:
         return
+    from rootless.network.ports import bind_host_ports
     from rootless.network.relay import start_relay
-    from rootless.network.rootlessns import bind_host_ports
     from rootless.runtime.state import proc_start_time
 
     socks = bind_host_ports(mappings, _owner_of(plan))
