@@ -10,8 +10,9 @@ namespace exists and before the command is exec'ed; ``stop(handle_state)``
 when the container stops (frees the host ports). Modes:
 
 * ``pasta`` (default when installed) / ``slirp4netns``: user-mode networking
-  into a new network namespace; ``-p`` through pasta's ``-t``/``-u`` (the
-  server sees the client's address) or slirp4netns's API (``add_hostfwd``);
+  into a new network namespace; ``-p`` TCP through our splice relay
+  (:mod:`rootless.network.relay`: the server sees the client's address), UDP
+  through pasta's ``-u`` or slirp4netns's API (``add_hostfwd``);
 * ``none``: a new network namespace with only the loopback interface up;
 * ``host``: the host's network namespace (and its /etc/hosts and
   /etc/resolv.conf);
@@ -579,17 +580,14 @@ def _owner_of(plan: NetworkPlan):
 
 
 def _pasta_port_args(mappings) -> list[str]:
-    """pasta's -t/-u options. UDP keeps the host port number inside: pasta (2023) loses the answers of
-    a remapped UDP port, so the container's namespace redirects it (:func:`_udp_redirects`)."""
-    args = []
-    for proto, flag in (("tcp", "-t"), ("udp", "-u")):
-        ms = [m for m in mappings if m.protocol == proto]
-        if not ms:
-            args += [flag, "none"]
-        for m in ms:
-            addr = f"{m.host_ip}/" if m.host_ip else ""
-            inner = m.host_port if proto == "udp" else m.container_port
-            args += [flag, f"{addr}{m.host_port}:{inner}"]
+    """pasta's -t/-u options: no TCP (every published TCP port goes through our relay, see
+    :func:`_start_pasta`), UDP as published. UDP keeps the host port number inside: pasta (2023) loses
+    the answers of a remapped UDP port, so the container's namespace redirects it (:func:`_udp_redirects`)."""
+    udp = [m for m in mappings if m.protocol == "udp"]
+    args = ["-t", "none"] + ([] if udp else ["-u", "none"])
+    for m in udp:
+        addr = f"{m.host_ip}/" if m.host_ip else ""
+        args += ["-u", f"{addr}{m.host_port}:{m.host_port}"]
     return args
 
 
@@ -637,16 +635,12 @@ def _udp_redirects(pid: int, mappings) -> None:
                                 "or use --network slirp4netns")
 
 
-def _loopback(ip: str) -> bool:
-    return ip.startswith("127.") or ip == "::1"
-
-
 def _start_relay(plan: NetworkPlan, pid: int, mappings, state: dict) -> None:
     """TCP ports through our splice relay (see rootless.network.relay); fills state["relay_*"]."""
     if not mappings:
         return
+    from rootless.network.ports import bind_host_ports
     from rootless.network.relay import start_relay
-    from rootless.network.rootlessns import bind_host_ports
     from rootless.runtime.state import proc_start_time
 
     socks = bind_host_ports(mappings, _owner_of(plan))
@@ -664,8 +658,9 @@ def _start_pasta(plan: NetworkPlan, pid: int, state_dir: str) -> dict:
     from rootless.errors import HelperFailed
 
     ports = _allocate(plan)
-    # TCP on a loopback address: our relay (same view for the server: local clients are 127.0.0.1)
-    relayed = [m for m in ports if m.protocol == "tcp" and _loopback(m.host_ip)]
+    # every TCP port through our relay: pasta 2023 segfaults on a client that is not on loopback and shows
+    # local clients as 127.0.0.1; the relay keeps each client's address and is faster. UDP: pasta
+    relayed = [m for m in ports if m.protocol == "tcp"]
     state: dict = {"mode": "pasta", "ports": [dict(m.to_json(), via="relay" if m in relayed else "pasta")
                                               for m in ports]}
     try:

@@ -207,27 +207,66 @@ def check_conflicts(mappings: list[PortMapping]) -> None:
 # ---------------------------------------------------------------------------
 # Free ports and who holds a port (the only I/O here)
 
-def _family(ip: str) -> int:
+def host_socket(ip: str, port: int, proto: str):
+    """A socket bound to the host side of a published port (TCP: listening).
+
+    ``ip`` "" (every address): for TCP one dual-stack socket on ``::``
+    (IPV6_V6ONLY off: IPv4 clients arrive as ``::ffff:a.b.c.d``, like
+    Docker's two sockets on 0.0.0.0 and ::), or 0.0.0.0 where the host has
+    no IPv6; for UDP 0.0.0.0. A specific IPv6 address (also ``::``) takes
+    IPv6 clients only, 0.0.0.0 IPv4 ones. Raises OSError (see :func:`port_error`).
+    """
     import socket
 
-    return socket.AF_INET6 if ":" in ip else socket.AF_INET
-
-
-def _try_bind(ip: str, port: int, proto: str):
-    import socket
-
-    fam = _family(ip)
-    s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    kind = (socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM) | socket.SOCK_CLOEXEC
+    s = None
+    if not ip and proto == "tcp":
+        try:
+            s = socket.socket(socket.AF_INET6, kind)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            ip = "::"
+        except OSError as e:
+            if s is not None:
+                s.close()
+            if e.errno not in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.ENOPROTOOPT):
+                raise
+            s = None
+    ip = ip or "0.0.0.0"
+    if s is None:
+        fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        s = socket.socket(fam, kind)
+        if fam == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     try:
         if proto == "tcp":
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((ip or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), port))
+        s.bind((ip, port))
         if proto == "tcp":
-            s.listen(1)
+            s.listen(256)
         return s
     except OSError:
         s.close()
         raise
+
+
+def bind_host_ports(mappings, owner=None) -> list:
+    """Bind (and listen on) the host side of published ports, here in the host's namespace.
+
+    Raises PortInUse (125) naming the holder of a taken port; on error the
+    sockets bound so far are closed.
+    """
+    out: list = []
+    try:
+        for m in mappings:
+            try:
+                out.append(host_socket(m.host_ip, m.host_port, m.protocol))
+            except OSError as e:
+                raise port_error(m, e, owner) from None
+    except BaseException:
+        for s in out:
+            s.close()
+        raise
+    return out
 
 
 def check_free(m: PortMapping, owner=None) -> None:
@@ -237,7 +276,7 @@ def check_free(m: PortMapping, owner=None) -> None:
     (e.g. "container web": pasta hides its fds from /proc even from us).
     """
     try:
-        _try_bind(m.host_ip, m.host_port, m.protocol).close()
+        host_socket(m.host_ip, m.host_port, m.protocol).close()
     except OSError as e:
         raise port_error(m, e, owner) from None
 
@@ -288,7 +327,7 @@ def allocate(mappings: list[PortMapping], check: bool = True, owner=None) -> lis
                 if (m.protocol, p) in taken:
                     continue
                 try:
-                    _try_bind(m.host_ip, p, m.protocol).close()
+                    host_socket(m.host_ip, p, m.protocol).close()
                 except OSError:
                     continue
                 taken.add((m.protocol, p))
@@ -300,7 +339,7 @@ def allocate(mappings: list[PortMapping], check: bool = True, owner=None) -> lis
             continue
         for _ in range(50):
             try:
-                s = _try_bind(m.host_ip, 0, m.protocol)
+                s = host_socket(m.host_ip, 0, m.protocol)
             except OSError as e:
                 raise port_error(m, e) from None
             p = s.getsockname()[1]

@@ -1,26 +1,33 @@
 """A TCP relay for published ports: host sockets in, the container's loopback out, splice(2) between.
 
-Used where it is at least as good as the backend's own forwarding:
+Every published TCP port goes through it, whatever the host address:
 
-* pasta, ports published on a loopback address (``-p 127.0.0.1:8080:80``):
-  only local clients can connect, and pasta would show them to the server
-  as 127.0.0.1 as well (its "spliced" path), so nothing is lost; the relay
-  moves more bytes per second than pasta 2023 on the same machine;
-* slirp4netns, every TCP port (slirp4netns's own forwarding copies through
-  its user-space TCP stack; the server sees 10.0.2.2 either way).
+* pasta: pasta 0~git20230309 (Debian 12) segfaults on the first inbound
+  connection from a client that is not on loopback (its tap path) and shows
+  local clients as 127.0.0.1; the relay keeps every client's address and
+  moves more bytes per second than pasta 2023 on the same machine (bench/net).
+  pasta keeps UDP and the container's way out;
+* slirp4netns: its own forwarding copies through its user-space TCP stack
+  and shows every client as 10.0.2.2.
+
+The host side is bound by the caller (:func:`rootless.network.ports.host_socket`):
+a port on every address (``-p 8080:80``) is one dual-stack socket on ``::``,
+so IPv4 clients arrive as ``::ffff:a.b.c.d``; the relay connects for them
+from a.b.c.d over IPv4 (:func:`upstream_candidates`).
 
 The relay is a child of the container's monitor (it dies with it:
 PR_SET_PDEATHSIG): it gets the listening sockets bound in the host's
 network namespace, enters the container's user and network namespaces, and
-for each client connects to 127.0.0.1:PORT (or [::1]) there. ``stop`` kills
-it, which frees the host ports.
+for each client connects to 127.0.0.1:PORT there ([::1] for an IPv6 client;
+the other family when nothing listens on that one). ``stop`` kills it,
+which frees the host ports.
 
 The server sees the client's own address (:class:`SourceAddress`): the relay
 is root in the container's user namespace, so it binds its upstream socket
 to the client's address before connecting. A loopback client (127.0.0.0/8,
 ::1) keeps its address as it is: the container's ``lo`` owns the whole
-range. Any other client address (slirp4netns ports on every address, a
-client that bound a host address) is not local in the container: the
+range. Any other client address (a LAN client of a port on every address,
+a client that bound a host address) is not local in the container: the
 socket is IP_TRANSPARENT, and one policy route in the container's namespace
 (``from 127.0.0.0/8 lookup 29292``, table 29292: ``local default dev lo``;
 the same for ::1) delivers the server's answers back to the relay instead
@@ -174,47 +181,75 @@ def add_reply_route(family: int) -> None:
                     raise
 
 
-def _connect_upstream(source: SourceAddress, client_ip: str, family: int, target):
-    """A socket connected to ``target`` from the client's address where possible; None when refused."""
+def upstream_candidates(peer: str, port: int, v6_listener: bool = False) -> list[tuple[str, str, int]]:
+    """Where to connect for a client at ``peer``: ``[(source, target, family), ...]``, best first.
+
+    The client's own family first, from its own address: an IPv4 client
+    (also an IPv4-mapped one, ``::ffff:a.b.c.d``, as a dual-stack listener
+    sees it) to 127.0.0.1 from a.b.c.d, an IPv6 client to ::1 from its
+    address. Then the other family's loopback, unbound, for a server that
+    listens on one family only (Docker's proxy reaches an IPv4-only server
+    from an IPv6 client too). ``peer`` "" (unknown): the listener's family.
+    """
     import socket
 
-    up = source.socket(client_ip, family)
-    bound = up.getsockname()[0] not in ("0.0.0.0", "::")
-    while True:
-        up.settimeout(10)
+    if peer.lower().startswith("::ffff:") and "." in peer:
+        peer = peer[7:]
+    v6 = ":" in peer if peer else v6_listener
+    first = (peer, "::1" if v6 else "127.0.0.1", socket.AF_INET6 if v6 else socket.AF_INET)
+    other = ("", "127.0.0.1" if v6 else "::1", socket.AF_INET if v6 else socket.AF_INET6)
+    return [first, other]
+
+
+def _connect_upstream(source: SourceAddress, candidates, port: int):
+    """A socket connected to the container's loopback from the client's address where possible; None when
+    nothing listens there (or it cannot be reached)."""
+    import socket
+
+    for client_ip, target, family in candidates:
         try:
-            up.connect(target)
-            return up
-        except ConnectionRefusedError:
-            up.close()
-            return None
+            up = source.socket(client_ip, family)
         except OSError:
-            up.close()
-            if not bound:
-                return None
-            if not is_loopback(client_ip):
-                source.failed(family)   # the reply route does not work here: unbound from now on
-            up, bound = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC), False
+            continue                      # no such family here (IPv6 off)
+        bound = up.getsockname()[0] not in ("0.0.0.0", "::")
+        while True:
+            up.settimeout(10)
+            try:
+                up.connect((target, port))
+                return up
+            except ConnectionRefusedError:
+                up.close()
+                break                     # nothing listens on this family: the next candidate
+            except OSError:
+                up.close()
+                if not bound:
+                    break
+                if not is_loopback(client_ip):
+                    source.failed(family)   # the reply route does not work here: unbound from now on
+                try:
+                    up, bound = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC), False
+                except OSError:
+                    break
+    return None
 
 
-def _serve(listeners: list, targets: list[tuple[str, int]]) -> None:
+def _serve(listeners: list, ports: list[int]) -> None:
     import selectors
     import socket
 
     sel = selectors.DefaultSelector()
-    for s, t in zip(listeners, targets):
+    for s, p in zip(listeners, ports):
         s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, t)
+        sel.register(s, selectors.EVENT_READ, (p, s.family == socket.AF_INET6))
     source = SourceAddress()
 
-    def connect(client, target):
+    def connect(client, port: int, v6_listener: bool):
         client.setblocking(True)
-        fam = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
         try:
-            client_ip = client.getpeername()[0]
+            peer = client.getpeername()[0]
         except OSError:
-            client_ip = ""
-        up = _connect_upstream(source, client_ip, fam, target)
+            peer = ""
+        up = _connect_upstream(source, upstream_candidates(peer, port, v6_listener), port)
         if up is None:
             client.close()   # nothing listens in the container: the client sees the connection closed
             return
@@ -235,7 +270,7 @@ def _serve(listeners: list, targets: list[tuple[str, int]]) -> None:
                     break
                 except OSError:
                     break
-                threading.Thread(target=connect, args=(client, key.data), daemon=True).start()
+                threading.Thread(target=connect, args=(client, *key.data), daemon=True).start()
 
 
 def start_relay(pid: int, mappings, sockets) -> int:
@@ -248,7 +283,7 @@ def start_relay(pid: int, mappings, sockets) -> int:
     from rootless import syscalls
     from rootless.errors import NetworkError
 
-    targets = [("::1" if ":" in (m.host_ip or "") else "127.0.0.1", m.container_port) for m in mappings]
+    ports = [m.container_port for m in mappings]
     keep = {s.fileno() for s in sockets}
     r, w = os.pipe()
     child = os.fork()
@@ -278,7 +313,7 @@ def start_relay(pid: int, mappings, sockets) -> int:
                     os.close(fd)
             os.write(w, b"1")
             os.close(w)
-            _serve(list(sockets), targets)
+            _serve(list(sockets), ports)
         except BaseException:  # noqa: BLE001
             pass
         os._exit(code)

@@ -273,40 +273,6 @@ def ensure_holder(config, *, reserve: str | None = None, timeout: float = 20.0) 
         return info
 
 
-def bind_host_ports(mappings, owner=None) -> list[socket.socket]:
-    """Bind (and listen on) the host side of published ports, here in the host's namespace.
-
-    Raises PortInUse (125) naming the holder of a taken port; on error the
-    sockets bound so far are closed.
-    """
-    from rootless.network.ports import port_error
-
-    out: list[socket.socket] = []
-    try:
-        for m in mappings:
-            ip = m.host_ip or "0.0.0.0"
-            fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
-            s = socket.socket(fam, (socket.SOCK_STREAM if m.protocol == "tcp" else socket.SOCK_DGRAM)
-                              | socket.SOCK_CLOEXEC)
-            try:
-                if m.protocol == "tcp":
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if fam == socket.AF_INET6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind((ip, m.host_port))
-                if m.protocol == "tcp":
-                    s.listen(256)
-            except OSError as e:
-                s.close()
-                raise port_error(m, e, owner) from None
-            out.append(s)
-    except BaseException:
-        for s in out:
-            s.close()
-        raise
-    return out
-
-
 def attach(config, *, container_id: str, pid: int, name: str, network, ip: str | None = None,
            aliases=(), ports=(), ifname: str = "eth0", default_route: bool = True, owner=None) -> dict:
     """Connect the container process ``pid`` (in the holder's user namespace) to ``network``.
@@ -315,6 +281,8 @@ def attach(config, *, container_id: str, pid: int, name: str, network, ip: str |
     to the holder. Returns the endpoint: ip, mac, prefixlen, gateway, ifname,
     dns (the DNS server's address or None), endpoint_id.
     """
+    from rootless.network.ports import bind_host_ports
+
     socks = bind_host_ports(ports, owner)
     try:
         d = netns_dir(config.runtime_dir)

@@ -23,9 +23,12 @@ Scenarios:
 * ``publish MODE SPEC``: a TCP server on the container's port 80 that answers
   each connection with the client address it sees; published with ``-p
   SPEC`` through ``--network MODE``; the "host" connects from 127.0.0.2 (to
-  127.0.0.1) and, unless SPEC is on a loopback address, the remote namespace
-  from 10.250.0.7 (to 10.250.0.2).
-  Prints ``{"local": ADDR, "remote": ADDR, "rules": "ip rule" in the container}``.
+  127.0.0.1); unless SPEC is on a loopback address, the remote namespace
+  from 10.250.0.7 (to 10.250.0.2), twice; when SPEC is HOSTPORT:80 (every
+  address), the "host" from [::1] (to [::1]) as well.
+  Prints ``{"local": ADDR, "remote": ADDR, "remote_again": ADDR, "local6":
+  ADDR, "rules": "ip rule" in the container, "helper_alive": is pasta (or
+  slirp4netns) still running after all that}``.
 * ``dns``: ``--network pasta``; prints the container's resolv.conf, the
   answer of ``nslookup outside.test`` asked of its first nameserver from
   inside, and the names the resolver on the host's 127.0.0.1 saw.
@@ -67,7 +70,7 @@ import socket, sys, time
 src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for _ in range(8):
     try:
-        c = socket.socket()
+        c = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET)
         c.bind((src, 0))
         c.settimeout(2)
         c.connect((dst, port))
@@ -151,9 +154,13 @@ def outer(resolv: str, scenario: list[str]) -> dict:
             out["local"] = subprocess.run([*client, "127.0.0.2", "127.0.0.1", port], capture_output=True,
                                           text=True, timeout=60).stdout.strip()
             if not scenario[2].startswith("127."):      # a port on the host's loopback: not for the remote
-                out["remote"] = subprocess.run(["nsenter", "-t", str(remote.pid), "-n", *client, REMOTE_IP,
-                                                HOST_IP, port], capture_output=True, text=True,
-                                               timeout=120).stdout.strip()
+                for key in ("remote", "remote_again"):  # the second one: the container's network survived
+                    out[key] = subprocess.run(["nsenter", "-t", str(remote.pid), "-n", *client, REMOTE_IP,
+                                               HOST_IP, port], capture_output=True, text=True,
+                                              timeout=120).stdout.strip()
+            if scenario[2].count(":") == 1:             # every address (HOSTPORT:80): IPv6 clients too
+                out["local6"] = subprocess.run([*client, "::1", "::1", port], capture_output=True,
+                                               text=True, timeout=60).stdout.strip()
         inner.stdin.write("done\n")
         inner.stdin.flush()
         out.update(json.loads(inner.stdout.readline() or "{}"))
@@ -196,7 +203,13 @@ def inner(work: str, scenario: list[str]) -> None:
                   flush=True)
             sys.stdin.readline()
             rules = subprocess.run([*ns, "ip", "rule"], capture_output=True, text=True).stdout
-            print(json.dumps({"rules": rules}), flush=True)
+            helper = state.get("helper_pid") or 0
+            try:
+                helper_alive = bool(helper) and open(f"/proc/{helper}/stat").read().rsplit(")", 1)[1].split()[0] \
+                    not in ("Z", "X")
+            except OSError:
+                helper_alive = False
+            print(json.dumps({"rules": rules, "helper_alive": helper_alive}), flush=True)
         else:
             print(json.dumps({}), flush=True)
             sys.stdin.readline()

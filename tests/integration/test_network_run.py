@@ -7,6 +7,7 @@ namespaces these tests made (containers, the per-user network namespace).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -113,8 +114,6 @@ def test_publish_fetch_checksum_source_and_release(net_rl, www):
 
 def _fetch_from(source: str, port: int, path: str) -> bytes:
     """GET http://127.0.0.1:PORT/PATH from a client socket bound to ``source``."""
-    import http.client
-
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
     try:
         c.request("GET", path)
@@ -336,7 +335,8 @@ def test_fixed_ip_and_internal(net_rl, tmp_path):
 def test_publish_on_a_user_network(net_rl):
     rl = net_rl
     rl.ok("network", "create", "pubnet")
-    port = free_port()
+    port, port2 = free_port(), free_port()
+    ipv6 = _host_has_ipv6_loopback()
     try:
         rl.ok("run", "-d", "--name", "pubweb", "--network", "pubnet", "-p", f"127.0.0.1:{port}:80", rl.image,
               "sh", "-c", "echo via-bridge > /tmp/index.html; httpd -f -p 80 -h /tmp")
@@ -344,14 +344,23 @@ def test_publish_on_a_user_network(net_rl):
         assert rl.ok("port", "pubweb").strip() == f"80/tcp -> 127.0.0.1:{port}"
         cp = rl("run", "--rm", "--network", "pubnet", "-p", f"127.0.0.1:{port}:80", rl.image, "true")
         assert cp.returncode == 125 and str(port) in cp.stderr and "in use" in cp.stderr
+        # every address (a dual-stack socket on [::], handed to the holder): both families
+        rl.ok("run", "-d", "--name", "pubweb2", "--network", "pubnet", "-p", f"{port2}:80", rl.image,
+              "sh", "-c", "echo via-bridge-all > /tmp/index.html; httpd -f -p 80 -h /tmp")
+        assert _wait_http(f"http://127.0.0.1:{port2}/") == b"via-bridge-all\n"
+        if ipv6:
+            assert _get6(port2) == b"via-bridge-all\n"
     finally:
-        rl("rm", "-f", "pubweb")
+        rl("rm", "-f", "pubweb", "pubweb2")
         rl("network", "rm", "pubnet")
-    for _ in range(50):
-        if _port_free(port):
-            break
-        time.sleep(0.1)
-    assert _port_free(port)
+    for p in (port, port2):
+        for _ in range(50):
+            if _port_free(p):
+                break
+            time.sleep(0.1)
+        assert _port_free(p)
+    if not ipv6:
+        pytest.skip("this host has no IPv6 on lo (ip -6 addr show lo): the [::1] client was not tried")
 
 
 # busybox nc has no UDP mode: the UDP server is the host's python, mounted read-only into the container
@@ -446,26 +455,53 @@ def test_connect_disconnect(net_rl):
         rl("network", "rm", "c1", "c2")
 
 
-def test_pasta_forwarding_on_all_addresses(net_rl, www):
-    """-p PORT:80 (every address) goes through pasta itself (it keeps remote clients' addresses)."""
+def _host_has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def _get6(port: int) -> bytes:
+    """GET http://[::1]:PORT/."""
+    c = http.client.HTTPConnection("::1", port, timeout=30)
+    try:
+        c.request("GET", "/")
+        return c.getresponse().read()
+    finally:
+        c.close()
+
+
+def test_relay_on_all_addresses(net_rl, www):
+    """-p PORT:80 (every address, both families) goes through the relay too, not pasta: a dual-stack socket on
+    [::]; the server sees each client's own address (127.0.0.2 stays 127.0.0.2, ::1 stays ::1)."""
     rl = net_rl
     d, digest = www
     port = free_port()
-    rl.ok("run", "-d", "--name", "allweb", "-p", f"{port}:80", "-v", f"{d}:/www:ro", rl.image,
-          "httpd", "-f", "-vv", "-p", "80", "-h", "/www")
+    ipv6 = _host_has_ipv6_loopback()
+    port6 = free_port()     # [::]:PORT6:80: IPv6 clients only
+    rl.ok("run", "-d", "--name", "allweb", "-p", f"{port}:80", *(("-p", f"[::]:{port6}:80") if ipv6 else ()),
+          "-v", f"{d}:/www:ro", rl.image, "httpd", "-f", "-vv", "-p", "80", "-h", "/www")
     try:
         assert _wait_http(f"http://127.0.0.1:{port}/") == b"hello through a published port\n"
         got = urllib.request.urlopen(f"http://127.0.0.1:{port}/big", timeout=60).read()
         assert hashlib.sha256(got).hexdigest() == digest
-        # local clients through pasta's splice path: the server sees a loopback address (pasta 2023:
-        # 127.0.0.1 for a client on 127.0.0.2), never the gateway nor the namespace's own address;
-        # remote clients keep theirs (test_fakehost.py: a client in another namespace)
+        # pasta 2023 showed a client on 127.0.0.2 as 127.0.0.1: the relay connects from 127.0.0.2 itself
         assert _fetch_from("127.0.0.2", port, "/") == b"hello through a published port\n"
         sources = _sources(rl, "allweb")
-        assert sources <= {"127.0.0.1", "127.0.0.2"}, sources
-        assert rl.ok("port", "allweb").strip() == f"80/tcp -> 0.0.0.0:{port}"
+        assert "127.0.0.2" in sources and sources <= {"127.0.0.1", "127.0.0.2"}, sources
+        if ipv6:
+            for p in (port, port6):
+                assert _get6(p) == b"hello through a published port\n"
+            logs = rl.ok("logs", "allweb") + rl("logs", "allweb").stderr
+            assert len(re.findall(r"\[::1\]:\d+: url:/", logs)) == 2, logs   # httpd listens on [::]: sees ::1
+            assert rl.ok("port", "allweb", "80").split() == [f"0.0.0.0:{port}", f"[::]:{port6}"]
+        else:
+            assert rl.ok("port", "allweb").strip() == f"80/tcp -> 0.0.0.0:{port}"
         cp = rl("run", "--rm", "-p", f"127.0.0.1:{port}:80", rl.image, "true")
-        assert cp.returncode == 125 and f"already in use by container allweb (pasta, pid" in cp.stderr, cp.stderr
+        assert cp.returncode == 125 and "already in use by container allweb (port relay, pid" in cp.stderr, cp.stderr
     finally:
         rl("rm", "-f", "allweb")
     for _ in range(50):
@@ -473,3 +509,5 @@ def test_pasta_forwarding_on_all_addresses(net_rl, www):
             break
         time.sleep(0.1)
     assert _port_free(port)
+    if not ipv6:
+        pytest.skip("this host has no IPv6 on lo (ip -6 addr show lo): the [::1] client was not tried")

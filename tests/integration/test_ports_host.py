@@ -1,4 +1,4 @@
-"""Host port allocation and the port-in-use error: real sockets on 127.0.0.1 only."""
+"""Host port allocation and the port-in-use error: real sockets on the loopback (127.0.0.1, ::1) only."""
 
 import os
 import socket
@@ -6,7 +6,8 @@ import socket
 import pytest
 
 from rootless.errors import PortInUse, UsageError
-from rootless.network.ports import PortMapping, allocate, parse_publish, port_holder
+from rootless.network.ports import (PortMapping, allocate, bind_host_ports, host_socket, parse_publish,
+                                    port_holder)
 
 
 # The functions below touch only the loopback of this host (bind/close).
@@ -34,3 +35,46 @@ def test_allocate_random_and_range():
 def test_allocate_bad_address():
     with pytest.raises(UsageError, match="no such address"):
         allocate(parse_publish("198.51.100.254:8080:80"))
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_every_address_is_one_dual_stack_socket():
+    """-p PORT:80 binds [::] with IPV6_V6ONLY off: IPv4 clients arrive IPv4-mapped, IPv6 ones as they are;
+    a port held on 127.0.0.1 is taken for it too (125 naming the holder)."""
+    if not _has_ipv6_loopback():
+        s = host_socket("", 0, "tcp")
+        assert s.family == socket.AF_INET and s.getsockname()[0] == "0.0.0.0"
+        s.close()
+        pytest.skip("this host has no IPv6 on lo (ip -6 addr show lo): 0.0.0.0 instead of a dual-stack [::]")
+    with host_socket("", 0, "tcp") as s:
+        assert s.family == socket.AF_INET6 and s.getsockname()[0] == "::"
+        assert s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+        port = s.getsockname()[1]
+        seen = []
+        for fam, dst in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(fam) as c:
+                c.connect((dst, port))
+                conn, addr = s.accept()
+                seen.append(addr[0])
+                conn.close()
+        assert seen == ["::ffff:127.0.0.1", "::1"]
+    # an explicit [::] is IPv6 only (as Docker binds it), 0.0.0.0 IPv4 only; UDP on every address: 0.0.0.0
+    with host_socket("::", 0, "tcp") as s:
+        assert s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+    with host_socket("", 0, "udp") as s:
+        assert s.family == socket.AF_INET
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        busy = held.getsockname()[1]
+        with pytest.raises(PortInUse) as ei:
+            bind_host_ports(parse_publish(f"{busy}:80"))
+        assert ei.value.exit_code == 125 and f"pid {os.getpid()}" in ei.value.message
