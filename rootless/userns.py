@@ -289,12 +289,19 @@ def _read_all(fd: int) -> bytes:
         chunks.append(b)
 
 
-def run_in_userns(fn, *args, mapping: IDMapping | None = None, flags: int = syscalls.CLONE_NEWNS, **kwargs):
+def run_in_userns(fn, *args, mapping: IDMapping | None = None, flags: int = syscalls.CLONE_NEWNS, pins=None,
+                  **kwargs):
     """Call ``fn(*args, **kwargs)`` as root of a new user namespace; return its result.
 
     The function runs in a forked child (uid 0 inside, the mapping applied,
     plus the namespaces in ``flags``); its return value comes back pickled,
     and a RootlessError it raises is raised here again.
+
+    ``pins`` (the caller's ``locks.Pins``): ``fn`` is also given ``pins=``, a
+    Pins of the child's own; when ``fn`` returns, every pin it took there is
+    handed to the caller's (``Pins.hand_over``/``take_over``) before the child
+    exits, so content the child pinned before making it visible stays pinned
+    without a gap: a digest known only in the child is pinned in the parent.
     """
     import pickle
 
@@ -302,6 +309,11 @@ def run_in_userns(fn, *args, mapping: IDMapping | None = None, flags: int = sysc
     r_ready, w_ready = os.pipe()
     r_go, w_go = os.pipe()
     r_res, w_res = os.pipe()
+    p_sock = c_sock = None
+    if pins is not None:
+        import socket
+
+        p_sock, c_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     pid = os.fork()
     if pid == 0:  # child
         code = 0
@@ -309,6 +321,11 @@ def run_in_userns(fn, *args, mapping: IDMapping | None = None, flags: int = sysc
             os.close(r_ready)
             os.close(w_go)
             os.close(r_res)
+            if p_sock is not None:
+                from rootless.image.locks import Pins
+
+                p_sock.close()
+                kwargs["pins"] = Pins()
             try:
                 syscalls.unshare(syscalls.CLONE_NEWUSER | flags)
             except OSError as e:
@@ -326,6 +343,8 @@ def run_in_userns(fn, *args, mapping: IDMapping | None = None, flags: int = sysc
             if flags & syscalls.CLONE_NEWNS:
                 syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
             result = fn(*args, **kwargs)
+            if c_sock is not None:
+                kwargs["pins"].hand_over(c_sock)    # before the result: queued when the parent reads it
             _write_all(w_res, b"R" + pickle.dumps(result))
         except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
             try:
@@ -337,6 +356,8 @@ def run_in_userns(fn, *args, mapping: IDMapping | None = None, flags: int = sysc
     os.close(w_ready)
     os.close(r_go)
     os.close(w_res)
+    if c_sock is not None:
+        c_sock.close()
     try:
         ok = os.read(r_ready, 1) == b"1"
         os.close(r_ready)
@@ -349,8 +370,12 @@ def run_in_userns(fn, *args, mapping: IDMapping | None = None, flags: int = sysc
             os.write(w_go, b"1")
         os.close(w_go)
         data = _read_all(r_res)
+        if p_sock is not None and data[:1] == b"R":
+            pins.take_over(p_sock)
     finally:
         os.close(r_res)
+        if p_sock is not None:
+            p_sock.close()
         _, status = os.waitpid(pid, 0)
     if not data:
         raise RootlessError(f"user namespace helper died (status {os.waitstatus_to_exitcode(status)})")

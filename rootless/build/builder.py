@@ -17,6 +17,11 @@ For each requested platform (one image each; several make a manifest list):
    OCI manifest, blobs in the store; tags are written only when every
    platform succeeded (a failing build creates or moves no tag).
 
+Everything the build uses or makes (base images' layers, cache hits, new
+layers, its config/manifest/index blobs) is pinned by name in ``_pins``
+before it is looked at or made visible, until the image is recorded: rmi and
+image prune running meanwhile leave it (docs/internals.md, Concurrency).
+
 Library code: it reports through a Reporter and raises BuildError subtypes.
 """
 
@@ -187,16 +192,25 @@ class Builder:
         k = (ref, str(plat))
         img = self._images.get(k)
         if img is None:
-            img = self.store.ensure_image(ref, pull=policy, platform=plat, reporter=self.reporter)
+            img = self._pinned_image(ref, plat, policy)
             if not plat.matches(img.platform):
                 raise BuildError(f"{ref}: the image is for {img.platform}, not for {plat}",
                                  hint=f"pull the {plat} image: rootless pull --platform {plat} {ref}")
-            for d in img.layers:
-                self._pins.pin(self.store.layer_path(d) / "layer.json")
-            for b in img.blobs:
-                self._pins.pin(self.store.blob_path(b.digest))
             self._images[k] = img
         return img
+
+    def _pinned_image(self, ref: str, plat: Platform, policy: str, tries: int = 3):
+        """The image (pulled by ``policy``) with its layers and their blobs pinned by name for the
+        rest of the build: an rmi or image prune from now on leaves them. One that lost content
+        between the look-up and the pins (removed meanwhile) is looked up, or pulled, again."""
+        for _ in range(tries):
+            img = self.store.ensure_image(ref, pull=policy, platform=plat, reporter=self.reporter)
+            present = [self.store.reserve_layer(self._pins, d) for d in img.layers]
+            present += [self.store.reserve_blob(self._pins, b.digest) for b in img.blobs]
+            if all(present):
+                return img
+        raise BuildError(f"{ref}: the image's layers were removed while the build started",
+                         hint=f"another rootless process removed them (rmi/prune); pull {ref} and build again")
 
     def _build_platform(self, df: Dockerfile, plat: Platform, opts: BuildOptions, warnings: list[str],
                         multi: bool) -> StageResult:
@@ -267,7 +281,7 @@ class Builder:
                 continue
             inputs = self._inputs(graph, step, opts, plat)
             key = step_key(key, step, str(plat), inputs)
-            hit = None if opts.no_cache else self.cache.get(key)
+            hit = None if opts.no_cache else self.cache.get(key, self._pins)
             if hit is not None:
                 self.reporter.info(f"--> Using cache {key[:12]}")
                 info = hit
@@ -281,8 +295,7 @@ class Builder:
             if info.empty:
                 h["empty_layer"] = True
             else:
-                self._pins.pin(self.store.layer_path(info.diff_id) / "layer.json")
-                self._pins.pin(self.store.blob_path(info.blob["digest"]))
+                # pinned already: a hit by cache.get, a new layer by its snapshot (before it was visible)
                 layers.append(Layer(info.diff_id, info.blob))
                 if hit is None:
                     self.reporter.info(f"--> {info.diff_id[7:19]}")
@@ -402,7 +415,7 @@ class Builder:
             step=step, source=self._copy_source(graph, step, opts), store_root=str(self.store.root))
         staging = Staging(self.store.root / "tmp")
         try:
-            return run_in_userns(filestep.run_file_job, self.store, job, str(staging.path))
+            return run_in_userns(filestep.run_file_job, self.store, job, str(staging.path), pins=self._pins)
         except RootlessError as e:
             raise self._step_error(graph, step, e) from None
         finally:

@@ -54,7 +54,9 @@ class BuildCache:
             self._entries = _load(self.path)["entries"]
         return self._entries
 
-    def get(self, key: str) -> CacheEntry | None:
+    def get(self, key: str, pins) -> CacheEntry | None:
+        """The entry of ``key``, its layer and blob pinned in ``pins`` (``Store.reserve_*``) before
+        they are looked at: GC keeps them while the pins are held. None for a miss."""
         e = self.entries().get(key)
         if not isinstance(e, dict):
             return None
@@ -65,8 +67,9 @@ class BuildCache:
         blob = e.get("blob")
         if not diff or not isinstance(blob, dict):
             return None
-        # a cached layer whose files were removed (by hand) is a miss
-        if not self.store.has_layer(diff) or not self.store.has_blob(blob.get("digest", "")):
+        # a cached layer whose files were removed (by hand, or the cache pruned) is a miss
+        has_layer = self.store.reserve_layer(pins, diff)
+        if not has_layer or not self.store.reserve_blob(pins, blob.get("digest", "")):
             return None
         return CacheEntry(diff, blob, False, created)
 

@@ -102,8 +102,9 @@ def _umount(path: str) -> None:
         pass
 
 
-def run_file_job(store, job: FileJob, staging: str):
-    """In the user namespace: do the step on a fresh upper dir; return its LayerInfo."""
+def run_file_job(store, job: FileJob, staging: str, *, pins):
+    """In the user namespace: do the step on a fresh upper dir; return its LayerInfo (its blob and
+    layer pinned in ``pins``, see ``snapshot_into_store``)."""
     import signal
 
     from rootless import syscalls as sc
@@ -128,7 +129,7 @@ def run_file_job(store, job: FileJob, staging: str):
     finally:
         _umount(str(srcmnt))
         _umount(str(mnt))
-    return snapshot_into_store(store, str(upper), staging)
+    return snapshot_into_store(store, str(upper), staging, pins)
 
 
 def _copy(job: FileJob, step: P.CopyStep, mnt: Path, srcmnt: Path, layers_dir: str, empty: str) -> None:

@@ -234,7 +234,9 @@ def run_step(builder, graph, node, step: P.RunStep, layers, opts):
         from rootless.userns import run_in_userns
 
         stubs = list(STUBS) + [m.target.strip("/") for m in mounts] + [step.workdir.strip("/")]
-        return run_in_userns(_finish, store, str(cdir / "upper"), list(host.lowers), stubs, str(cdir))
+        # the step's layer is pinned in the child before it is visible, then held by the builder's pins
+        return run_in_userns(_finish, store, str(cdir / "upper"), list(host.lowers), stubs, str(cdir),
+                             pins=builder._pins)
     finally:
         staging.close()
         store.remove_trees([cdir])
@@ -300,8 +302,9 @@ def _opaque(path: str) -> bool:
         return False
 
 
-def _finish(store, upper: str, lowers: list[str], stubs: list[str], staging: str):
-    """(in the user namespace) remove the runtime's mount stubs, then snapshot the upper dir.
+def _finish(store, upper: str, lowers: list[str], stubs: list[str], staging: str, *, pins):
+    """(in the user namespace) remove the runtime's mount stubs, then snapshot the upper dir (its blob
+    and layer pinned in ``pins``).
 
     A stub is removed when the image did not have that path and it is still an
     empty file or directory; a directory the stub's creation copied up (e.g.
@@ -351,4 +354,4 @@ def _finish(store, upper: str, lowers: list[str], stubs: list[str], staging: str
                 os.rmdir(full)          # only copied up: the image's directory shows through again
             except OSError:
                 pass
-    return snapshot_into_store(store, upper, staging)
+    return snapshot_into_store(store, upper, staging, pins)

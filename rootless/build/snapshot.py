@@ -192,12 +192,15 @@ def strip_overlay_xattrs(upper: str) -> None:
                         pass
 
 
-def snapshot_into_store(store, upper: str, staging: str, level: int = 6) -> LayerInfo:
+def snapshot_into_store(store, upper: str, staging: str, pins, level: int = 6) -> LayerInfo:
     """(in the user namespace) tar+gzip ``upper`` into a blob and make ``upper`` the layer's diff dir.
 
     The blob and the layer appear atomically (link / rename after
     layer.json is written); an identical layer already in the store is
-    kept and ``upper`` is removed.
+    kept and ``upper`` is removed. Both names are pinned in ``pins``
+    (``Store.reserve_*``) BEFORE either is looked at or made visible: GC
+    (rmi, image prune) keeps them while the pins are held, and the builder
+    gets them from its namespace child (``run_in_userns(..., pins=)``).
     """
     from rootless.image.locks import FileLock
     from rootless.image.oci import digest_hex
@@ -210,6 +213,8 @@ def snapshot_into_store(store, upper: str, staging: str, level: int = 6) -> Laye
     if info.empty:
         os.unlink(tmp_blob)
         return info
+    store.reserve_blob(pins, info.digest)
+    store.reserve_layer(pins, info.diff_id)
     store.commit_file(tmp_blob, store.blob_path(info.digest))
     with FileLock(store.lock_path("layer", info.diff_id)):
         if store.has_layer(info.diff_id):

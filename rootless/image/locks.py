@@ -62,6 +62,8 @@ class Pins:
     whether or not the content exists yet: taken BEFORE a blob or layer is
     made visible, it keeps GC away from it until the image is recorded. The
     locks die with the process (a SIGKILLed pull leaves no live pin).
+    ``hand_over``/``take_over`` move pins a namespace child took to its parent
+    (``userns.run_in_userns(..., pins=)``).
     """
 
     def __init__(self):
@@ -108,6 +110,52 @@ class Pins:
             return False
         self.fds[key] = fd
         return True
+
+    # handing pins from a namespace child to its parent ------------------------
+    # A flock belongs to the open file description, not to the process: a descriptor sent over a
+    # unix socket (SCM_RIGHTS) holds the same lock. So a child that reserves a name before it makes
+    # the content visible hands the pin to its parent, which holds it after the child is gone.
+
+    _BATCH = 200   # descriptors per message (the kernel takes at most 253)
+
+    def hand_over(self, sock) -> None:
+        """(child) Send every pin to the other end of the unix socket ``sock`` (see ``take_over``);
+        they stay held here too until this process closes them or exits."""
+        import socket
+
+        items = list(self.fds.items())
+        for i in range(0, len(items), self._BATCH):
+            batch = items[i:i + self._BATCH]
+            socket.send_fds(sock, ["\0".join(k for k, _ in batch).encode("utf-8", "surrogateescape")],
+                            [fd for _, fd in batch])
+
+    def take_over(self, sock) -> None:
+        """(parent) Hold the pins a child sent with ``hand_over`` (everything queued on ``sock``)."""
+        import array
+        import socket
+
+        while True:
+            # not socket.recv_fds: Python 3.11's ignores its flags (it would wait here)
+            try:
+                data, anc, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(self._BATCH * 4),
+                                               socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:
+                return
+            fds = array.array("i")
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+            fds = list(fds)
+            if not data and not fds:
+                return
+            keys = data.decode("utf-8", "surrogateescape").split("\0")
+            for key, fd in zip(keys, fds):
+                if key in self.fds:
+                    os.close(fd)
+                else:
+                    self.fds[key] = fd
+            for fd in fds[len(keys):]:
+                os.close(fd)
 
     def release(self) -> None:
         for fd in self.fds.values():

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import RL, require
+from tests.imgtools import store_consistent
 from tests.integration.buildutil import image_files, write_context
 
 pytestmark = pytest.mark.usefixtures("unprivileged")
@@ -56,7 +61,9 @@ def _snapshot_job(store, staging: str):
     from rootless import syscalls as sc
 
     sc.umount2(str(mnt), 0)
-    info = snapshot_into_store(store, str(upper), staging)
+    from rootless.image.locks import Pins
+
+    info = snapshot_into_store(store, str(upper), staging, Pins())
     layer = store.layer_path(info.diff_id) / "diff"
     wh = os.lstat(layer / "gone.txt")
     opaque = os.getxattr(layer / "dir", "user.overlay.opaque")
@@ -224,6 +231,147 @@ def test_cache_rebuild_and_invalidation(rl, tmp_path):
     rl.ok("image", "prune", "-a", "-f")
     after = build(rl, ctx, "-t", "cache:t")
     assert after.stderr.count("--> Using cache") == 4
+
+
+# ---------------------------------------------------------------------------
+# GC (rmi, image prune) while a build runs
+
+GATED_DOCKERFILE = """\
+FROM {base}
+COPY f /f
+RUN --mount=type=bind,source=gate,target=/gate cat /gate/fifo > /out
+CMD ["cat", "/f", "/out"]
+"""
+
+
+def _until(cond, p: subprocess.Popen, what: str, seconds: float = 300):
+    """Wait for ``cond()`` (true or a value) while the build ``p`` runs."""
+    deadline = time.monotonic() + seconds
+    while True:
+        v = cond()
+        if v:
+            return v
+        assert p.poll() is None, f"the build ended (status {p.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {seconds}s"
+        time.sleep(0.05)
+
+
+def _fifo_writer(fifo: Path):
+    """A write end of ``fifo`` once somebody reads it, else None."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            return None
+        raise
+
+
+def _layers_present(root: Path, diff_ids) -> list[str]:
+    return [d for d in diff_ids if (root / "layers" / d[7:] / "layer.json").is_file()]
+
+
+def test_rmi_and_prune_during_a_build_keep_what_it_made_and_uses(rl, registry, tmp_path):
+    """rmi of the base image and image prune -a while a build runs: the layer a step has just made
+    visible (in the namespace child, before the builder records it), the base image's layers and the
+    earlier steps' layers stay until the build's image is recorded; the build succeeds and runs."""
+    require("overlay")
+    base = registry.ref("busybox")
+    ctx = write_context(tmp_path / "gc", {"Dockerfile": GATED_DOCKERFILE.format(base=base), "f": "copied\n",
+                                          "gate/.keep": ""})
+    os.utime(ctx / "f", (1_600_000_000, 1_600_000_000))
+    fifo = ctx / "gate" / "fifo"
+    os.mkfifo(fifo)
+    # the layer of `COPY f /f` is the same in every store (the file's content, mode and time): a
+    # build in another store tells its digests
+    probe = RL(tmp_path / "probe")
+    try:
+        pctx = write_context(tmp_path / "probe-ctx", {"Dockerfile": "FROM scratch\nCOPY f /f\n"})
+        shutil.copy2(ctx / "f", pctx / "f")
+        build(probe, pctx, "-t", "probe")
+        (img,) = json.loads((probe.root / "images.json").read_text())["images"].values()
+        (copy_layer,), (copy_blob,) = img["layers"], [b["digest"] for b in img["blobs"]]
+    finally:
+        probe.cleanup()
+    rl.ok("pull", "-q", base)
+    base_layers = json.loads(rl.ok("image", "inspect", base))[0]["RootFS"]["Layers"]
+    blob = rl.root / "blobs" / "sha256" / copy_blob[7:]
+    # holding the COPY layer's extraction lock stops its snapshot after the blob is visible, before
+    # the layer is: the window between the child making content visible and the builder using it
+    lock = rl.root / "locks" / f"layer-{copy_layer[7:]}"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    log = open(tmp_path / "build.log", "w+")
+    p = rl.popen("build", "-t", "gc:1", str(ctx), stdout=log, stderr=subprocess.STDOUT)
+    writer = None
+    try:
+        _until(blob.is_file, p, "blob of the COPY step")
+        rl.ok("rmi", base)
+        rl.ok("image", "prune", "-a", "-f")
+        assert blob.is_file(), "GC removed the blob of the layer the build was making"
+        assert _layers_present(rl.root, base_layers) == base_layers, "GC removed the base image's layers"
+        os.close(lock_fd)
+        lock_fd = -1
+        # the RUN reads the fifo: it runs until the test writes
+        writer = _until(lambda: _fifo_writer(fifo), p, "RUN step reading the fifo")
+        rl.ok("image", "prune", "-a", "-f")
+        assert _layers_present(rl.root, base_layers + [copy_layer]) == base_layers + [copy_layer]
+        assert blob.is_file()
+        os.write(writer, b"gated\n")
+    finally:
+        if lock_fd >= 0:
+            os.close(lock_fd)
+        if writer is None and p.poll() is None:
+            try:   # let a RUN that waits on the fifo end
+                writer = _until(lambda: _fifo_writer(fifo), p, "RUN step reading the fifo")
+            except AssertionError:
+                pass
+        if writer is not None:
+            os.close(writer)
+        rc = p.wait(timeout=600)
+        log.seek(0)
+        out = log.read()
+        log.close()
+    assert rc == 0, out
+    assert rl.ok("run", "--rm", "gc:1") == "copied\ngated\n"
+    assert store_consistent(rl.root) == []
+
+    # a build that takes the COPY from the cache keeps it while the cache is dropped meanwhile
+    from rootless.build.cache import prune as prune_cache
+    from rootless.config import load_config
+    from rootless.image.store import Store
+
+    (ctx / "Dockerfile.two").write_text(GATED_DOCKERFILE.format(base=base).replace("/out", "/out2"))
+    log = open(tmp_path / "build2.log", "w+")
+    p = rl.popen("build", "-t", "gc:2", "-f", str(ctx / "Dockerfile.two"), str(ctx), stdout=log,
+                 stderr=subprocess.STDOUT)
+    writer = None
+    try:
+        writer = _until(lambda: _fifo_writer(fifo), p, "RUN step reading the fifo")
+        assert prune_cache(Store(load_config(rl.env))) >= 2
+        assert _layers_present(rl.root, base_layers + [copy_layer]) == base_layers + [copy_layer]
+        assert blob.is_file()
+        os.write(writer, b"again\n")
+    finally:
+        if writer is None and p.poll() is None:
+            try:
+                writer = _until(lambda: _fifo_writer(fifo), p, "RUN step reading the fifo")
+            except AssertionError:
+                pass
+        if writer is not None:
+            os.close(writer)
+        rc = p.wait(timeout=600)
+        log.seek(0)
+        out = log.read()
+        log.close()
+    assert rc == 0, out
+    assert "STEP 2/4: COPY f /f\n--> Using cache" in out
+    assert rl.ok("run", "--rm", "gc:2") == "copied\nagain\n"
+    assert store_consistent(rl.root) == []
+    # nothing stays pinned: without the images (and the dropped cache entry) their layers go
+    rl.ok("rmi", "gc:1", "gc:2")
+    rl.ok("image", "prune", "-a", "-f")
+    assert _layers_present(rl.root, base_layers + [copy_layer]) == []
 
 
 # ---------------------------------------------------------------------------

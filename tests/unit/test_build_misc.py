@@ -46,10 +46,21 @@ def test_cli_parsers():
 
 
 class FakeStore:
+    config = None
+
     def __init__(self, root):
         self.root = root
         self.layers = set()
         self.blobs = set()
+
+    # pins: a list of the names reserved (the real Store takes a shared flock on each)
+    def reserve_layer(self, pins, d):
+        pins.append(("layer", d))
+        return self.has_layer(d)
+
+    def reserve_blob(self, pins, d):
+        pins.append(("blob", d))
+        return self.has_blob(d)
 
     def lock(self):
         import contextlib
@@ -66,18 +77,52 @@ class FakeStore:
 def test_cache_index(tmp_path):
     st = FakeStore(tmp_path)
     c = BuildCache(st)
-    assert c.get("k1") is None
+    pins: list = []
+    assert c.get("k1", pins) is None
     blob = {"mediaType": "m", "digest": "sha256:" + "b" * 64, "size": 3}
     c.put("k1", CacheEntry("sha256:" + "a" * 64, blob, False, 12.5))
     c.put("k2", CacheEntry("", None, True, 13.0))
-    assert c.get("k1") is None, "a cached layer missing from the store is a miss"
+    assert c.get("k1", pins) is None, "a cached layer missing from the store is a miss"
     st.layers.add("sha256:" + "a" * 64)
     st.blobs.add(blob["digest"])
-    assert BuildCache(st).get("k1") == CacheEntry("sha256:" + "a" * 64, blob, False, 12.5)
-    assert BuildCache(st).get("k2") == CacheEntry("", None, True, 13.0)
+    pins.clear()
+    assert BuildCache(st).get("k1", pins) == CacheEntry("sha256:" + "a" * 64, blob, False, 12.5)
+    assert pins == [("layer", "sha256:" + "a" * 64), ("blob", blob["digest"])], "a hit is pinned (GC keeps it)"
+    assert BuildCache(st).get("k2", pins) == CacheEntry("", None, True, 13.0)
     assert references(tmp_path) == ({blob["digest"]}, {"sha256:" + "a" * 64})
     (tmp_path / "buildcache.json").write_text("not json")
-    assert BuildCache(st).get("k1") is None and references(tmp_path) == (set(), set())
+    assert BuildCache(st).get("k1", pins) is None and references(tmp_path) == (set(), set())
+
+
+def test_base_image_is_pinned_and_looked_up_again_when_removed_meanwhile(tmp_path):
+    from types import SimpleNamespace
+
+    from rootless.build.builder import Builder
+
+    st = FakeStore(tmp_path)
+    st.blobs.add("sha256:b1")
+    img = SimpleNamespace(layers=("sha256:l1",), blobs=(SimpleNamespace(digest="sha256:b1"),))
+    calls = []
+    comes_back = [True]
+
+    def ensure_image(ref, pull, platform, reporter):
+        calls.append((ref, pull))
+        if len(calls) == 2 and comes_back[0]:
+            st.layers.add("sha256:l1")      # pulled again after an rmi/prune took it
+        return img
+
+    st.ensure_image = ensure_image
+    b = Builder(st)
+    b._pins = []
+    assert b._pinned_image("base", Platform("linux", "amd64"), "missing") is img
+    assert calls == [("base", "missing")] * 2
+    assert ("layer", "sha256:l1") in b._pins and ("blob", "sha256:b1") in b._pins
+    st.layers.clear()
+    calls.clear()
+    comes_back[0] = False
+    with pytest.raises(BuildError, match="base: the image's layers were removed while the build started") as e:
+        b._pinned_image("base", Platform("linux", "amd64"), "never")
+    assert len(calls) == 3 and "build again" in e.value.hint
 
 
 def test_write_layer_tar(tmp_path):
