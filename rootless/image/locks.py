@@ -89,28 +89,6 @@ class Pins:
             os.close(fd)
         self.fds[key] = fd
 
-    def pin(self, path: Path) -> bool:
-        """Pin an existing file; False when it no longer exists (removed meanwhile)."""
-        key = str(path)
-        if key in self.fds:
-            return True
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            return False
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        # removed while we waited for the lock?
-        try:
-            st = os.stat(path, follow_symlinks=False)
-            fst = os.fstat(fd)
-            if (st.st_ino, st.st_dev) != (fst.st_ino, fst.st_dev):
-                raise FileNotFoundError
-        except FileNotFoundError:
-            os.close(fd)
-            return False
-        self.fds[key] = fd
-        return True
-
     # handing pins from a namespace child to its parent ------------------------
     # A flock belongs to the open file description, not to the process: a descriptor sent over a
     # unix socket (SCM_RIGHTS) holds the same lock. So a child that reserves a name before it makes

@@ -396,8 +396,9 @@ class Store:
     def discard(self, blobs=(), layers=(), *, in_userns: bool = False) -> list[str]:
         """Remove the given blobs/layers unless referenced or pinned by someone.
 
-        Pinned: a shared flock on the blob file / layer.json (``Pins.pin``) or
-        on its name (``Pins.reserve``: a pull or load that will make it visible).
+        Pinned: a shared flock on its name (``Pins.reserve``: a pull, load or
+        build that uses it or will make it visible); a flock on the file itself
+        (a writer) counts too.
         """
         from rootless.image.locks import claim, try_exclusive
 
