@@ -270,6 +270,22 @@ def _layers_present(root: Path, diff_ids) -> list[str]:
     return [d for d in diff_ids if (root / "layers" / d[7:] / "layer.json").is_file()]
 
 
+def _finish_gated(p, writer, fifo, log) -> tuple[int, str]:
+    """End the gated build ``p``: let a RUN that waits on the fifo end, wait, return (status, output)."""
+    if writer is None and p.poll() is None:
+        try:
+            writer = _until(lambda: _fifo_writer(fifo), p, "RUN step reading the fifo")
+        except AssertionError:
+            pass
+    if writer is not None:
+        os.close(writer)
+    rc = p.wait(timeout=600)
+    log.seek(0)
+    out = log.read()
+    log.close()
+    return rc, out
+
+
 def test_rmi_and_prune_during_a_build_keep_what_it_made_and_uses(rl, registry, tmp_path):
     """rmi of the base image and image prune -a while a build runs: the layer a step has just made
     visible (in the namespace child, before the builder records it), the base image's layers and the
@@ -321,17 +337,7 @@ def test_rmi_and_prune_during_a_build_keep_what_it_made_and_uses(rl, registry, t
     finally:
         if lock_fd >= 0:
             os.close(lock_fd)
-        if writer is None and p.poll() is None:
-            try:   # let a RUN that waits on the fifo end
-                writer = _until(lambda: _fifo_writer(fifo), p, "RUN step reading the fifo")
-            except AssertionError:
-                pass
-        if writer is not None:
-            os.close(writer)
-        rc = p.wait(timeout=600)
-        log.seek(0)
-        out = log.read()
-        log.close()
+        rc, out = _finish_gated(p, writer, fifo, log)
     assert rc == 0, out
     assert rl.ok("run", "--rm", "gc:1") == "copied\ngated\n"
     assert store_consistent(rl.root) == []
@@ -348,22 +354,12 @@ def test_rmi_and_prune_during_a_build_keep_what_it_made_and_uses(rl, registry, t
     writer = None
     try:
         writer = _until(lambda: _fifo_writer(fifo), p, "RUN step reading the fifo")
-        assert prune_cache(Store(load_config(rl.env))) >= 2
+        assert prune_cache(Store(load_config(rl.env)))[0] >= 2
         assert _layers_present(rl.root, base_layers + [copy_layer]) == base_layers + [copy_layer]
         assert blob.is_file()
         os.write(writer, b"again\n")
     finally:
-        if writer is None and p.poll() is None:
-            try:
-                writer = _until(lambda: _fifo_writer(fifo), p, "RUN step reading the fifo")
-            except AssertionError:
-                pass
-        if writer is not None:
-            os.close(writer)
-        rc = p.wait(timeout=600)
-        log.seek(0)
-        out = log.read()
-        log.close()
+        rc, out = _finish_gated(p, writer, fifo, log)
     assert rc == 0, out
     assert "STEP 2/4: COPY f /f\n--> Using cache" in out
     assert rl.ok("run", "--rm", "gc:2") == "copied\nagain\n"

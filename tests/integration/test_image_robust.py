@@ -138,6 +138,15 @@ def _layout_image(images, name: str, platform: str) -> tuple[dict, dict]:
     return man, cfg
 
 
+def _wait_held_with_layers(proxy, p, root, diff_ids) -> None:
+    """Until the pull ``p`` waits for its held last layer with the layers ``diff_ids`` in the store."""
+    assert proxy.holding.wait(60), "the pull never asked for its last layer"
+    deadline = time.monotonic() + 60
+    while not all((root / "layers" / d[7:] / "layer.json").exists() for d in diff_ids):
+        assert time.monotonic() < deadline and p.poll() is None, "the pull's other layers never arrived"
+        time.sleep(0.05)
+
+
 def test_rmi_and_prune_during_a_pull_keep_what_it_fetched(rl, proxy, registry, images):
     """GC (rmi, image prune) while a pull is between fetching its layers and recording its image."""
     host = f"linux/{images.host_arch}"
@@ -152,11 +161,7 @@ def test_rmi_and_prune_during_a_pull_keep_what_it_fetched(rl, proxy, registry, i
     proxy.hold.add(held)
     p = rl.popen("pull", f"{proxy.host}/layered", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert proxy.holding.wait(60), "the pull never asked for its last layer"
-        deadline = time.monotonic() + 60
-        while not all((rl.root / "layers" / d[7:] / "layer.json").exists() for d in new):
-            assert time.monotonic() < deadline and p.poll() is None, "the pull's other layers never arrived"
-            time.sleep(0.05)
+        _wait_held_with_layers(proxy, p, rl.root, new)
         rl.ok("rmi", other)
         rl.ok("image", "prune", "-a", "-f")
         for d in new:  # in the store, not yet in images.json: pinned by the pull
@@ -181,15 +186,12 @@ def test_rmi_and_prune_during_a_pull_keep_what_it_fetched(rl, proxy, registry, i
     proxy.unhold.clear()
     p = rl.popen("pull", f"{proxy.host}/layered", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert proxy.holding.wait(60), "the pull never asked for its last layer"
-        deadline = time.monotonic() + 60
-        while not all((rl.root / "layers" / d[7:] / "layer.json").exists() for d in new):
-            assert time.monotonic() < deadline and p.poll() is None, "the pull's other layers never arrived"
-            time.sleep(0.05)
+        _wait_held_with_layers(proxy, p, rl.root, new)
         children = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
         assert children, "the namespace child of the pull is not running"
         os.kill(p.pid, signal.SIGKILL)
         p.communicate(timeout=60)
+        deadline = time.monotonic() + 60
         for c in children:  # it dies with its parent (PDEATHSIG); its flocks go with it
             while Path(f"/proc/{c}").exists() and "State:\tZ" not in _read_or_empty(f"/proc/{c}/status"):
                 assert time.monotonic() < deadline, f"the pull's child {c} outlived it"
