@@ -1,4 +1,9 @@
-"""Streams: hashing/counting readers and decompression (gzip, zstd, none) by magic."""
+"""Streams: hashing/counting readers and decompression (gzip, zstd, none) by magic.
+
+Every reader here keeps the contract of a file: ``read(n)`` returns ``n``
+bytes unless the stream ends, ``read()`` returns everything left.
+``tarfile.addfile`` (``save``) takes a short read for the end of the data.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,22 @@ from rootless.errors import DigestMismatch, ImageError, LayerError
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK = 1 << 20
+
+
+def _full(read, n: int) -> bytes:
+    """``read(n)`` repeated until ``n`` bytes came or the stream ended."""
+    b = read(n)
+    if not b or len(b) >= n:
+        return b
+    parts = [b]
+    got = len(b)
+    while got < n:
+        more = read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 class HashReader:
@@ -28,19 +49,30 @@ class HashReader:
         self.eof = False
 
     def read(self, n: int = -1) -> bytes:
-        if self.eof:
-            return b""
-        b = self.raw.read(n if n and n > 0 else CHUNK)
-        if not b:
-            self.eof = True
-            return b""
-        self.hasher.update(b)
-        if self.sink is not None:
-            self.sink.write(b)
-        self.count += len(b)
-        if self.progress is not None:
-            self.progress(self.count)
-        return b
+        if n is None or n < 0:
+            parts = []
+            while True:
+                b = self.read(CHUNK)
+                if not b:
+                    return b"".join(parts)
+                parts.append(b)
+        parts = []
+        got = 0
+        while got < n and not self.eof:
+            b = self.raw.read(n - got)
+            if not b:
+                self.eof = True
+                break
+            # each piece goes to the sink as it comes: a killed download keeps it for a resume
+            self.hasher.update(b)
+            if self.sink is not None:
+                self.sink.write(b)
+            self.count += len(b)
+            if self.progress is not None:
+                self.progress(self.count)
+            parts.append(b)
+            got += len(b)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def drain(self) -> None:
         while self.read(CHUNK):
@@ -93,12 +125,19 @@ class _GzipReader:
                     return b"".join(chunks)
                 chunks.append(self.buf[self.pos:] if self.pos else self.buf)
                 self.buf, self.pos = b"", 0
-        if self.pos >= len(self.buf):
-            self.buf, self.pos = b"", 0
-            self._fill()
-        out = self.buf[self.pos:self.pos + n]
-        self.pos += len(out)
-        return out
+        parts = []
+        want = n
+        while want > 0:
+            if self.pos >= len(self.buf):
+                self.buf, self.pos = b"", 0
+                self._fill()
+                if not self.buf:
+                    break
+            out = self.buf[self.pos:self.pos + want]
+            self.pos += len(out)
+            want -= len(out)
+            parts.append(out)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class _Prefixed:
@@ -114,10 +153,23 @@ class _Prefixed:
                 return out
             out, self.first = self.first[:n], self.first[n:]
             if len(out) < n:
-                # a full read: tarfile.addfile fails on short reads ("unexpected end of data")
-                out += self.raw.read(n - len(out))
+                out += _full(self.raw.read, n - len(out))
             return out
-        return self.raw.read(n)
+        if n is None or n < 0:
+            return self.raw.read()
+        return _full(self.raw.read, n)
+
+
+class _FullReads:
+    """Full reads from a reader that may return fewer bytes than asked for."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return self.raw.read()
+        return _full(self.raw.read, n)
 
 
 def _zstd_reader(raw):
@@ -126,7 +178,7 @@ def _zstd_reader(raw):
     except ImportError:
         raise ImageError("this image has zstd-compressed layers and the Python module 'zstandard' is not installed",
                          hint="install it: pip install zstandard (or apt-get install python3-zstandard)") from None
-    return zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK, read_across_frames=True)
+    return _FullReads(zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK, read_across_frames=True))
 
 
 def decompressed(raw):

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from tests.conftest import RL
 from tests.imgtools import store_consistent
 
 pytestmark = pytest.mark.usefixtures("unprivileged")
@@ -39,6 +40,24 @@ def test_save_rmi_load_roundtrip_docker_archive(rl, registry, tmp_path):
     info = json.loads(rl.ok("image", "inspect", ref))[0]
     assert info["Config"]["Cmd"] == ["world"] and len(info["RootFS"]["Layers"]) == 3
     assert store_consistent(rl.root) == []
+
+
+def test_save_an_image_with_a_large_layer_and_load_it_into_another_store(rl, registry, tmp_path):
+    # debian's layer is ~29 MB of gzip: the decompressed stream crosses many buffer edges
+    ref = registry.ref("debian", "bookworm")
+    rl.ok("pull", "-q", ref)
+    out = tmp_path / "debian.tar"
+    cp = rl("save", "-o", str(out), ref)
+    assert cp.returncode == 0, cp.stderr
+    other = RL(tmp_path / "other")
+    try:
+        cp = other("load", "-i", str(out))
+        assert cp.returncode == 0, cp.stderr
+        assert cp.stdout.strip() == f"Loaded image: {ref}"
+        assert iid(other, ref) == iid(rl, ref)
+        assert store_consistent(other.root) == []
+    finally:
+        other.cleanup()
 
 
 def test_save_several_images_stdout_oci_and_load_stdin(rl, registry):
