@@ -49,20 +49,24 @@ def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _targets(store, names: list[str], platform, reporter) -> list[tuple[object, list[Reference]]]:
-    """[(ImageRecord, [tag refs named on the command line])], one entry per image."""
+    """[(ImageRecord, [tag refs named on the command line])], one entry per image.
+
+    A name counts as a tag only when it resolved as one: an image ID (prefix) or a
+    digest reference names no tag (Docker writes no RepoTags for them)."""
+    from rootless.errors import InvalidReference
     from rootless.image.reference import ID_RE
 
     out: dict[str, tuple[object, list[Reference]]] = {}
     for n in names:
         img = store.resolve(n, platform, reporter)
         refs = []
-        if not ID_RE.match(n) and not n.startswith(img.id[7:]):
+        if not ID_RE.match(n):
             try:
                 r = parse(n)
-                if not r.digest:
-                    refs.append(r)
-            except Exception:  # noqa: BLE001 - an ID prefix
-                pass
+            except InvalidReference:  # an ID prefix
+                r = None
+            if r is not None and not r.digest and img.id in store.db()["tags"].get(r.tagged, {}).values():
+                refs.append(r)
         if img.id in out:
             out[img.id][1].extend(x for x in refs if x not in out[img.id][1])
         else:

@@ -60,6 +60,38 @@ def test_save_an_image_with_a_large_layer_and_load_it_into_another_store(rl, reg
         other.cleanup()
 
 
+def _archive_member(path, name):
+    import tarfile
+
+    with tarfile.open(path) as tf:
+        return json.loads(tf.extractfile(name).read())
+
+
+def test_save_by_image_id_writes_no_tag(rl, registry, tmp_path):
+    ref = registry.ref("busybox")
+    rl.ok("pull", "-q", ref)
+    full = iid(rl, ref)
+    for i, name in enumerate([full[7:19], full, full[7:], full[:20]]):
+        out = tmp_path / f"byid{i}.tar"
+        rl.ok("save", "-o", str(out), name)
+        (entry,) = _archive_member(out, "manifest.json")
+        assert entry["RepoTags"] is None, (name, entry)
+        out = tmp_path / f"byid{i}.oci.tar"
+        rl.ok("save", "--format", "oci-archive", "-o", str(out), name)
+        (m,) = _archive_member(out, "index.json")["manifests"]
+        assert "annotations" not in m, (name, m)
+    # by tag: the tag; by ID and by tag in one archive: the tag once
+    out = tmp_path / "both.tar"
+    rl.ok("save", "-o", str(out), full[7:19], ref)
+    (entry,) = _archive_member(out, "manifest.json")
+    assert entry["RepoTags"] == [ref]
+    rl.ok("rmi", ref)
+    cp = rl("load", "-i", str(tmp_path / "byid0.tar"))
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == f"Loaded image ID: {full}"
+    assert rl.ok("images", "--format", "{{.Repository}}:{{.Tag}}").strip() == "<none>:<none>"
+
+
 def test_save_several_images_stdout_oci_and_load_stdin(rl, registry):
     a, b = registry.ref("layered"), registry.ref("busybox")
     rl.ok("pull", "-q", a)
