@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 
-from rootless.errors import ImageNotFound, StoreError
+from rootless.errors import ImageNotFound, InvalidReference, StoreError
 from rootless.image import oci
-from rootless.image.reference import parse
+from rootless.image.reference import is_image_id, parse
 from rootless.report import Reporter
 
 
@@ -29,20 +29,30 @@ def push(store, source: str, dest: str | None = None, *, reporter: Reporter | No
     from rootless.image.store import platform_key
 
     reporter = reporter or Reporter()
+    dref = parse(dest) if dest is not None else None
+    if dref is not None and dref.digest:
+        raise InvalidReference(f"cannot push to {dest}: a destination cannot have a digest",
+                               hint="give HOST/NAME[:TAG]; the registry computes the digest of what is pushed")
     db = store.db()
     img = store.resolve(source, platform, reporter)
+    # the source names a tag only when it resolved as one (not as an image ID or ID prefix)
     src_ref = None
-    try:
-        src_ref = parse(source)
-    except Exception:  # noqa: BLE001 - an image ID
-        pass
-    if dest is None:
-        if src_ref is None or src_ref.digest:
+    if not is_image_id(source):
+        try:
+            r = parse(source)
+        except InvalidReference:
+            r = None
+        if r is not None and (r.digest or img.id in db["tags"].get(r.tagged, {}).values()):
+            src_ref = r
+    if dref is None:
+        if src_ref is None:
+            raise ImageNotFound(f"An image does not exist locally with the tag: {source}",
+                                hint=f"{source} is an image ID: give a destination (rootless push {source} "
+                                     f"HOST/NAME:TAG) or tag it first (rootless tag {source} HOST/NAME:TAG)")
+        if src_ref.digest:
             raise ImageNotFound(f"cannot push {source}: give a destination NAME[:TAG]",
                                 hint=f"rootless push {source} HOST/NAME:TAG, or tag it first (rootless tag)")
         dref = src_ref
-    else:
-        dref = parse(dest)
     # which images: every platform of the source tag (unless one was asked for)
     members = {platform_key(img.platform): img.id}
     index_desc = None

@@ -214,6 +214,34 @@ def test_push_and_pull_back_same_digest(rl, registry, empty_registry, images):
     assert cp.returncode == 0 and len(json.loads(cp.stdout)["manifests"]) == 2
 
 
+def _catalog(reg) -> list[str]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{reg.host}/v2/_catalog", timeout=10) as r:
+        return json.loads(r.read())["repositories"]
+
+
+def test_push_destination_has_no_digest_and_an_image_id_needs_a_destination(rl, registry, empty_registry):
+    src = registry.ref("busybox")
+    rl.ok("pull", "-q", src)
+    short = iid(rl, src)[7:19]
+    dig = "sha256:" + "a" * 64
+    for dest in (f"{empty_registry.host}/x@{dig}", f"{empty_registry.host}/x:1@{dig}"):
+        cp = rl("push", src, dest)
+        assert cp.returncode == 125 and "a destination cannot have a digest" in cp.stderr, cp.stderr
+    assert _catalog(empty_registry) == []
+    # an image ID is no repository name (it would go to docker.io/library/<hex>)
+    for name in (short, iid(rl, src), iid(rl, src)[7:]):
+        cp = rl("push", name)
+        assert cp.returncode == 125, cp.stderr
+        assert f"Error: An image does not exist locally with the tag: {name}" in cp.stderr
+        assert "docker.io" not in cp.stderr and "Traceback" not in cp.stderr
+    # with a destination it is pushed
+    cp = rl("push", short, empty_registry.ref("byid", "1"))
+    assert cp.returncode == 0, cp.stderr
+    assert _catalog(empty_registry) == ["byid"]
+
+
 def test_tag_rmi_prune_history(rl, registry):
     ref = registry.ref("layered")
     rl.ok("pull", "-q", ref)
