@@ -95,6 +95,12 @@ def _image_rows(store, args) -> list[dict]:
         if k not in ("dangling", "reference", "label"):
             raise UsageError(f"invalid filter {k!r}", hint="use dangling=true|false, reference=PATTERN or label=KEY[=VALUE]")
         filters.setdefault(k, []).append(v)
+    pats = ([args.reference] if args.reference else []) + filters.get("reference", [])
+    if pats:
+        from rootless.image.reference import path_pattern
+
+        for p in pats:
+            path_pattern(p)  # a bad pattern is an error even when no image is there to match
     rows = []
     for img in sorted(store.images(), key=lambda i: -i.added):
         created = parse_time(img.created)
@@ -115,9 +121,12 @@ def _image_rows(store, args) -> list[dict]:
                 continue
         for t in tags:
             repo, _, tag = t.rpartition(":")
-            pats = ([args.reference] if args.reference else []) + filters.get("reference", [])
-            if pats and not any(_ref_match(p, repo, tag) for p in pats):
-                continue
+            if pats:
+                if repo == "<none>":
+                    continue  # Docker: an image without references matches no reference filter
+                own = [d.split("@", 1)[1] for d in img.repo_digests if d.split("@")[0] == repo]
+                if not any(_ref_match(p, repo, tag, own) for p in pats):
+                    continue
             digest = "<none>"
             for d in img.repo_digests:
                 if d.split("@")[0] == repo:
@@ -130,22 +139,20 @@ def _image_rows(store, args) -> list[dict]:
     return rows
 
 
-def _ref_match(pattern: str, repo: str, tag: str) -> bool:
-    import fnmatch
+def _ref_match(pattern: str, repo: str, tag: str, digests: list[str]) -> bool:
+    """``images REF`` / ``-f reference=PATTERN``: the row's references (``repo:tag``, or its
+    ``repo@digest``s for a ``<none>`` tag) by Docker's FamiliarMatch, full names too."""
+    from rootless.errors import InvalidReference
+    from rootless.image.reference import familiar_match, parse
 
-    from rootless.image.reference import familiar_name
-
-    prepo, _, ptag = pattern.partition(":") if pattern.count(":") == 1 and "/" not in pattern.split(":")[1] else (pattern, "", "")
-    names = {repo, familiar_name(repo)}
     try:
-        from rootless.image.reference import parse
-
-        names.add(familiar_name(parse(repo).name))
-    except Exception:  # noqa: BLE001
-        pass
-    if not any(fnmatch.fnmatchcase(n, prepo) for n in names):
+        name = parse(repo).name
+    except InvalidReference:
         return False
-    return not ptag or fnmatch.fnmatchcase(tag, ptag)
+    if tag != "<none>":
+        return familiar_match(pattern, name, tag=tag)
+    return any(familiar_match(pattern, name, digest=d) for d in digests) if digests else \
+        familiar_match(pattern, name)
 
 
 def _json_lines(rows: list[dict]) -> str:

@@ -144,6 +144,70 @@ def parse(s: str, *, default_tag: bool = True) -> Reference:
     return Reference(domain, path, tag, digest)
 
 
+def path_pattern(pattern: str) -> "re.Pattern[str]":
+    """Go's ``path.Match`` pattern as a regular expression: ``*`` any run of non-'/'
+    characters, ``?`` one non-'/' character, ``[a-z]``/``[^...]`` classes, ``\\`` escapes."""
+    bad = InvalidReference(f"invalid reference pattern {pattern!r}: syntax error in pattern",
+                           hint="patterns use * ? [a-z] [^a-z] and \\ to escape (Go's path.Match)")
+    out = []
+    i, n = 0, len(pattern)
+
+    def esc_char(j: int) -> tuple[str, int]:
+        if j >= n or pattern[j] in "-]":
+            raise bad
+        if pattern[j] == "\\":
+            j += 1
+            if j >= n:
+                raise bad
+        return pattern[j], j + 1
+
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "\\":
+            if i + 1 >= n:
+                raise bad
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        elif c == "[":
+            i += 1
+            neg = i < n and pattern[i] == "^"
+            if neg:
+                i += 1
+            ranges = []
+            while True:
+                if i < n and pattern[i] == "]" and ranges:
+                    i += 1
+                    break
+                lo, i = esc_char(i)
+                hi = lo
+                if i < n and pattern[i] == "-":
+                    hi, i = esc_char(i + 1)
+                if hi < lo:
+                    raise bad
+                ranges.append(re.escape(lo) + ("-" + re.escape(hi) if hi != lo else ""))
+            out.append("[" + ("^" if neg else "") + "".join(ranges) + "]")
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile("".join(out), re.S)
+
+
+def familiar_match(pattern: str, name: str, tag: str | None = None, digest: str | None = None) -> bool:
+    """Does ``pattern`` match the reference NAME[:TAG|@DIGEST]? Docker's FamiliarMatch (the
+    familiar string, then the familiar name: ``busybox:latest``, ``busybox``), and the same for
+    the full name (``docker.io/library/busybox:latest``). Bad patterns raise InvalidReference."""
+    rx = path_pattern(pattern)
+    fam = familiar_name(name)
+    suffix = f":{tag}" if tag else (f"@{digest}" if digest else "")
+    return any(rx.fullmatch(c) for c in (fam + suffix, fam, name + suffix, name))
+
+
 def is_image_id(s: str) -> bool:
     return bool(ID_RE.match(s))
 

@@ -313,3 +313,31 @@ def test_images_listing_options(rl, registry):
     assert untagged in plain and len(plain.splitlines()) == 4  # header, busybox under two tags, layered <none>
     assert rl.ok("images", "-a", "--no-trunc") == plain == rl.ok("images", "--all", "--no-trunc")
     assert rl.ok("images", "-a", "-q") == rl.ok("images", "-q") and len(rl.ok("images", "-a", "-q").split()) == 2
+
+
+def test_images_reference_matches_full_names_ports_and_globs(rl, registry):
+    ref = registry.ref("busybox")
+    rl.ok("pull", "-q", ref)
+    for t in ("docker.io/library/x:1", "x:2", "ns/y:1"):
+        rl.ok("tag", ref, t)
+
+    def listed(*args):
+        return sorted(rl.ok("images", "--format", "{{.Repository}}:{{.Tag}}", *args).split())
+
+    host = registry.host
+    assert listed(ref) == [ref]
+    assert listed(f"{host}/busybox") == [ref]
+    assert listed("-f", f"reference={host}/busybox:latest") == [ref]
+    assert listed("-f", "reference=127.0.0.1:*/busybox:lat?st") == [ref]
+    assert listed("-f", "reference=*/busybox") == [ref]
+    assert listed("docker.io/library/x:1") == ["x:1"]
+    assert listed("docker.io/library/x") == ["x:1", "x:2"]
+    assert listed("x") == ["x:1", "x:2"]
+    assert listed("-f", "reference=x:*") == ["x:1", "x:2"]
+    assert listed("-f", "reference=*") == ["x:1", "x:2"]          # * does not cross '/'
+    assert listed("-f", "reference=ns/*:1") == ["ns/y:1"]
+    assert listed("-f", "reference=docker.io/*/y") == ["ns/y:1"]
+    assert listed("-f", "reference=x:1", "-f", "reference=ns/y") == ["ns/y:1", "x:1"]
+    assert listed("busybox") == []
+    cp = rl("images", "-f", "reference=x[")
+    assert cp.returncode == 125 and "syntax error in pattern" in cp.stderr and "Traceback" not in cp.stderr

@@ -1,7 +1,7 @@
 import pytest
 
 from rootless.errors import InvalidReference
-from rootless.image.reference import familiar_name, is_localhost, parse
+from rootless.image.reference import familiar_match, familiar_name, is_localhost, parse, path_pattern
 
 
 @pytest.mark.parametrize("s,name,tag,digest", [
@@ -61,3 +61,36 @@ def test_familiar():
                                         ("128.0.0.1", False), ("ghcr.io", False), ("127.0.0.1.evil.com", False)])
 def test_localhost(host, local):
     assert is_localhost(host) is local
+
+
+@pytest.mark.parametrize("pattern,name,tag,want", [
+    ("busybox", "docker.io/library/busybox", "latest", True),
+    ("busybox:latest", "docker.io/library/busybox", "latest", True),
+    ("busybox:1", "docker.io/library/busybox", "latest", False),
+    ("docker.io/library/busybox", "docker.io/library/busybox", "latest", True),
+    ("docker.io/library/busybox:latest", "docker.io/library/busybox", "latest", True),
+    ("library/busybox", "docker.io/library/busybox", "latest", False),
+    ("busy*", "docker.io/library/busybox", "latest", True),
+    ("*", "docker.io/library/busybox", "latest", True),
+    ("*", "docker.io/user/app", "1", False),            # * stops at '/'
+    ("*/*", "docker.io/user/app", "1", True),
+    ("*:1", "docker.io/user/app", "1", False),
+    ("user/*:1", "docker.io/user/app", "1", True),
+    ("127.0.0.1:5000/busybox", "127.0.0.1:5000/busybox", "latest", True),
+    ("127.0.0.1:5000/busybox:latest", "127.0.0.1:5000/busybox", "latest", True),
+    ("127.0.0.1:*/busybox:lat?st", "127.0.0.1:5000/busybox", "latest", True),
+    ("*/busybox", "127.0.0.1:5000/busybox", "latest", True),
+    ("busybox", "127.0.0.1:5000/busybox", "latest", False),
+    ("x:[0-9]", "docker.io/library/x", "1", True),
+    ("x:[^0-9]", "docker.io/library/x", "1", False),
+    ("x:\\1", "docker.io/library/x", "1", True),
+    ("x.", "docker.io/library/xy", "1", False),          # no regex meaning
+])
+def test_familiar_match(pattern, name, tag, want):
+    assert familiar_match(pattern, name, tag=tag) is want
+
+
+@pytest.mark.parametrize("bad", ["[", "x[", "[]", "x\\", "[a-", "[-a]", "[z-a]"])
+def test_bad_match_pattern(bad):
+    with pytest.raises(InvalidReference, match="syntax error in pattern"):
+        path_pattern(bad)
