@@ -21,14 +21,16 @@ DEFAULT_DOMAIN = "docker.io"
 LEGACY_DOMAIN = "index.docker.io"
 DEFAULT_TAG = "latest"
 
+# anchored with \Z ($ also matches before a final newline) and ASCII only (\w is Unicode otherwise):
+# every pattern here is used with .match and must reject "busybox\n" and "busybox:tést"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_DOMAIN_RE = re.compile(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
-                        r"|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
-_SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
-ID_RE = re.compile(r"^(?:sha256:)?([a-f0-9]{64})$")
+_PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*\Z", re.ASCII)
+_DOMAIN_RE = re.compile(r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+                        r"|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?\Z", re.ASCII)
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
+_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}\Z", re.ASCII)
+_SHA256_RE = re.compile(r"sha256:[a-f0-9]{64}\Z", re.ASCII)
+ID_RE = re.compile(r"(?:sha256:)?([a-f0-9]{64})\Z", re.ASCII)
 
 
 class Reference(Record):

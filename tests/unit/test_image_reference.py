@@ -94,3 +94,25 @@ def test_familiar_match(pattern, name, tag, want):
 def test_bad_match_pattern(bad):
     with pytest.raises(InvalidReference, match="syntax error in pattern"):
         path_pattern(bad)
+
+
+@pytest.mark.parametrize("bad", ["evil\n", "busybox:latest\n", "busybox\n:latest", "busybox:tést", "busybox:ｔａｇ",
+                                 "busybox:١", "bü/x", "registry.exämple.com/x", "Busybox", "myrepo/MyApp:1",
+                                 "busybox@sha256:" + "a" * 64 + "\n", "busybox:" + "t" * 129])
+def test_invalid_newline_non_ascii_uppercase_long_tag(bad):
+    with pytest.raises(InvalidReference):
+        parse(bad)
+
+
+def test_anchored_ascii_patterns():
+    from rootless.image import reference as r
+
+    h = "a" * 64
+    assert r.is_image_id(h) and r.is_image_id("sha256:" + h)
+    assert not r.is_image_id(h + "\n") and not r.is_image_id("sha256:" + h + "\n")
+    for rx, good in ((r._TAG_RE, "v1"), (r._PATH_RE, "library/busybox"), (r._DOMAIN_RE, "127.0.0.1:5000"),
+                     (r._SHA256_RE, "sha256:" + h), (r._DIGEST_RE, "sha256:" + h)):
+        assert rx.match(good) and not rx.match(good + "\n"), rx.pattern
+    # what Docker accepts: a 128-character tag, upper case in the tag and in the registry host
+    assert parse("busybox:" + "T" * 128).tag == "T" * 128
+    assert parse("Registry.Example.com:5000/app:V1_x.y-z").name == "Registry.Example.com:5000/app"
