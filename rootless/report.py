@@ -24,7 +24,12 @@ class Reporter:
         pass
 
     def done(self) -> None:
-        pass
+        """Finish the live display: what it shows stays as plain lines and is forgotten.
+
+        A forked child that reports (the pull's namespace child) has a copy of the display:
+        only one process may draw. The parent calls done() before the fork, the child draws
+        its own items and calls done() before it exits, and the parent goes on below that.
+        """
 
 
 class PlainReporter(Reporter):

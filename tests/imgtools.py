@@ -346,3 +346,37 @@ def store_consistent(root: Path) -> list[str]:
         if not (l / "layer.json").is_file():
             problems.append(f"layer dir {l.name[:12]} without layer.json")
     return problems
+
+
+def render_terminal(out: str) -> list[str]:
+    """The lines a terminal shows at the end of ``out``: text, \\r, \\n, ESC[nA (up), ESC[K
+    (erase to the end of the line) and ESC[J (erase to the end of the screen)."""
+    import re
+
+    screen: list[str] = [""]
+    row = col = 0
+    for m in re.finditer(r"\x1b\[(\d*)([A-Za-z])|([\r\n])|([^\x1b\r\n]+)", out):
+        n, cmd, ctl, text = m.groups()
+        if text:
+            line = screen[row].ljust(col)
+            screen[row] = line[:col] + text + line[col + len(text):]
+            col += len(text)
+        elif ctl == "\r":
+            col = 0
+        elif ctl == "\n":
+            row += 1
+            col = 0
+            if row == len(screen):
+                screen.append("")
+        elif cmd == "A":
+            row = max(0, row - int(n or 1))
+        elif cmd == "K":
+            screen[row] = screen[row][:col]
+        elif cmd == "J":
+            screen[row] = screen[row][:col]
+            del screen[row + 1:]
+        else:
+            raise AssertionError(f"unexpected escape sequence {m.group(0)!r}")
+    while screen and not screen[-1]:
+        screen.pop()
+    return screen

@@ -287,6 +287,7 @@ def _fetch_layers(store, client, path: str, jobs: list[LayerJob], reporter: Repo
     finally:
         staging.close()
         store.remove_trees([staging.path], in_userns=True)
+        reporter.done()  # the child owns the display until here (see Reporter.done)
     return worker.created_blobs, worker.created_layers
 
 
@@ -297,6 +298,7 @@ def extract_layers(store, jobs: list[LayerJob], reporter: Reporter) -> tuple[lis
     from rootless.userns import default_mapping, run_in_userns
 
     mapping = default_mapping()
+    reporter.done()  # the child draws from here on: one process draws at a time (Reporter.done)
     return run_in_userns(_fetch_layers, store, None, "", jobs, reporter, store.config.pull_parallel, mapping,
                          os.getpid())
 
@@ -394,6 +396,7 @@ def pull(store, ref_str: str, *, platform: Platform | None = None, reporter: Rep
 
             mapping = default_mapping()
             client.close()  # the child opens its own connections
+            reporter.done()  # the child draws from here on: one process draws at a time (Reporter.done)
             blobs, layers = run_in_userns(_fetch_layers, store, client, ref.path, list(jobs.values()), reporter,
                                           store.config.pull_parallel, mapping, os.getpid())
             created_blobs += blobs

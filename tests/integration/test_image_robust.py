@@ -356,3 +356,22 @@ def test_prune_removes_abandoned_partial_downloads(rl, proxy, images):
     time.sleep(0.2)
     out = rl.ok("image", "prune", "-f")
     assert not partial.exists() and "Total reclaimed space: 1kB" in out
+
+
+def test_tty_progress_when_some_layers_exist_shows_each_layer_once(rl, registry):
+    import pexpect
+
+    from tests.imgtools import render_terminal
+
+    rl.ok("pull", "-q", registry.ref("busybox"))  # layered's two lower layers
+    child = pexpect.spawn(rl.argv0[0], rl.argv0[1:] + ["pull", registry.ref("layered")], env=rl.env,
+                          timeout=60, dimensions=(50, 200))
+    child.expect(pexpect.EOF)
+    raw = child.before.decode(errors="replace")
+    child.close()
+    assert child.exitstatus == 0, raw
+    lines = render_terminal(raw)
+    layers = [l for l in lines if l[:12].isalnum() and l[12:14] == ": "]
+    assert sorted(layers) == sorted(["a4b06934e58c: Already exists", "033e344c7412: Already exists",
+                                     "6365c9960649: Pull complete"]), lines
+    assert lines[0].startswith("Trying to pull") and lines[-2].startswith("Digest: sha256:"), lines
