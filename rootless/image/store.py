@@ -544,18 +544,43 @@ class Store:
     def remove(self, names: list[str], *, force: bool = False, reporter=None) -> list[tuple[str, str]]:
         """``rmi``: untag / delete images; returns [("Untagged"|"Deleted", what)].
 
-        Refuses (StoreError) while a container uses an image that would be
-        deleted. Layers and blobs nothing references any more are removed.
+        As Docker: a tag removes that tag (and, when it was the repository's last tag on the
+        image, the repository's digest references); ``NAME@DIGEST`` removes that digest
+        reference; either deletes the image only when no reference is left. An ID deletes the
+        image (``force`` when several tags name it). Refuses (ImageError) while a container
+        uses an image that would be deleted. Layers and blobs nothing references any more
+        are removed.
         """
         from rootless.errors import ImageError
 
         events: list[tuple[str, str]] = []
         users = self.list_containers_using()
 
+        def repo_of(ref: str) -> str:
+            return ref.rsplit("@", 1)[0] if "@" in ref else ref.rsplit(":", 1)[0]
+
+        def familiar(ref: str) -> str:
+            sep = "@" if "@" in ref else ":"
+            name, rest = ref.rsplit(sep, 1)
+            return f"{refmod.familiar_name(name)}{sep}{rest}"
+
+        def check_unused(doomed, name: str) -> None:
+            for i in doomed:
+                if i in users:
+                    raise ImageError(f"unable to remove {name}: image {i[7:19]} is in use by container "
+                                     f"{', '.join(users[i])}",
+                                     hint=f"remove the container first: rootless rm {users[i][0]}")
+
+        def delete(db, i: str) -> None:
+            for d in db["images"][i].get("repo_digests", []):
+                events.append(("Untagged", familiar(d)))
+            del db["images"][i]
+            events.append(("Deleted", i))
+
         def change(db):
             for name in names:
                 m = refmod.ID_RE.match(name)
-                tag_key = None
+                tag_key = digest_key = None
                 iid = None
                 if m:
                     iid = "sha256:" + m.group(1)
@@ -564,9 +589,12 @@ class Store:
                         r = refmod.parse(name)
                         if not r.digest and r.tagged in db["tags"]:
                             tag_key = r.tagged
+                        elif r.digest and any(f"{r.name}@{r.digest}" in e.get("repo_digests", [])
+                                              for e in db["images"].values()):
+                            digest_key = f"{r.name}@{r.digest}"
                     except InvalidReference:
                         pass
-                    if tag_key is None:
+                    if tag_key is None and digest_key is None:
                         iid = self._by_id_prefix(db, name)
                         if iid is None:
                             try:
@@ -576,18 +604,36 @@ class Store:
                 if iid is not None and iid not in db["images"]:
                     raise ImageNotFound(f"No such image: {name}")
                 if tag_key is not None:
-                    ids = set(db["tags"][tag_key].values())
-                    doomed = [i for i in ids if not any(i in p.values() for t, p in db["tags"].items() if t != tag_key)]
-                    for i in doomed:
-                        if i in users:
-                            raise ImageError(f"unable to remove {name}: image {i[7:19]} is in use by container "
-                                             f"{', '.join(users[i])}",
-                                             hint=f"remove the container first: rootless rm {users[i][0]}")
+                    repo = repo_of(tag_key)
+                    ids = sorted(i for i in set(db["tags"][tag_key].values()) if i in db["images"])
+                    left = {}
+                    for i in ids:
+                        tags = [t for t, p in db["tags"].items() if t != tag_key and i in p.values()]
+                        same_repo = any(repo_of(t) == repo for t in tags)
+                        digests = [d for d in db["images"][i].get("repo_digests", [])
+                                   if same_repo or repo_of(d) != repo]
+                        left[i] = (tags, digests)
+                    doomed = [i for i in ids if not left[i][0] and not left[i][1]]
+                    check_unused(doomed, name)
                     del db["tags"][tag_key]
                     db.get("indexes", {}).pop(tag_key, None)
-                    t_name, t_tag = tag_key.rsplit(":", 1)
-                    events.append(("Untagged", f"{refmod.familiar_name(t_name)}:{t_tag}"))
-                    for i in sorted(doomed):
+                    events.append(("Untagged", familiar(tag_key)))
+                    for i in ids:
+                        gone = [d for d in db["images"][i].get("repo_digests", []) if d not in left[i][1]]
+                        db["images"][i]["repo_digests"] = left[i][1]
+                        events.extend(("Untagged", familiar(d)) for d in gone)
+                    for i in doomed:
+                        delete(db, i)
+                    continue
+                if digest_key is not None:
+                    holders = sorted(i for i, e in db["images"].items() if digest_key in e.get("repo_digests", []))
+                    doomed = [i for i in holders if db["images"][i]["repo_digests"] == [digest_key]
+                              and not any(i in p.values() for p in db["tags"].values())]
+                    check_unused(doomed, name)
+                    for i in holders:
+                        db["images"][i]["repo_digests"].remove(digest_key)
+                    events.append(("Untagged", familiar(digest_key)))
+                    for i in doomed:
                         del db["images"][i]
                         events.append(("Deleted", i))
                     continue
@@ -607,10 +653,8 @@ class Store:
                     if not p:
                         del db["tags"][t]
                         db.get("indexes", {}).pop(t, None)
-                    t_name, t_tag = t.rsplit(":", 1)
-                    events.append(("Untagged", f"{refmod.familiar_name(t_name)}:{t_tag}"))
-                del db["images"][iid]
-                events.append(("Deleted", iid))
+                    events.append(("Untagged", familiar(t)))
+                delete(db, iid)
 
         self.update(change)
         if any(e[0] == "Deleted" for e in events):

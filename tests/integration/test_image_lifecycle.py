@@ -341,3 +341,33 @@ def test_images_reference_matches_full_names_ports_and_globs(rl, registry):
     assert listed("busybox") == []
     cp = rl("images", "-f", "reference=x[")
     assert cp.returncode == 125 and "syntax error in pattern" in cp.stderr and "Traceback" not in cp.stderr
+
+
+def test_rmi_digest_reference_removes_only_that_reference(rl, registry, images):
+    ref = registry.ref("busybox")
+    name = f"{registry.host}/busybox"
+    byd = f"{name}@{images.info('busybox')['index']}"
+    rl.ok("pull", "-q", ref)
+    i = iid(rl, ref)
+    assert json.loads(rl.ok("image", "inspect", ref))[0]["RepoDigests"] == [byd]
+    # the digest reference goes, the image and its tag stay
+    assert rl.ok("rmi", byd).splitlines() == [f"Untagged: {byd}"]
+    info = json.loads(rl.ok("image", "inspect", ref))[0]
+    assert info["Id"] == i and info["RepoTags"] == [ref] and info["RepoDigests"] == []
+    # the repository's last tag takes its digest references along, and then the image (Docker)
+    rl.ok("pull", "-q", byd)
+    assert json.loads(rl.ok("image", "inspect", ref))[0]["RepoDigests"] == [byd]
+    assert rl.ok("rmi", ref).splitlines() == [f"Untagged: {ref}", f"Untagged: {byd}", f"Deleted: {i}"]
+    assert rl.ok("images", "-q") == ""
+    # a digest reference and a tag of another repository: each removal leaves the other
+    rl.ok("pull", "-q", byd)
+    rl.ok("tag", byd, "other:1")
+    assert rl.ok("rmi", byd).splitlines() == [f"Untagged: {byd}"]
+    assert rl.ok("images", "--format", "{{.Repository}}:{{.Tag}}").split() == ["other:1"]
+    rl.ok("pull", "-q", byd)
+    assert rl.ok("rmi", "other:1").splitlines() == ["Untagged: other:1"]
+    assert rl.ok("images", "--format", "{{.Repository}}:{{.Tag}}").split() == [f"{name}:<none>"]
+    # the last reference: the image goes with it
+    assert rl.ok("rmi", byd).splitlines() == [f"Untagged: {byd}", f"Deleted: {i}"]
+    assert rl.ok("images", "-q") == "" and os.listdir(rl.root / "layers") == []
+    assert store_consistent(rl.root) == []
