@@ -380,3 +380,16 @@ def render_terminal(out: str) -> list[str]:
     while screen and not screen[-1]:
         screen.pop()
     return screen
+
+
+def store_sizes(root: Path) -> dict[str, int]:
+    """Every blob and partial download (its file size) and layer (its recorded size) in a store."""
+    out = {}
+    for kind, sub in (("blob", "blobs/sha256"), ("partial", "blobs/partial")):
+        if (root / sub).is_dir():
+            for e in os.scandir(root / sub):
+                out[f"{kind}:{e.name}"] = e.stat().st_size
+    if (root / "layers").is_dir():
+        for e in os.scandir(root / "layers"):
+            out["layer:" + e.name] = json.loads((root / "layers" / e.name / "layer.json").read_text())["size"]
+    return out

@@ -107,7 +107,6 @@ def prune(store, *, unused_only: bool = False) -> tuple[int, int]:
     ``unused_only`` keeps the entries whose layer an image still uses and the
     empty ones (dropping them would free nothing), as ``docker system prune``
     keeps the build cache in use; without it every entry goes (``-a``)."""
-    from rootless.diskusage import layer_size
     from rootless.image.locks import atomic_write
 
     with store.lock():
@@ -118,13 +117,8 @@ def prune(store, *, unused_only: bool = False) -> tuple[int, int]:
         if unused_only:
             keep = {k: e for k, e in entries.items()
                     if isinstance(e, dict) and (e.get("empty") or e.get("diff_id") in image_layers)}
-        dropped = {e.get("diff_id") for k, e in entries.items()
-                   if k not in keep and isinstance(e, dict) and not e.get("empty")}
-        kept = {e.get("diff_id") for e in keep.values()}
-        freed = sum(layer_size(store, x) for x in dropped - kept - image_layers
-                    if isinstance(x, str) and store.has_layer(x))
         n = len(entries) - len(keep)
         atomic_write(store.root / FILE, json.dumps({"version": VERSION, "entries": keep},
                                                    separators=(",", ":")).encode())
-    store.gc()
-    return n, freed
+    # what the collection removed (the dropped entries' layers and blobs nothing else uses)
+    return n, store.gc().bytes

@@ -64,6 +64,13 @@ class ImageRecord(Record):
         return self.id
 
 
+class Freed(Record):
+    """What ``Store.discard``/``gc`` removed: the blob digests and diff_ids, and the bytes
+    that freed (blob file sizes plus the layers' recorded uncompressed sizes)."""
+    removed: tuple[str, ...] = ()
+    bytes: int = 0
+
+
 def _read_json(path: Path):
     try:
         with open(path, "rb") as f:
@@ -393,16 +400,18 @@ class Store:
             pass
         os.close(fd)
 
-    def discard(self, blobs=(), layers=(), *, in_userns: bool = False) -> list[str]:
+    def discard(self, blobs=(), layers=(), *, in_userns: bool = False) -> Freed:
         """Remove the given blobs/layers unless referenced or pinned by someone.
 
         Pinned: a shared flock on its name (``Pins.reserve``: a pull, load or
         build that uses it or will make it visible); a flock on the file itself
-        (a writer) counts too.
+        (a writer) counts too. Returns what went and the bytes that freed.
         """
+        from rootless.diskusage import layer_size
         from rootless.image.locks import claim, try_exclusive
 
         removed: list[str] = []
+        freed = 0
         doomed: list[Path] = []
         with self.lock():
             db = self.db(fresh=True)
@@ -419,8 +428,10 @@ class Store:
                     if fd is None:
                         continue
                     try:
+                        size = os.fstat(fd).st_size
                         os.unlink(p)
                         removed.append(d)
+                        freed += size
                     except FileNotFoundError:
                         pass
                     finally:
@@ -445,8 +456,10 @@ class Store:
                         try:
                             if st is None:
                                 st = Staging(self.root / "tmp")
+                            size = layer_size(self, d)
                             os.rename(p, st.path / digest_hex(d))
                             removed.append(d)
+                            freed += size
                         except FileNotFoundError:
                             pass
                         finally:
@@ -458,7 +471,7 @@ class Store:
                     st.close()
         if doomed:
             self.remove_trees(doomed, in_userns=in_userns)
-        return removed
+        return Freed(tuple(removed), freed)
 
     def remove_trees(self, paths: list[Path], *, in_userns: bool = False) -> None:
         """Remove directory trees owned by subordinate ids (inside the user namespace)."""
@@ -483,7 +496,7 @@ class Store:
         if stale:
             self.remove_trees(stale, in_userns=in_userns)
 
-    def gc(self, *, in_userns: bool = False) -> tuple[int, int]:
+    def gc(self, *, in_userns: bool = False) -> Freed:
         """Remove every blob and layer that no image references (and nobody pins)."""
         db = self.db(fresh=True)
         ref_blobs, ref_layers = self.referenced(db)
@@ -503,10 +516,9 @@ class Store:
                     layers.append(d)
         except FileNotFoundError:
             pass
-        removed = self.discard(blobs, layers, in_userns=in_userns) if (blobs or layers) else []
+        freed = self.discard(blobs, layers, in_userns=in_userns) if (blobs or layers) else Freed()
         self.clean_stale(in_userns=in_userns)
-        nl = sum(1 for r in removed if r in layers)
-        return len(removed) - nl, nl
+        return freed
 
     # tags and removal --------------------------------------------------------
     def tag(self, source: str, target: str, platform: Platform | None = None, reporter=None) -> None:
@@ -662,20 +674,20 @@ class Store:
         return events
 
     def prune(self, *, all_images: bool = False) -> tuple[list[str], int]:
-        """Remove dangling images (every unused one with ``all_images``); (ids, bytes freed)."""
+        """Remove dangling images (every unused one with ``all_images``); (ids, bytes freed).
+
+        The bytes are what was removed from the disk: the blobs and layers no image uses any
+        more (a layer another image shares stays and counts nothing), and abandoned downloads."""
         users = self.list_containers_using()
         removed: list[str] = []
-        freed = 0
 
         def change(db):
-            nonlocal freed
             tagged = {i for p in db["tags"].values() for i in p.values()}
             for iid in list(db["images"]):
                 if iid in users:
                     continue
                 if iid in tagged and not all_images:
                     continue
-                freed += int(db["images"][iid].get("size", 0))
                 del db["images"][iid]
                 removed.append(iid)
             if all_images:
@@ -688,7 +700,7 @@ class Store:
                         db.get("indexes", {}).pop(t, None)
 
         self.update(change)
-        self.gc()
+        freed = self.gc().bytes
         freed += self.prune_partials()
         return removed, freed
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from tests.conftest import RL
-from tests.imgtools import store_consistent
+from tests.imgtools import store_consistent, store_sizes
 
 pytestmark = pytest.mark.usefixtures("unprivileged")
 
@@ -371,3 +371,23 @@ def test_rmi_digest_reference_removes_only_that_reference(rl, registry, images):
     assert rl.ok("rmi", byd).splitlines() == [f"Untagged: {byd}", f"Deleted: {i}"]
     assert rl.ok("images", "-q") == "" and os.listdir(rl.root / "layers") == []
     assert store_consistent(rl.root) == []
+
+
+def test_prune_reclaims_what_it_removed_not_image_sizes(rl, registry):
+    from rootless.image.present import human_size
+
+    busybox, layered = registry.ref("busybox"), registry.ref("layered")
+    rl.ok("pull", "-q", busybox)
+    rl.ok("pull", "-q", layered)
+    dangling = json.loads(rl.ok("image", "inspect", layered))[0]
+    rl.ok("tag", busybox, layered)  # layered loses its tag; two of its three layers are busybox's
+    before = store_sizes(rl.root)
+    out = rl.ok("image", "prune", "-f")
+    after = store_sizes(rl.root)
+    assert f"deleted: {dangling['Id']}" in out
+    gone = {k: v for k, v in before.items() if k not in after}
+    assert len([k for k in gone if k.startswith("layer:")]) == 1  # only its own layer
+    assert f"Total reclaimed space: {human_size(sum(gone.values()))}\n" in out
+    assert sum(gone.values()) < dangling["Size"] // 10
+    # nothing left to remove: nothing reclaimed
+    assert rl.ok("image", "prune", "-f").strip() == "Total reclaimed space: 0B"
