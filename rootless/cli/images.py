@@ -201,6 +201,10 @@ def cmd_image_inspect(ctx, args) -> int:
     from rootless.errors import ImageNotFound
     from rootless.image.present import inspect_json
 
+    if args.format and args.format != "json":
+        from rootless.cli.format import check
+
+        check(args.format)
     store = _store(ctx)
     out = []
     missing = []
@@ -339,9 +343,11 @@ def _history_setup(p):
 
 
 def cmd_history(ctx, args) -> int:
-    from rootless.cli.format import output
+    from rootless.cli.format import check, output
     from rootless.image.present import history_rows, human_size, parse_time, since
 
+    if args.format and args.format not in ("json", "table"):
+        check(args.format)
     store = _store(ctx)
     img = store.resolve(args.image, _platform(args.platform), reporter=ctx.reporter())
     human = str(args.human).lower() not in ("false", "0", "no")

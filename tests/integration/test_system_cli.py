@@ -110,3 +110,21 @@ def test_prune_build_cache_unused_then_all(rl, tmp_path):
     out = rl.ok("system", "prune", "-a", "-f")
     assert "Deleted build cache objects: 2" in out
     assert rl.ok("images", "-q") == "" and _df(rl)["Build Cache"]["TotalCount"] == "0"
+
+
+def test_bad_format_template_is_a_one_line_error_in_every_command(rl):
+    """Go's template parser refuses an unclosed action even with nothing to list: 125, one line."""
+    cmds = [["images"], ["ps", "-a"], ["volume", "ls"], ["network", "ls"], ["system", "df"], ["info"],
+            ["version"], ["history", "nothere"]]
+    for cmd in cmds:
+        for fmt in ("{{", "{{.ID"):
+            cp = rl(*cmd, "--format", fmt)
+            assert cp.returncode == 125 and cp.stdout == "", (cmd, fmt, cp.stdout, cp.stderr)
+            err = cp.stderr.splitlines()
+            assert err[0] == "Error: template parsing error: unclosed action", (cmd, err)
+            assert len(err) == 2 and err[1].startswith("Hint: "), (cmd, err)
+    for cmd in (["info"], ["version"]):
+        cp = rl(*cmd, "--format", "{{.Nope}}")
+        assert cp.returncode == 125 and "can't evaluate field Nope" in cp.stderr, (cmd, cp.stderr)
+        cp = rl(*cmd, "--format", "{{frob .}}")
+        assert cp.returncode == 125 and 'function "frob" not defined' in cp.stderr, (cmd, cp.stderr)

@@ -44,3 +44,47 @@ def test_table_headers_as_docker_names_them():
     out = output(items, "table {{.ID}}\\t{{.RunningFor}}\\t{{.CreatedAt}}\\t{{.Names}}", [], None,
                  headers={"ID": "CONTAINER ID"})
     assert re.split(r"\s{2,}", out.splitlines()[0]) == ["CONTAINER ID", "CREATED", "CREATED AT", "NAMES"]
+
+
+@pytest.mark.parametrize("tmpl,msg", [
+    ("{{", "unclosed action"),
+    ("{{.Id}} {{", "unclosed action"),
+    ("x {{.Id", "unclosed action"),
+    ("{{}}", "missing value"),
+    ("{{ }}", "missing value"),
+    ("{{nope .Id}}", 'function "nope" not defined'),
+    ("{{.Id .Names}}", "can't give argument to non-function"),
+    ('{{index .Labels "tier}}', "unterminated quoted string"),
+    ("{{join .Names ,}}", "unexpected ','"),
+    ("{{/* never closed }}", "unclosed comment"),
+])
+def test_template_syntax_errors(tmpl, msg):
+    with pytest.raises(UsageError, match=re.escape(msg)) as e:
+        render(tmpl, OBJ)
+    assert "\n" not in e.value.message
+    # a syntax error is an error with nothing to render too
+    with pytest.raises(UsageError, match=re.escape(msg)):
+        output([], tmpl, [], None)
+    with pytest.raises(UsageError, match=re.escape(msg)):
+        output([], "table " + tmpl, [], None)
+
+
+def test_template_fields_only_of_objects():
+    with pytest.raises(UsageError, match="can't evaluate field upper in a str value"):
+        render("{{.Id.upper}}", OBJ)
+    with pytest.raises(UsageError, match="can't evaluate field X in a null value"):
+        render("{{.Config.Cmd.X}}", OBJ)
+    with pytest.raises(UsageError, match="'range' is not supported"):
+        render("{{range .Names}}{{.}}{{end}}", OBJ)
+
+
+@pytest.mark.parametrize("tmpl,want", [
+    ("a  {{- .Id -}}  b", "aabc123b"),
+    ("{{/* a comment */}}x", "x"),
+    ('{{join .Names "}}"}}', "web}}www"),
+    ("{{`raw\\t`}}", "raw\\t"),
+    ("}} {", "}} {"),
+    ("{{-3}}", "-3"),
+])
+def test_template_trim_comments_quotes(tmpl, want):
+    assert render(tmpl, OBJ) == want
