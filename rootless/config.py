@@ -171,6 +171,23 @@ def runtime_subdir(runtime_dir: Path | str, name: str) -> Path:
 _LINE_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` is no config file to read: "which does not exist", "which is a directory..."."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return "which does not exist"
+    except PermissionError:
+        return "which cannot be reached: permission denied"
+    except OSError as e:
+        return f"which cannot be read: {e.strerror}"
+    if stat.S_ISDIR(st.st_mode):
+        return "which is a directory, not a file"
+    return "which is not a regular file"
+
+
 def _read_toml(path: Path) -> dict:
     try:
         f = open(path, "rb")
@@ -178,6 +195,10 @@ def _read_toml(path: Path) -> dict:
         return {}   # the usual case: no tomllib import on the start-up path
     except PermissionError:
         raise ConfigError(f"cannot read config file {path}: permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a file",
+                          hint=f"remove or rename the directory {path}, or write the configuration there "
+                               "as a TOML file") from None
     import tomllib
 
     try:
@@ -285,7 +306,9 @@ def load_config(env: dict[str, str] | None = None) -> Config:
     data_home = _xdg(env, "XDG_DATA_HOME", home / ".local" / "share")
     user_file = Path(env["ROOTLESS_CONFIG"]) if env.get("ROOTLESS_CONFIG") else config_dir / "config.toml"
     if env.get("ROOTLESS_CONFIG") and not user_file.is_file():
-        raise ConfigError(f"ROOTLESS_CONFIG points at {user_file}, which does not exist")
+        raise ConfigError(f"ROOTLESS_CONFIG points at {user_file}, {_not_a_file(user_file)}",
+                          hint="set ROOTLESS_CONFIG to a TOML file (or unset it for "
+                               f"{config_dir / 'config.toml'})")
 
     merged: dict[str, dict] = {}
     origin: dict[tuple[str, str], Path] = {}

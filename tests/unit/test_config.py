@@ -154,3 +154,19 @@ def test_key_line():
 def test_missing_rootless_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(env_for(tmp_path, ROOTLESS_CONFIG=str(tmp_path / "missing.toml")))
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(env_for(tmp_path, ROOTLESS_CONFIG=str(tmp_path / "afile" / "config.toml")))
+
+
+def test_rootless_config_or_config_file_that_is_a_directory(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(env_for(tmp_path, ROOTLESS_CONFIG=str(tmp_path)))
+    assert e.value.message == f"ROOTLESS_CONFIG points at {tmp_path}, which is a directory, not a file"
+    assert "ROOTLESS_CONFIG" in e.value.hint
+    with pytest.raises(ConfigError, match="which is not a regular file"):
+        load_config(env_for(tmp_path, ROOTLESS_CONFIG="/dev/null"))
+    # the default file: a directory there is an error too, not a traceback
+    (tmp_path / "home" / ".config" / "rootless" / "config.toml").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="config.toml is a directory, not a file"):
+        load_config(env_for(tmp_path))
