@@ -102,11 +102,9 @@ def _image_rows(store, args) -> list[dict]:
         for p in pats:
             path_pattern(p)  # a bad pattern is an error even when no image is there to match
     rows = []
+    indexes = store.db().get("indexes", {})
     for img in sorted(store.images(), key=lambda i: -i.added):
         created = parse_time(img.created)
-        # Docker: an image pulled by digest only is listed as REPOSITORY <none> (with its digest)
-        digest_repos = list(dict.fromkeys(d.split("@")[0] + ":<none>" for d in img.repo_digests))
-        tags = list(img.repo_tags) or digest_repos or ["<none>:<none>"]
         if "dangling" in filters:
             want = filters["dangling"][-1].lower() in ("true", "1")
             if want != (not img.repo_tags):
@@ -119,18 +117,12 @@ def _image_rows(store, args) -> list[dict]:
                     ok = False
             if not ok:
                 continue
-        for t in tags:
-            repo, _, tag = t.rpartition(":")
+        for repo, tag, digest in _image_refs(img, args.digests, indexes):
             if pats:
                 if repo == "<none>":
                     continue  # Docker: an image without references matches no reference filter
-                own = [d.split("@", 1)[1] for d in img.repo_digests if d.split("@")[0] == repo]
-                if not any(_ref_match(p, repo, tag, own) for p in pats):
+                if not any(_ref_match(p, repo, tag, digest) for p in pats):
                     continue
-            digest = "<none>"
-            for d in img.repo_digests:
-                if d.split("@")[0] == repo:
-                    digest = d.split("@", 1)[1]
             rows.append({"Repository": repo, "Tag": tag, "ID": img.id if args.no_trunc else img.short_id,
                          "Digest": digest, "CreatedSince": since(created),
                          "CreatedAt": img.created, "Size": human_size(img.size), "VirtualSize": human_size(img.size),
@@ -139,9 +131,42 @@ def _image_rows(store, args) -> list[dict]:
     return rows
 
 
-def _ref_match(pattern: str, repo: str, tag: str, digests: list[str]) -> bool:
-    """``images REF`` / ``-f reference=PATTERN``: the row's references (``repo:tag``, or its
-    ``repo@digest``s for a ``<none>`` tag) by Docker's FamiliarMatch, full names too."""
+def _image_refs(img, digests: bool, indexes: dict) -> list[tuple[str, str, str]]:
+    """The image's rows as Docker's CLI makes them: (repository, tag, digest).
+
+    A tag's digest is a digest reference of its repository: the index the tag came from,
+    else the image's own manifest, else the latest (with ``--digests`` a row for each); a
+    repository with digest references but no tag gets rows of its own (tag ``<none>``); an
+    image without references is ``<none> <none>``. ``indexes``: images.json's."""
+    from rootless.errors import InvalidReference
+    from rootless.image.reference import parse
+
+    by_repo: dict[str, list[str]] = {}
+    for d in img.repo_digests:
+        repo, _, dg = d.partition("@")
+        by_repo.setdefault(repo, []).append(dg)
+    out = []
+    tagged = set()
+    for t in img.repo_tags:
+        repo, _, tag = t.rpartition(":")
+        tagged.add(repo)
+        ds = by_repo.get(repo) or ["<none>"]
+        if not digests and len(ds) > 1:
+            try:
+                index = indexes.get(parse(t).tagged, {}).get("digest")
+            except InvalidReference:
+                index = None
+            ds = [next((d for d in (index, img.manifest.digest) if d in ds), ds[-1])]
+        out.extend((repo, tag, d) for d in (ds if digests else ds[-1:]))
+    for repo, ds in by_repo.items():
+        if repo not in tagged:
+            out.extend((repo, "<none>", d) for d in (ds if digests else ds[-1:]))
+    return out or [("<none>", "<none>", "<none>")]
+
+
+def _ref_match(pattern: str, repo: str, tag: str, digest: str) -> bool:
+    """``images REF`` / ``-f reference=PATTERN``: the row's reference (``repo:tag``, or
+    ``repo@digest`` for a ``<none>`` tag) by Docker's FamiliarMatch, full names too."""
     from rootless.errors import InvalidReference
     from rootless.image.reference import familiar_match, parse
 
@@ -151,8 +176,7 @@ def _ref_match(pattern: str, repo: str, tag: str, digests: list[str]) -> bool:
         return False
     if tag != "<none>":
         return familiar_match(pattern, name, tag=tag)
-    return any(familiar_match(pattern, name, digest=d) for d in digests) if digests else \
-        familiar_match(pattern, name)
+    return familiar_match(pattern, name, digest=digest if digest != "<none>" else None)
 
 
 def _json_lines(rows: list[dict]) -> str:

@@ -391,3 +391,25 @@ def test_prune_reclaims_what_it_removed_not_image_sizes(rl, registry):
     assert sum(gone.values()) < dangling["Size"] // 10
     # nothing left to remove: nothing reclaimed
     assert rl.ok("image", "prune", "-f").strip() == "Total reclaimed space: 0B"
+
+
+def test_images_digest_per_repository_row(rl, registry, images):
+    name = f"{registry.host}/busybox"
+    index = images.info("busybox")["index"]
+    manifest = images.info("busybox")["manifests"][f"linux/{images.host_arch}"]
+
+    def rows(*extra):
+        return sorted(rl.ok("images", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}", *extra).splitlines())
+
+    rl.ok("pull", "-q", f"{name}@{index}")
+    rl.ok("tag", f"{name}@{index}", "other:1")
+    # the repository with a digest reference only has its row next to the other repository's tag
+    assert rows() == [f"{name} <none> {index}", "other 1 <none>"]
+    rl.ok("pull", "-q", f"{name}@{manifest}")
+    assert rows("--digests") == sorted([f"{name} <none> {index}", f"{name} <none> {manifest}", "other 1 <none>"])
+    rl.ok("pull", "-q", registry.ref("busybox"))
+    # the tag came from the index: its row shows the index's digest, not the latest one recorded
+    assert rows() == [f"{name} latest {index}", "other 1 <none>"]
+    assert rows("--digests") == sorted([f"{name} latest {index}", f"{name} latest {manifest}", "other 1 <none>"])
+    table = rl.ok("images", "--digests").splitlines()
+    assert table[0].split()[:3] == ["REPOSITORY", "TAG", "DIGEST"] and len(table) == 4
