@@ -58,8 +58,8 @@ GIB = 1 << 30
 SEED_SERIAL = "rootless-seed"
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 
-_NAME_OK = re.compile(r"^[A-Za-z0-9._+~-]+$")
-_KERNEL = re.compile(r"^(?:vmlinuz|vmlinux|Image)-(.+)$")
+_NAME_OK = re.compile(r"^[A-Za-z0-9._+~-]+\Z")
+_KERNEL = re.compile(r"^(?:vmlinuz|vmlinux|Image)-(.+)\Z")
 _INITRD = ("initrd.img-{v}", "initramfs-{v}.img", "initrd-{v}", "initrd-{v}.img")
 
 

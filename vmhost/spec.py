@@ -29,7 +29,7 @@ from pathlib import Path
 from rootless.errors import MachineError, UsageError
 
 DEFAULT_NAME = "default"
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}\Z")
 SHARE_TAG = "home"
 GUEST_STORE = "/var/lib/rootless/store"
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from rootless.build.parser import (INSTRUCTIONS, DockerfileError, Heredoc, Node, ParseResult, parse,
                                    parse_heredoc)
 
-_STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*\Z")
 
 # Go's time.ParseDuration
 _DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,

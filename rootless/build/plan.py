@@ -473,7 +473,7 @@ def dest_path(workdir: str, dest: str) -> str:
     return p
 
 
-_PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/([A-Za-z]+))?$")
+_PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/([A-Za-z]+))?\Z")
 
 
 def parse_ports(specs: list[str]) -> list[str]:

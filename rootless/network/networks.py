@@ -32,7 +32,7 @@ from pathlib import Path
 from rootless.errors import NetworkError, UsageError
 
 BUILTIN = ("bridge", "host", "none", "pasta", "slirp4netns")
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 AUTO_POOL = ipaddress.IPv4Network("10.89.0.0/16")   # networks get /24s from here (like Podman)
 DNS_DOMAIN = "dns.rootless"
 

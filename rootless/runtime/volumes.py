@@ -15,7 +15,7 @@ from pathlib import Path
 from rootless.errors import UsageError, VolumeError
 from rootless.record import Record
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
 class Volume(Record):
