@@ -31,8 +31,11 @@ def _parts(name: str) -> list[str]:
 
 def safe_extract(fileobj, dest_dir: str, *, rename_top: str | None = None, owner: tuple[int, int] | None = None,
                  keep_owner: bool = False) -> None:
-    """Extract a tar stream below ``dest_dir`` without ever leaving it."""
-    import stat
+    """Extract a tar stream below ``dest_dir`` without ever leaving it.
+
+    Directories get their modes and times at the end (a read-only one must be filled
+    first), through an fd and only if the path still names the directory made for the
+    entry: a later entry may have replaced it by a symlink to anywhere."""
     import tarfile
 
     base = os.path.realpath(dest_dir)
@@ -44,7 +47,7 @@ def safe_extract(fileobj, dest_dir: str, *, rename_top: str | None = None, owner
                 raise CopyError(f"refusing to extract {m.name!r}: '..' in the path")
             if not parts:
                 if m.isdir():
-                    dirs.append((base, m))
+                    dirs.append((base, m, _dir_id(base)))
                 continue
             if rename_top:
                 parts[0] = rename_top
@@ -63,7 +66,7 @@ def safe_extract(fileobj, dest_dir: str, *, rename_top: str | None = None, owner
             if m.isdir():
                 if not os.path.isdir(target):
                     os.mkdir(target, 0o700)
-                dirs.append((target, m))
+                dirs.append((target, m, _dir_id(target)))
             elif m.isreg():
                 src = tf.extractfile(m)
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -73,8 +76,11 @@ def safe_extract(fileobj, dest_dir: str, *, rename_top: str | None = None, owner
                         if not chunk:
                             break
                         out.write(chunk)
+                    out.flush()
+                    _attrs(fd, m, owner, keep_owner)
             elif m.issym():
                 os.symlink(m.linkname, target)
+                _link_attrs(target, m, owner, keep_owner)
             elif m.islnk():
                 lp = _parts(m.linkname)
                 if ".." in lp or not lp:
@@ -85,28 +91,53 @@ def safe_extract(fileobj, dest_dir: str, *, rename_top: str | None = None, owner
                 if not _within(os.path.realpath(src_path), base):
                     raise CopyError(f"refusing hard link {m.name!r} -> {m.linkname!r}")
                 os.link(src_path, target, follow_symlinks=False)
-                continue
-            else:
-                continue   # devices, fifos: not copied
-            _attrs(target, m, owner, keep_owner, stat)
-        for target, m in reversed(dirs):
-            _attrs(target, m, owner, keep_owner, stat)
+            # devices, fifos: not copied
+        for target, m, ident in reversed(dirs):
+            try:
+                fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue        # replaced by a later entry: not the directory made for this one
+            try:
+                if _dir_id(fd) == ident:
+                    _attrs(fd, m, owner, keep_owner)
+            finally:
+                os.close(fd)
 
 
-def _attrs(target: str, m, owner, keep_owner: bool, stat) -> None:
-    try:
-        if owner is not None:
-            os.chown(target, owner[0], owner[1], follow_symlinks=False)
-        elif keep_owner:
-            os.chown(target, m.uid, m.gid, follow_symlinks=False)
-    except OSError:
-        pass
-    if not m.issym():
-        os.chmod(target, stat.S_IMODE(m.mode))
+def _dir_id(path_or_fd) -> tuple[int, int]:
+    st = os.stat(path_or_fd, follow_symlinks=False) if isinstance(path_or_fd, str) else os.fstat(path_or_fd)
+    return st.st_dev, st.st_ino
+
+
+def _owner(m, owner, keep_owner: bool) -> tuple[int, int] | None:
+    return owner if owner is not None else (m.uid, m.gid) if keep_owner else None
+
+
+def _attrs(fd: int, m, owner, keep_owner: bool) -> None:
+    """Owner, mode and times of the file or directory open as ``fd``."""
+    import stat
+
+    uid_gid = _owner(m, owner, keep_owner)
+    if uid_gid is not None:
         try:
-            os.utime(target, (m.mtime, m.mtime), follow_symlinks=False)
+            os.fchown(fd, *uid_gid)
         except OSError:
             pass
+    os.fchmod(fd, stat.S_IMODE(m.mode))
+    try:
+        os.utime(fd, (m.mtime, m.mtime))
+    except OSError:
+        pass
+
+
+def _link_attrs(target: str, m, owner, keep_owner: bool) -> None:
+    uid_gid = _owner(m, owner, keep_owner)
+    try:
+        if uid_gid is not None:
+            os.chown(target, *uid_gid, follow_symlinks=False)
+        os.utime(target, (m.mtime, m.mtime), follow_symlinks=False)
+    except OSError:
+        pass
 
 
 def _write_tar(wfd: int, path: str, arcname: str, follow: bool) -> None:
