@@ -1,11 +1,11 @@
 """`cp`: files between a container and the host, as a tar stream over a pipe.
 
 The container side runs as root of the container's user namespace with the
-container's root as "/": joined by setns for a running container, or with
-the root filesystem mounted in a fresh user+mount namespace for a stopped
-one. Symlinks inside the container therefore resolve inside it. The host
-side extracts refusing any path that would land outside the destination
-(a hostile container may send any tar). Modes (and times) are kept; files
+container's root as "/": in all the namespaces of a running container (joined
+by setns, as for ``exec``), or with the root filesystem mounted in a fresh
+user+mount namespace for a stopped one. Symlinks inside the container
+therefore resolve inside it. The host side extracts refusing any path that
+would land outside the destination (a hostile container may send any tar). Modes (and times) are kept; files
 copied into the container belong to its root unless ``-a``.
 """
 
@@ -140,9 +140,12 @@ def _link_attrs(target: str, m, owner, keep_owner: bool) -> None:
         pass
 
 
-def _write_tar(wfd: int, path: str, arcname: str, follow: bool) -> None:
+def _write_tar(wfd: int, path: str, arcname: str, follow: bool, names: bool = True) -> None:
+    """``names=False``: the entries' uname/gname stay empty (see :func:`_no_name_lookups`)."""
     import tarfile
 
+    if not names:
+        _no_name_lookups()
     with os.fdopen(wfd, "wb") as f:
         with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT, dereference=False) as tf:
             if follow and os.path.islink(path):
@@ -160,13 +163,44 @@ def _split_src(src: str) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------------
 # inside the container (as its root)
+#
+# The helper runs our Python with the container's files as "/", and no code of the
+# container may run in it (it is outside the container's other namespaces when the
+# container is stopped, and it holds what the CLI had open until it closes it):
+# - everything it imports is imported before the switch (``_preload``): an import
+#   after it would read, and run, the container's files;
+# - nothing calls glibc's NSS (getpwuid, getgrgid, getaddrinfo...), which reads the
+#   container's /etc/nsswitch.conf and loads the libnss_*.so it names (docker
+#   CVE-2019-14271): owners are written as numbers only.
+
+def _preload() -> None:
+    """Import what the helper needs on the container's side, while "/" is still the host's."""
+    import json  # noqa: F401
+    import pickle  # noqa: F401
+    import shutil  # noqa: F401
+    import stat  # noqa: F401
+    import tarfile  # noqa: F401
+    import traceback  # noqa: F401
+
+    import rootless.runtime.execute  # noqa: F401
+
+
+def _no_name_lookups() -> None:
+    """tarfile's gettarinfo names each entry's owner with pwd.getpwuid / grp.getgrgid
+    unless its module has no pwd / grp: take them away in this (forked) helper process,
+    so that uname / gname stay empty, like those of an image layer."""
+    import tarfile
+
+    tarfile.pwd = None
+    tarfile.grp = None
+
 
 def _inside_out(path: str, wfd: int, follow: bool) -> None:
     p, arc = _split_src(path)
     if not os.path.lexists(p):
         raise CopyError(f"could not find the file {path} in the container: no such file or directory")
     try:
-        _write_tar(wfd, p, arc, follow)
+        _write_tar(wfd, p, arc, follow, names=False)
     except OSError as e:
         raise CopyError(f"copying {path} out of the container failed: "
                         f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}") from None
@@ -214,40 +248,53 @@ def _close_foreign(ends) -> None:
 
 
 def _run_inside(config, ctr, fn, *args, child_close=()) -> None:
-    """Run fn(*args) as root with the container's root as '/'."""
-    import json  # noqa: F401 (needed after the switch of root)
-    import pickle  # noqa: F401
-    import traceback  # noqa: F401
-    import tarfile  # noqa: F401
-    import shutil  # noqa: F401
+    """Run fn(*args) as root with the container's root as '/'.
 
+    A running container: a child joins all its namespaces (as ``exec`` does) keeping
+    none of the CLI's files but the pipes, and forks fn's process into its pid
+    namespace. A stopped one: its root filesystem is mounted in a new user+mount
+    namespace (``child_close``: the host side's pipe ends, closed there)."""
+    _preload()
     from rootless.runtime.execute import error_from, read_all, report_error
 
     st = ctr.state
     if st.running:
-        from rootless import syscalls as sc
+        from rootless.runtime.execute import enter_namespaces, open_namespaces
 
-        fds = []
-        for ns in ("user", "mnt"):
-            fds.append(os.open(f"/proc/{st.pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC))
+        fds = open_namespaces(st.pid)
         err_r, err_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            code = 0
+            code = 1
             try:
                 os.close(err_r)
-                _close_foreign(child_close)
-                for fd in fds:
-                    sc.setns(fd, 0)
+                _keep_only_fds({err_w, *fds.values(), *(a for a in args if type(a) is int)})
+                enter_namespaces(fds)
                 os.setresgid(0, 0, 0)
                 os.setresuid(0, 0, 0)
-                os.chdir("/")
-                fn(*args)
+                worker = os.fork()      # in the container's pid namespace
+                if worker == 0:
+                    wcode = 0
+                    try:
+                        os.chdir("/")
+                        fn(*args)
+                    except BaseException as e:  # noqa: BLE001
+                        report_error(err_w, e)
+                        wcode = 1
+                    os._exit(wcode)
+                _close_arg_fds(args)
+                os.close(err_w)
+                while True:
+                    try:
+                        _, status = os.waitpid(worker, 0)
+                        break
+                    except InterruptedError:
+                        continue
+                code = 0 if status == 0 else 1
             except BaseException as e:  # noqa: BLE001
                 report_error(err_w, e)
-                code = 1
             os._exit(code)
-        for fd in fds:
+        for fd in fds.values():
             os.close(fd)
         os.close(err_w)
         _close_arg_fds(args)
@@ -269,13 +316,29 @@ def _run_inside(config, ctr, fn, *args, child_close=()) -> None:
         _close_arg_fds(args)
 
 
+def _arg_fds(args) -> list[int]:
+    return [a for a in args if isinstance(a, int) and not isinstance(a, bool) and a > 2]
+
+
+def _keep_only_fds(keep: set[int]) -> None:
+    """In a forked child: close every fd but ``keep``; /dev/null (the host's) as 0, 1, 2."""
+    null = os.open("/dev/null", os.O_RDWR)
+    for i in (0, 1, 2):
+        if i != null and i not in keep:
+            os.dup2(null, i, inheritable=False)
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
 def _close_arg_fds(args) -> None:
-    for a in args:
-        if isinstance(a, int) and not isinstance(a, bool) and a > 2:
-            try:
-                os.close(a)
-            except OSError:
-                pass
+    for a in _arg_fds(args):
+        try:
+            os.close(a)
+        except OSError:
+            pass
 
 
 def _mounted_call(mount_step, host, fn, args, child_close=()):

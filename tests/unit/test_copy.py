@@ -1,13 +1,20 @@
-"""`cp` without a container: the extraction that takes a hostile tar stream."""
+"""`cp`'s two halves without a container: the extraction that takes a hostile tar stream,
+and the container-side helper, which must run none of the container's code."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 from rootless.errors import RootlessError
 from rootless.runtime.copy import safe_extract
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tar(*entries) -> io.BytesIO:
@@ -61,3 +68,45 @@ def test_modes_and_times_are_set_on_what_was_extracted(tmp_path):
     assert oct((tmp_path / "ro").stat().st_mode & 0o7777) == oct(0o500)
     assert (tmp_path / "ro" / "g").exists()
     os.chmod(tmp_path / "ro", 0o700)
+
+
+# The helper, as it runs after the switch to the container's root: a fresh interpreter
+# records every module imported and every pwd/grp lookup (glibc's NSS would read the
+# container's nsswitch.conf and load its libnss_*.so) after _preload.
+_HELPER = r"""
+import grp, json, os, pwd, sys
+from rootless.runtime import copy
+
+copy._preload()
+seen = []
+def lookup(kind):
+    def f(*a):
+        seen.append(kind)
+        raise KeyError(a)
+    return f
+pwd.getpwuid, pwd.getpwnam, grp.getgrgid, grp.getgrnam = (lookup(k) for k in ("getpwuid", "getpwnam",
+                                                                            "getgrgid", "getgrnam"))
+sys.addaudithook(lambda event, args: seen.append("import " + args[0]) if event == "import" else None)
+src, tar, dest = sys.argv[1:4]
+copy._inside_out(src, os.open(tar, os.O_WRONLY | os.O_CREAT, 0o600), False)
+copy._inside_in(dest, os.open(tar, os.O_RDONLY), True, False, False)
+print(json.dumps(seen))
+"""
+
+
+def test_the_container_side_helper_imports_nothing_and_resolves_no_names(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_text("x")
+    (src / "l").symlink_to("sub/f")
+    (tmp_path / "dest").mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cp = subprocess.run([sys.executable, "-c", _HELPER, str(src), str(tmp_path / "t.tar"), str(tmp_path / "dest")],
+                        env=env, capture_output=True, text=True, check=False)
+    assert cp.returncode == 0, cp.stderr
+    assert json.loads(cp.stdout) == []
+    with tarfile.open(tmp_path / "t.tar") as tf:
+        members = tf.getmembers()
+    assert sorted(m.name for m in members) == ["src", "src/l", "src/sub", "src/sub/f"]
+    assert {(m.uname, m.gname) for m in members} == {("", "")}
+    assert (tmp_path / "dest" / "src" / "sub" / "f").read_text() == "x"
