@@ -7,8 +7,11 @@ localhost, 127.0.0.0/8 and ::1 are spoken to over plain HTTP (as Docker
 does); registries in ``[registries] insecure`` or with ``tls_verify=False``
 are tried over HTTPS without verification, then plain HTTP.
 
-One keep-alive connection per thread and host. Redirects (blob downloads
-from a CDN) are followed without sending our credentials to the other host.
+One keep-alive connection per thread and host. Credentials go only to the
+registry's own origin (scheme, host, port): not to a redirect's target (blob
+downloads from a CDN) nor to an upload location elsewhere; to a token server
+(the realm the registry names) only over HTTPS, unless the registry itself is
+a plain-HTTP one and the realm is on its host or the local host.
 
 A hostile registry gets no more of our memory than the limits below: a body
 read whole is read up to its limit and no further (Content-Length first).
@@ -245,6 +248,11 @@ class RegistryClient:
             if s:
                 q.append(("scope", s))
         headers = {"Accept": "application/json"}
+        if self.creds and not self._creds_may_go_to(realm):
+            raise AuthError(f"registry {self.domain} sends us for a token to {realm}: refusing to send the "
+                            "credentials there over plain HTTP",
+                            hint=f"the registry's token server must use HTTPS; or log out of it: "
+                                 f"rootless logout {self.domain}")
         if self.creds and self.creds[0] == TOKEN_USER:
             # an identity token: the OAuth2 refresh-token grant (distribution's spec/auth/oauth)
             form = [("grant_type", "refresh_token"), ("refresh_token", self.creds[1]), ("client_id", CLIENT_ID)]
@@ -314,20 +322,37 @@ class RegistryClient:
     def _base(self) -> str:
         return f"{self.scheme}://{self.host}"
 
+    def _ours(self, url: str) -> bool:
+        """Whether ``url`` is on the registry's origin: scheme, host and port."""
+        return _origin(url) == _origin(self._base())
+
+    def _creds_may_go_to(self, realm: str) -> bool:
+        """A token server gets our credentials over HTTPS; over plain HTTP only from a
+        plain-HTTP registry (local, or insecure by configuration), on its host or the
+        local host: never as a downgrade from HTTPS."""
+        u = urlsplit(realm)
+        if u.scheme == "https":
+            return True
+        if u.scheme != "http" or self.scheme != "http":
+            return False
+        host = u.hostname or ""
+        return host == (urlsplit(self._base()).hostname or "") or is_localhost(host)
+
     def request(self, method: str, path: str, *, headers: dict | None = None, body=None,
                 scope: str | None = None, follow: bool = True) -> Response:
         headers = dict(headers or {})
         if not self._scheme_checked:
             self._pick_scheme()
         tried_auth = False
+        url = path if path.startswith(("http://", "https://")) else self._base() + path
+        ours = self._ours(url)      # an upload location may be anywhere: no credentials there
         while True:
             h = dict(headers)
-            a = self._auth_header(scope)
+            a = self._auth_header(scope) if ours else None
             if a:
                 h["Authorization"] = a
-            url = path if path.startswith(("http://", "https://")) else self._base() + path
             r = self._raw(method, url, h, body)
-            if r.status == 401 and not tried_auth:
+            if r.status == 401 and not tried_auth and ours:
                 r.drain()
                 tried_auth = True
                 if self._on_401(r, scope):
@@ -349,7 +374,7 @@ class RegistryClient:
                     break
                 target = urljoin(url, loc)
                 h2 = {k: v for k, v in headers.items()}
-                if urlsplit(target).netloc == urlsplit(url).netloc and a:
+                if a and _origin(target) == _origin(url):
                     h2["Authorization"] = a
                 m = method if r.status in (307, 308) else "GET"
                 r = self._raw(m, target, h2, body if m == method else None)
@@ -479,3 +504,12 @@ class RegistryClient:
         self._check(r, f"pushing the manifest of {self.domain}/{path}:{reference}", ok=(201, 200, 202))
         return r.header("Docker-Content-Digest") or oci.sha256_digest(data)
 
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the port made explicit: where credentials may go."""
+    u = urlsplit(url)
+    try:
+        port = u.port
+    except ValueError:
+        port = -1
+    return u.scheme, (u.hostname or ""), port or {"http": 80, "https": 443}.get(u.scheme)

@@ -1,4 +1,5 @@
-"""A broken or hostile registry: no body it sends takes more memory than its limit.
+"""A broken or hostile registry: our credentials stay with the registry's own origin (and
+its token server over HTTPS), and no body it sends takes more memory than its limit.
 
 Fake registries (http.server) on 127.0.0.1 in this process; one speaks HTTPS with a
 self-signed certificate (``tls_verify=False``).
@@ -6,15 +7,20 @@ self-signed certificate (``tls_verify=False``).
 
 from __future__ import annotations
 
+import base64
 import datetime
+import io
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rootless.errors import AuthError, RegistryError
+from rootless.errors import AuthError, RegistryError, RootlessError
 from rootless.image.registry import MANIFEST_LIMIT, SMALL_LIMIT, RegistryClient
+
+CREDS = ("alice", "s3cret")
+BASIC = "Basic " + base64.b64encode(b"alice:s3cret").decode()
 
 
 class Server:
@@ -118,6 +124,101 @@ def servers():
     yield make
     for s in made:
         s.stop()
+
+
+# --- credentials ---------------------------------------------------------------
+
+def _basic_registry(location):
+    """Basic auth on every request; an upload starts with a 202 to ``location()``."""
+    def route(h, method):
+        if h.headers.get("Authorization") != BASIC:
+            return h.answer(401, headers=[("WWW-Authenticate", 'Basic realm="test"')])
+        if method == "POST":
+            return h.answer(202, headers=[("Location", location())])
+        h.answer(201)
+    return route
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_an_upload_location_elsewhere_gets_no_credentials(servers, host):
+    """The registry names the upload URL: on another origin (even the same host on another
+    port) it gets the blob but not our password."""
+    other = servers(lambda h, m: h.answer(201))
+    port = other.host.rsplit(":", 1)[1]
+    reg = servers(_basic_registry(lambda: f"http://{host}:{port}/upload/1?state=x"))
+    c = RegistryClient(reg.host, creds=CREDS)
+    try:
+        c.upload_blob("team/app", "sha256:" + "0" * 64, 1, io.BytesIO(b"x"))
+    finally:
+        c.close()
+    assert [m for m, _, _ in reg.log] == ["POST", "POST"]          # the challenge, then with Basic
+    assert reg.log[1][2] == BASIC
+    assert other.log == [("PUT", "/upload/1?state=x&digest=sha256%3A" + "0" * 64, None)]
+
+
+def test_an_upload_location_on_the_registry_gets_the_credentials(servers):
+    reg = servers(_basic_registry(lambda: "/v2/team/app/blobs/uploads/1"))
+    c = RegistryClient(reg.host, creds=CREDS)
+    try:
+        c.upload_blob("team/app", "sha256:" + "0" * 64, 1, io.BytesIO(b"x"))
+    finally:
+        c.close()
+    assert [(m, a) for m, _, a in reg.log] == [("POST", None), ("POST", BASIC), ("PUT", BASIC)]
+
+
+def test_no_credentials_to_a_plain_http_token_server_of_an_https_registry(servers, tmp_path):
+    token = servers(lambda h, m: h.answer(200, b'{"token": "t"}'))
+
+    def route(h, method):
+        if h.headers.get("Authorization") != "Bearer t":
+            return h.answer(401, headers=[("WWW-Authenticate", f'Bearer realm="http://{token.host}/token"')])
+        h.answer(200, b"{}", [("Content-Type", "application/vnd.oci.image.manifest.v1+json")])
+
+    reg = servers(route, tls=True, tmp_path=tmp_path)
+    c = RegistryClient(reg.host, creds=CREDS, tls_verify=False)
+    try:
+        with pytest.raises(AuthError, match="plain HTTP"):
+            c.get_manifest("team/app", "latest")
+    finally:
+        c.close()
+    assert token.log == []
+    # anonymous: nothing secret goes there, the token is fetched
+    c = RegistryClient(reg.host, tls_verify=False)
+    try:
+        assert c.get_manifest("team/app", "latest")[0] == b"{}"
+    finally:
+        c.close()
+    assert [(m, p.split("?")[0], a) for m, p, a in token.log] == [("GET", "/token", None)]
+
+
+@pytest.mark.parametrize("registry,scheme,realm,ok", [
+    ("ghcr.io", "https", "https://ghcr.io/token", True),
+    ("ghcr.io", "https", "https://auth.example/token", True),
+    ("ghcr.io", "https", "http://ghcr.io/token", False),
+    ("ghcr.io", "https", "http://127.0.0.1:9/token", False),       # a downgrade, even to this host
+    ("127.0.0.1:5000", "http", "http://127.0.0.1:5001/token", True),
+    ("127.0.0.1:5000", "http", "http://localhost/token", True),
+    ("127.0.0.1:5000", "http", "http://auth.example/token", False),
+    ("reg.example:5000", "http", "http://reg.example:5001/token", True),   # an insecure one, fallen back to HTTP
+    ("reg.example:5000", "http", "http://auth.example/token", False),
+    ("reg.example:5000", "http", "https://auth.example/token", True),
+    ("127.0.0.1:5000", "http", "ftp://127.0.0.1/token", False),
+])
+def test_where_a_token_server_may_get_the_credentials(registry, scheme, realm, ok):
+    c = RegistryClient(registry, tls_verify=False if registry.startswith("reg.") else None)
+    c.scheme = scheme
+    assert c._creds_may_go_to(realm) is ok
+
+
+def test_an_origin_is_scheme_host_and_port():
+    """Where a redirect may take the credentials: the registry's origin only (the redirect
+    code compared host:port, so an HTTPS registry's redirect to plain HTTP took them)."""
+    from rootless.image.registry import _origin
+
+    assert _origin("https://reg.example/v2/x") == _origin("https://REG.example:443/y")
+    assert _origin("http://reg.example:443/x") != _origin("https://reg.example:443/x")
+    assert _origin("http://reg.example/x") == _origin("http://reg.example:80/x")
+    assert _origin("http://reg.example:5000/x") != _origin("http://reg.example:5001/x")
 
 
 # --- bounded bodies -------------------------------------------------------------
