@@ -155,6 +155,28 @@ def ensure_private_dir(path: Path | str) -> Path:
     return path
 
 
+def ensure_data_root(path: Path | str) -> Path:
+    """The data root, mode 0700: made so, or tightened when it is ours and open to others.
+
+    Other users must not reach into it: layers and containers keep setuid files that
+    belong to us (image uid 0 is our uid), and volumes hold what containers wrote.
+    Nothing needs another user to pass through it (the containers' processes see their
+    files through mounts made by us). One ``stat`` when it is already private."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        st = os.stat(path)
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        os.chmod(path, st.st_mode & 0o700)
+    return path
+
+
 def runtime_subdir(runtime_dir: Path | str, name: str) -> Path:
     """``<runtime_dir>/<name>`` (mode 0700), the runtime directory checked first."""
     d = ensure_private_dir(runtime_dir) / name

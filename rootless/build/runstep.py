@@ -10,7 +10,8 @@ foreign platform through archsupport), and ``network.start/stop``.
 
 After a zero exit status the mount points the runtime had to create
 (``/proc``, ``/dev``, ``/sys``, ``/etc/hosts``, ``/etc/resolv.conf``...,
-when the image did not have them) are removed from the upper directory,
+when the image did not have them) are removed from the upper directory
+through directory fds (the step may have left symlinks to the host there),
 which then becomes the step's layer (``snapshot``). A non-zero status is a
 :class:`StepFailed` naming the step, the command and the status; its last
 output lines are in the hint.
@@ -295,11 +296,30 @@ def _lower_stat(lowers: list[str], rel: str) -> os.stat_result | None:
     return None
 
 
-def _opaque(path: str) -> bool:
+def _opaque(fd: int) -> bool:
     try:
-        return os.getxattr(path, "user.overlay.opaque", follow_symlinks=False) == b"y"
+        return os.getxattr(fd, "user.overlay.opaque") == b"y"
     except OSError:
         return False
+
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir(root_fd: int, parts) -> int | None:
+    """An fd of the directory ``parts`` below ``root_fd``, reached without following any
+    symlink: the step may have left links in its upper dir (to anywhere on the host,
+    which this process, the user, can change); None when ``parts`` is not a directory."""
+    fd = os.dup(root_fd)
+    for c in parts:
+        try:
+            nfd = os.open(c, _O_DIR, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nfd
+    return fd
 
 
 def _finish(store, upper: str, lowers: list[str], stubs: list[str], staging: str, *, pins):
@@ -309,49 +329,61 @@ def _finish(store, upper: str, lowers: list[str], stubs: list[str], staging: str
     A stub is removed when the image did not have that path and it is still an
     empty file or directory; a directory the stub's creation copied up (e.g.
     /etc for /etc/hosts) is dropped from the upper dir again when it is empty
-    and otherwise as in the image (only its time changed).
+    and otherwise as in the image (only its time changed). Every path is taken
+    from the upper dir through directory fds, never through a symlink.
     """
+    import posixpath
+
     from rootless.build.snapshot import snapshot_into_store
 
+    rels = {posixpath.normpath("/" + s).lstrip("/") for s in stubs if s}
     parents: set[str] = set()
-    for rel in sorted(set(s for s in stubs if s), key=lambda s: -s.count("/")):
-        full = os.path.join(upper, rel)
-        parent = os.path.dirname(rel)
-        while parent:
-            parents.add(parent)
-            parent = os.path.dirname(parent)
-        try:
-            st = os.lstat(full)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        if _lower_stat(lowers, rel) is not None:
-            continue
-        try:
-            if stat.S_ISDIR(st.st_mode):
-                os.rmdir(full)          # only when empty
-            elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                os.unlink(full)
-        except OSError:
-            continue
-    for rel in sorted(parents, key=lambda s: -s.count("/")):
-        full = os.path.join(upper, rel)
-        try:
-            st = os.lstat(full)
-            if not stat.S_ISDIR(st.st_mode) or os.listdir(full) or _opaque(full):
+    root_fd = os.open(upper, _O_DIR)
+    try:
+        for rel in sorted((r for r in rels if r), key=lambda s: -s.count("/")):
+            parent = os.path.dirname(rel)
+            while parent:
+                parents.add(parent)
+                parent = os.path.dirname(parent)
+            *dirs, name = rel.split("/")
+            pfd = _open_dir(root_fd, dirs)
+            if pfd is None:
                 continue
-        except OSError:
-            continue
-        low = _lower_stat(lowers, rel)
-        if low is None:
             try:
-                os.rmdir(full)          # created only to hold a stub
+                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                if _lower_stat(lowers, rel) is not None:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    os.rmdir(name, dir_fd=pfd)          # only when empty
+                elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                    os.unlink(name, dir_fd=pfd)
             except OSError:
-                pass
-            continue
-        if (stat.S_ISDIR(low.st_mode) and stat.S_IMODE(low.st_mode) == stat.S_IMODE(st.st_mode)
-                and (low.st_uid, low.st_gid) == (st.st_uid, st.st_gid)):
+                continue
+            finally:
+                os.close(pfd)
+        for rel in sorted(parents, key=lambda s: -s.count("/")):
+            *dirs, name = rel.split("/")
+            pfd = _open_dir(root_fd, dirs)
+            if pfd is None:
+                continue
             try:
-                os.rmdir(full)          # only copied up: the image's directory shows through again
+                dfd = os.open(name, _O_DIR, dir_fd=pfd)
+                try:
+                    st = os.fstat(dfd)
+                    if os.listdir(dfd) or _opaque(dfd):
+                        continue
+                finally:
+                    os.close(dfd)
+                low = _lower_stat(lowers, rel)
+                if low is None:
+                    os.rmdir(name, dir_fd=pfd)          # created only to hold a stub
+                elif (stat.S_ISDIR(low.st_mode) and stat.S_IMODE(low.st_mode) == stat.S_IMODE(st.st_mode)
+                      and (low.st_uid, low.st_gid) == (st.st_uid, st.st_gid)):
+                    os.rmdir(name, dir_fd=pfd)          # only copied up: the image's directory shows through
             except OSError:
-                pass
+                continue
+            finally:
+                os.close(pfd)
+    finally:
+        os.close(root_fd)
     return snapshot_into_store(store, upper, staging, pins)

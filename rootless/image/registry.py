@@ -7,8 +7,14 @@ localhost, 127.0.0.0/8 and ::1 are spoken to over plain HTTP (as Docker
 does); registries in ``[registries] insecure`` or with ``tls_verify=False``
 are tried over HTTPS without verification, then plain HTTP.
 
-One keep-alive connection per thread and host. Redirects (blob downloads
-from a CDN) are followed without sending our credentials to the other host.
+One keep-alive connection per thread and host. Credentials go only to the
+registry's own origin (scheme, host, port): not to a redirect's target (blob
+downloads from a CDN) nor to an upload location elsewhere; to a token server
+(the realm the registry names) only over HTTPS, unless the registry itself is
+a plain-HTTP one and the realm is on its host or the local host.
+
+A hostile registry gets no more of our memory than the limits below: a body
+read whole is read up to its limit and no further (Content-Length first).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ USER_AGENT = "rootless/0.1 (+python http.client)"
 CLIENT_ID = "rootless"          # OAuth2 client_id sent with an identity token
 TOKEN_USER = "<token>"          # rootless.image.auth.TOKEN_USER: the credentials are an identity token
 TIMEOUT = 60
+MANIFEST_LIMIT = 4 << 20        # as Docker (distribution's maxManifestBodySize)
+SMALL_LIMIT = 1 << 20           # a token response, an error body, a body we only drain
 _CHAL_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
@@ -74,6 +82,30 @@ class Response:
 
     def readinto(self, b) -> int:
         return self.resp.readinto(b)
+
+    def body(self, limit: int = SMALL_LIMIT) -> bytes | None:
+        """The whole body if it has at most ``limit`` bytes; else None, having read no more
+        than ``limit`` + 1 bytes (nothing when Content-Length says so) and closed the
+        connection."""
+        if self.resp.length is not None and self.resp.length > limit:
+            self.close()
+            return None
+        chunks, size = [], 0
+        try:
+            while size <= limit:
+                b = self.resp.read(min(1 << 20, limit + 1 - size))   # read(n): at the end, done with
+                if not b:
+                    return b"".join(chunks)
+                chunks.append(b)
+                size += len(b)
+        except (OSError, http.client.HTTPException) as e:
+            raise RegistryError(f"download interrupted: {e}", hint="try again") from None
+        self.close()
+        return None
+
+    def drain(self) -> bytes:
+        """Read what is left of a body we do not need (or an error's): b"" if it is too long."""
+        return self.body() or b""
 
     def close(self) -> None:
         """Close; a body not read to its end also closes the connection (it cannot be reused)."""
@@ -216,6 +248,11 @@ class RegistryClient:
             if s:
                 q.append(("scope", s))
         headers = {"Accept": "application/json"}
+        if self.creds and not self._creds_may_go_to(realm):
+            raise AuthError(f"registry {self.domain} sends us for a token to {realm}: refusing to send the "
+                            "credentials there over plain HTTP",
+                            hint=f"the registry's token server must use HTTPS; or log out of it: "
+                                 f"rootless logout {self.domain}")
         if self.creds and self.creds[0] == TOKEN_USER:
             # an identity token: the OAuth2 refresh-token grant (distribution's spec/auth/oauth)
             form = [("grant_type", "refresh_token"), ("refresh_token", self.creds[1]), ("client_id", CLIENT_ID)]
@@ -227,7 +264,7 @@ class RegistryClient:
             data = urlencode(form).encode()
             r = self._raw("POST", realm, {**headers, "Content-Type": "application/x-www-form-urlencoded",
                                           "Content-Length": str(len(data))}, data)
-            body = r.read()
+            body = r.body()
             if r.status in (404, 405):
                 raise AuthError(f"the token server of {self.domain} does not take identity tokens (OAuth2 POST "
                                 f"answered {r.status})",
@@ -238,7 +275,10 @@ class RegistryClient:
                 headers["Authorization"] = "Basic " + base64.b64encode(
                     f"{self.creds[0]}:{self.creds[1]}".encode()).decode()
             r = self._raw("GET", url, headers)
-            body = r.read()
+            body = r.body()
+        if body is None:
+            raise RegistryError(f"token server {urlsplit(realm).netloc} sent more than {SMALL_LIMIT >> 20} MiB: "
+                                "refused", hint="the registry's token server is broken or hostile")
         if r.status in (401, 403):
             raise AuthError(f"authentication to {self.domain} failed: {_error_text(body) or r.status}",
                             hint=f"check your credentials: rootless login {self.domain}")
@@ -282,28 +322,45 @@ class RegistryClient:
     def _base(self) -> str:
         return f"{self.scheme}://{self.host}"
 
+    def _ours(self, url: str) -> bool:
+        """Whether ``url`` is on the registry's origin: scheme, host and port."""
+        return _origin(url) == _origin(self._base())
+
+    def _creds_may_go_to(self, realm: str) -> bool:
+        """A token server gets our credentials over HTTPS; over plain HTTP only from a
+        plain-HTTP registry (local, or insecure by configuration), on its host or the
+        local host: never as a downgrade from HTTPS."""
+        u = urlsplit(realm)
+        if u.scheme == "https":
+            return True
+        if u.scheme != "http" or self.scheme != "http":
+            return False
+        host = u.hostname or ""
+        return host == (urlsplit(self._base()).hostname or "") or is_localhost(host)
+
     def request(self, method: str, path: str, *, headers: dict | None = None, body=None,
                 scope: str | None = None, follow: bool = True) -> Response:
         headers = dict(headers or {})
         if not self._scheme_checked:
             self._pick_scheme()
         tried_auth = False
+        url = path if path.startswith(("http://", "https://")) else self._base() + path
+        ours = self._ours(url)      # an upload location may be anywhere: no credentials there
         while True:
             h = dict(headers)
-            a = self._auth_header(scope)
+            a = self._auth_header(scope) if ours else None
             if a:
                 h["Authorization"] = a
-            url = path if path.startswith(("http://", "https://")) else self._base() + path
             r = self._raw(method, url, h, body)
-            if r.status == 401 and not tried_auth:
-                r.read()
+            if r.status == 401 and not tried_auth and ours:
+                r.drain()
                 tried_auth = True
                 if self._on_401(r, scope):
                     continue
                 raise AuthError(f"registry {self.domain} refused the credentials",
                                 hint=f"check them: rootless login {self.domain}")
             if r.status == 401:
-                body_ = r.read()
+                body_ = r.drain()
                 if self.creds:
                     raise AuthError(f"registry {self.domain} refused access: {_error_text(body_) or 'unauthorized'}",
                                     hint=f"check your credentials and rights: rootless login {self.domain}")
@@ -312,12 +369,12 @@ class RegistryClient:
             hops = 0
             while follow and r.status in (301, 302, 303, 307, 308) and hops < 5:
                 loc = r.header("Location")
-                r.read()
+                r.drain()
                 if not loc:
                     break
                 target = urljoin(url, loc)
                 h2 = {k: v for k, v in headers.items()}
-                if urlsplit(target).netloc == urlsplit(url).netloc and a:
+                if a and _origin(target) == _origin(url):
                     h2["Authorization"] = a
                 m = method if r.status in (307, 308) else "GET"
                 r = self._raw(m, target, h2, body if m == method else None)
@@ -330,7 +387,7 @@ class RegistryClient:
         last = None
         for s in self.schemes:
             try:
-                self._raw("GET", f"{s}://{self.host}/v2/", {}).read()
+                self._raw("GET", f"{s}://{self.host}/v2/", {}).drain()
                 self.scheme = s
                 self._scheme_checked = True
                 return
@@ -343,8 +400,7 @@ class RegistryClient:
     def _check(self, r: Response, what: str, ok=(200,)) -> Response:
         if r.status in ok:
             return r
-        body = r.read()
-        text = _error_text(body)
+        text = _error_text(r.drain())
         if r.status == 404:
             raise ImageNotFound(f"{what}: not found in registry {self.domain}" + (f" ({text})" if text else ""),
                                 hint="check the name and the tag")
@@ -364,7 +420,7 @@ class RegistryClient:
     def ping(self) -> None:
         """GET /v2/ with our credentials (checks a login)."""
         r = self.request("GET", "/v2/")
-        body = r.read()
+        body = r.drain()
         if r.status == 401:
             raise AuthError(f"registry {self.domain} refused the login")
         if r.status not in (200,):
@@ -373,7 +429,7 @@ class RegistryClient:
     def login_check(self) -> None:
         """Verify credentials: Basic on /v2/, or a token fetched with them."""
         r = self.request("GET", "/v2/")
-        r.read()
+        r.drain()
         if r.status != 200:
             raise AuthError(f"login to {self.domain} failed ({r.status})", hint="check the user name and password")
         if self._auth_kind is None and self.creds:
@@ -386,9 +442,10 @@ class RegistryClient:
                          scope=self.scope(path, push))
         self._check(r, f"{self.domain}/{path}:{reference}" if not reference.startswith("sha256:")
                     else f"{self.domain}/{path}@{reference}")
-        body = r.read()
-        if len(body) > 4 << 20:
-            raise RegistryError(f"manifest of {path}:{reference} is larger than 4 MiB: refused")
+        body = r.body(MANIFEST_LIMIT)
+        if body is None:
+            raise RegistryError(f"manifest of {path}:{reference} is larger than 4 MiB: refused",
+                                hint="the registry is broken or hostile")
         mt = (r.header("Content-Type") or "").split(";")[0].strip()
         digest = oci.sha256_digest(body)
         return body, mt, digest
@@ -396,7 +453,7 @@ class RegistryClient:
     def head_manifest(self, path: str, reference: str) -> str | None:
         r = self.request("HEAD", f"/v2/{path}/manifests/{reference}", headers={"Accept": oci.ACCEPT},
                          scope=self.scope(path))
-        r.read()
+        r.drain()
         if r.status == 200:
             return r.header("Docker-Content-Digest")
         return None
@@ -407,22 +464,14 @@ class RegistryClient:
         return self._check(r, f"blob {digest} of {self.domain}/{path}", ok=(200, 206))
 
     def get_blob(self, path: str, digest: str, limit: int = 16 << 20) -> bytes:
-        r = self.open_blob(path, digest)
-        chunks, total = [], 0
-        while True:
-            b = r.read(1 << 20)
-            if not b:
-                break
-            total += len(b)
-            if total > limit:
-                r.close()
-                raise RegistryError(f"blob {digest} is larger than expected ({limit} bytes): refused")
-            chunks.append(b)
-        return b"".join(chunks)
+        body = self.open_blob(path, digest).body(limit)
+        if body is None:
+            raise RegistryError(f"blob {digest} is larger than expected ({limit} bytes): refused")
+        return body
 
     def blob_exists(self, path: str, digest: str) -> bool:
         r = self.request("HEAD", f"/v2/{path}/blobs/{digest}", scope=self.scope(path, push=True))
-        r.read()
+        r.drain()
         if r.status == 200:
             return True
         if r.status == 404:
@@ -433,7 +482,7 @@ class RegistryClient:
     def upload_blob(self, path: str, digest: str, size: int, fileobj) -> None:
         scope = self.scope(path, push=True)
         r = self.request("POST", f"/v2/{path}/blobs/uploads/", headers={"Content-Length": "0"}, scope=scope)
-        r.read()
+        r.drain()
         if r.status == 201:
             return  # mounted / already there
         self._check(r, f"starting the upload of {digest} to {self.domain}/{path}", ok=(202,))
@@ -444,13 +493,23 @@ class RegistryClient:
         url += ("&" if "?" in url else "?") + urlencode({"digest": digest})
         r = self.request("PUT", url, headers={"Content-Type": "application/octet-stream",
                                               "Content-Length": str(size)}, body=fileobj, scope=scope)
-        r.read()
+        r.drain()
         self._check(r, f"uploading blob {digest} to {self.domain}/{path}", ok=(201, 204))
 
     def put_manifest(self, path: str, reference: str, data: bytes, media_type: str) -> str:
         r = self.request("PUT", f"/v2/{path}/manifests/{reference}",
                          headers={"Content-Type": media_type, "Content-Length": str(len(data))}, body=data,
                          scope=self.scope(path, push=True))
-        r.read()
+        r.drain()
         self._check(r, f"pushing the manifest of {self.domain}/{path}:{reference}", ok=(201, 200, 202))
         return r.header("Docker-Content-Digest") or oci.sha256_digest(data)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the port made explicit: where credentials may go."""
+    u = urlsplit(url)
+    try:
+        port = u.port
+    except ValueError:
+        port = -1
+    return u.scheme, (u.hostname or ""), port or {"http": 80, "https": 443}.get(u.scheme)

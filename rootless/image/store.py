@@ -149,6 +149,9 @@ class Store:
                              hint="pull the image again (rootless pull IMAGE)") from None
 
     def ensure_dirs(self) -> None:
+        from rootless.config import ensure_data_root
+
+        ensure_data_root(self.root)
         for d in ("blobs/sha256", "blobs/partial", "layers", "locks", "tmp"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
 

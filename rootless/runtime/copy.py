@@ -1,11 +1,11 @@
 """`cp`: files between a container and the host, as a tar stream over a pipe.
 
 The container side runs as root of the container's user namespace with the
-container's root as "/": joined by setns for a running container, or with
-the root filesystem mounted in a fresh user+mount namespace for a stopped
-one. Symlinks inside the container therefore resolve inside it. The host
-side extracts refusing any path that would land outside the destination
-(a hostile container may send any tar). Modes (and times) are kept; files
+container's root as "/": in all the namespaces of a running container (joined
+by setns, as for ``exec``), or with the root filesystem mounted in a fresh
+user+mount namespace for a stopped one. Symlinks inside the container
+therefore resolve inside it. The host side extracts refusing any path that
+would land outside the destination (a hostile container may send any tar). Modes (and times) are kept; files
 copied into the container belong to its root unless ``-a``.
 """
 
@@ -31,8 +31,11 @@ def _parts(name: str) -> list[str]:
 
 def safe_extract(fileobj, dest_dir: str, *, rename_top: str | None = None, owner: tuple[int, int] | None = None,
                  keep_owner: bool = False) -> None:
-    """Extract a tar stream below ``dest_dir`` without ever leaving it."""
-    import stat
+    """Extract a tar stream below ``dest_dir`` without ever leaving it.
+
+    Directories get their modes and times at the end (a read-only one must be filled
+    first), through an fd and only if the path still names the directory made for the
+    entry: a later entry may have replaced it by a symlink to anywhere."""
     import tarfile
 
     base = os.path.realpath(dest_dir)
@@ -44,7 +47,7 @@ def safe_extract(fileobj, dest_dir: str, *, rename_top: str | None = None, owner
                 raise CopyError(f"refusing to extract {m.name!r}: '..' in the path")
             if not parts:
                 if m.isdir():
-                    dirs.append((base, m))
+                    dirs.append((base, m, _dir_id(base)))
                 continue
             if rename_top:
                 parts[0] = rename_top
@@ -63,7 +66,7 @@ def safe_extract(fileobj, dest_dir: str, *, rename_top: str | None = None, owner
             if m.isdir():
                 if not os.path.isdir(target):
                     os.mkdir(target, 0o700)
-                dirs.append((target, m))
+                dirs.append((target, m, _dir_id(target)))
             elif m.isreg():
                 src = tf.extractfile(m)
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -73,8 +76,11 @@ def safe_extract(fileobj, dest_dir: str, *, rename_top: str | None = None, owner
                         if not chunk:
                             break
                         out.write(chunk)
+                    out.flush()
+                    _attrs(fd, m, owner, keep_owner)
             elif m.issym():
                 os.symlink(m.linkname, target)
+                _link_attrs(target, m, owner, keep_owner)
             elif m.islnk():
                 lp = _parts(m.linkname)
                 if ".." in lp or not lp:
@@ -85,33 +91,61 @@ def safe_extract(fileobj, dest_dir: str, *, rename_top: str | None = None, owner
                 if not _within(os.path.realpath(src_path), base):
                     raise CopyError(f"refusing hard link {m.name!r} -> {m.linkname!r}")
                 os.link(src_path, target, follow_symlinks=False)
-                continue
-            else:
-                continue   # devices, fifos: not copied
-            _attrs(target, m, owner, keep_owner, stat)
-        for target, m in reversed(dirs):
-            _attrs(target, m, owner, keep_owner, stat)
+            # devices, fifos: not copied
+        for target, m, ident in reversed(dirs):
+            try:
+                fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue        # replaced by a later entry: not the directory made for this one
+            try:
+                if _dir_id(fd) == ident:
+                    _attrs(fd, m, owner, keep_owner)
+            finally:
+                os.close(fd)
 
 
-def _attrs(target: str, m, owner, keep_owner: bool, stat) -> None:
-    try:
-        if owner is not None:
-            os.chown(target, owner[0], owner[1], follow_symlinks=False)
-        elif keep_owner:
-            os.chown(target, m.uid, m.gid, follow_symlinks=False)
-    except OSError:
-        pass
-    if not m.issym():
-        os.chmod(target, stat.S_IMODE(m.mode))
+def _dir_id(path_or_fd) -> tuple[int, int]:
+    st = os.stat(path_or_fd, follow_symlinks=False) if isinstance(path_or_fd, str) else os.fstat(path_or_fd)
+    return st.st_dev, st.st_ino
+
+
+def _owner(m, owner, keep_owner: bool) -> tuple[int, int] | None:
+    return owner if owner is not None else (m.uid, m.gid) if keep_owner else None
+
+
+def _attrs(fd: int, m, owner, keep_owner: bool) -> None:
+    """Owner, mode and times of the file or directory open as ``fd``."""
+    import stat
+
+    uid_gid = _owner(m, owner, keep_owner)
+    if uid_gid is not None:
         try:
-            os.utime(target, (m.mtime, m.mtime), follow_symlinks=False)
+            os.fchown(fd, *uid_gid)
         except OSError:
             pass
+    os.fchmod(fd, stat.S_IMODE(m.mode))
+    try:
+        os.utime(fd, (m.mtime, m.mtime))
+    except OSError:
+        pass
 
 
-def _write_tar(wfd: int, path: str, arcname: str, follow: bool) -> None:
+def _link_attrs(target: str, m, owner, keep_owner: bool) -> None:
+    uid_gid = _owner(m, owner, keep_owner)
+    try:
+        if uid_gid is not None:
+            os.chown(target, *uid_gid, follow_symlinks=False)
+        os.utime(target, (m.mtime, m.mtime), follow_symlinks=False)
+    except OSError:
+        pass
+
+
+def _write_tar(wfd: int, path: str, arcname: str, follow: bool, names: bool = True) -> None:
+    """``names=False``: the entries' uname/gname stay empty (see :func:`_no_name_lookups`)."""
     import tarfile
 
+    if not names:
+        _no_name_lookups()
     with os.fdopen(wfd, "wb") as f:
         with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT, dereference=False) as tf:
             if follow and os.path.islink(path):
@@ -129,13 +163,44 @@ def _split_src(src: str) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------------
 # inside the container (as its root)
+#
+# The helper runs our Python with the container's files as "/", and no code of the
+# container may run in it (it is outside the container's other namespaces when the
+# container is stopped, and it holds what the CLI had open until it closes it):
+# - everything it imports is imported before the switch (``_preload``): an import
+#   after it would read, and run, the container's files;
+# - nothing calls glibc's NSS (getpwuid, getgrgid, getaddrinfo...), which reads the
+#   container's /etc/nsswitch.conf and loads the libnss_*.so it names (docker
+#   CVE-2019-14271): owners are written as numbers only.
+
+def _preload() -> None:
+    """Import what the helper needs on the container's side, while "/" is still the host's."""
+    import json  # noqa: F401
+    import pickle  # noqa: F401
+    import shutil  # noqa: F401
+    import stat  # noqa: F401
+    import tarfile  # noqa: F401
+    import traceback  # noqa: F401
+
+    import rootless.runtime.execute  # noqa: F401
+
+
+def _no_name_lookups() -> None:
+    """tarfile's gettarinfo names each entry's owner with pwd.getpwuid / grp.getgrgid
+    unless its module has no pwd / grp: take them away in this (forked) helper process,
+    so that uname / gname stay empty, like those of an image layer."""
+    import tarfile
+
+    tarfile.pwd = None
+    tarfile.grp = None
+
 
 def _inside_out(path: str, wfd: int, follow: bool) -> None:
     p, arc = _split_src(path)
     if not os.path.lexists(p):
         raise CopyError(f"could not find the file {path} in the container: no such file or directory")
     try:
-        _write_tar(wfd, p, arc, follow)
+        _write_tar(wfd, p, arc, follow, names=False)
     except OSError as e:
         raise CopyError(f"copying {path} out of the container failed: "
                         f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}") from None
@@ -183,40 +248,53 @@ def _close_foreign(ends) -> None:
 
 
 def _run_inside(config, ctr, fn, *args, child_close=()) -> None:
-    """Run fn(*args) as root with the container's root as '/'."""
-    import json  # noqa: F401 (needed after the switch of root)
-    import pickle  # noqa: F401
-    import traceback  # noqa: F401
-    import tarfile  # noqa: F401
-    import shutil  # noqa: F401
+    """Run fn(*args) as root with the container's root as '/'.
 
+    A running container: a child joins all its namespaces (as ``exec`` does) keeping
+    none of the CLI's files but the pipes, and forks fn's process into its pid
+    namespace. A stopped one: its root filesystem is mounted in a new user+mount
+    namespace (``child_close``: the host side's pipe ends, closed there)."""
+    _preload()
     from rootless.runtime.execute import error_from, read_all, report_error
 
     st = ctr.state
     if st.running:
-        from rootless import syscalls as sc
+        from rootless.runtime.execute import enter_namespaces, open_namespaces
 
-        fds = []
-        for ns in ("user", "mnt"):
-            fds.append(os.open(f"/proc/{st.pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC))
+        fds = open_namespaces(st.pid)
         err_r, err_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            code = 0
+            code = 1
             try:
                 os.close(err_r)
-                _close_foreign(child_close)
-                for fd in fds:
-                    sc.setns(fd, 0)
+                _keep_only_fds({err_w, *fds.values(), *(a for a in args if type(a) is int)})
+                enter_namespaces(fds)
                 os.setresgid(0, 0, 0)
                 os.setresuid(0, 0, 0)
-                os.chdir("/")
-                fn(*args)
+                worker = os.fork()      # in the container's pid namespace
+                if worker == 0:
+                    wcode = 0
+                    try:
+                        os.chdir("/")
+                        fn(*args)
+                    except BaseException as e:  # noqa: BLE001
+                        report_error(err_w, e)
+                        wcode = 1
+                    os._exit(wcode)
+                _close_arg_fds(args)
+                os.close(err_w)
+                while True:
+                    try:
+                        _, status = os.waitpid(worker, 0)
+                        break
+                    except InterruptedError:
+                        continue
+                code = 0 if status == 0 else 1
             except BaseException as e:  # noqa: BLE001
                 report_error(err_w, e)
-                code = 1
             os._exit(code)
-        for fd in fds:
+        for fd in fds.values():
             os.close(fd)
         os.close(err_w)
         _close_arg_fds(args)
@@ -238,13 +316,29 @@ def _run_inside(config, ctr, fn, *args, child_close=()) -> None:
         _close_arg_fds(args)
 
 
+def _arg_fds(args) -> list[int]:
+    return [a for a in args if isinstance(a, int) and not isinstance(a, bool) and a > 2]
+
+
+def _keep_only_fds(keep: set[int]) -> None:
+    """In a forked child: close every fd but ``keep``; /dev/null (the host's) as 0, 1, 2."""
+    null = os.open("/dev/null", os.O_RDWR)
+    for i in (0, 1, 2):
+        if i != null and i not in keep:
+            os.dup2(null, i, inheritable=False)
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
 def _close_arg_fds(args) -> None:
-    for a in args:
-        if isinstance(a, int) and not isinstance(a, bool) and a > 2:
-            try:
-                os.close(a)
-            except OSError:
-                pass
+    for a in _arg_fds(args):
+        try:
+            os.close(a)
+        except OSError:
+            pass
 
 
 def _mounted_call(mount_step, host, fn, args, child_close=()):

@@ -1001,16 +1001,10 @@ def _container_main(steps, host, ctx: dict, err_w: int, go_r: int) -> None:
 NS_ORDER = ("user", "mnt", "pid", "uts", "ipc", "net", "cgroup")
 
 
-def exec_in(pid: int, proc, ctx: dict) -> tuple[int, int]:
-    """Fork a process that joins container ``pid``'s namespaces and execs ``proc``.
-
-    Returns (child pid, error pipe read end). The child forks once more
-    (a pid namespace applies to children) and waits for the command, exiting
-    with its status (128+N for signal N).
-    """
-    preload(proc.tty)
-    ctx.setdefault("cap_last", _cap_last())
-    fds = {}
+def open_namespaces(pid: int) -> dict[str, int]:
+    """fds of container ``pid``'s namespaces (those that are not already ours), for
+    :func:`enter_namespaces` in a child: ``exec`` and ``cp`` join all of them."""
+    fds: dict[str, int] = {}
     for ns in NS_ORDER:
         try:
             if os.stat(f"/proc/{pid}/ns/{ns}").st_ino == os.stat(f"/proc/self/ns/{ns}").st_ino:
@@ -1021,6 +1015,35 @@ def exec_in(pid: int, proc, ctx: dict) -> tuple[int, int]:
                 os.close(fd)
             raise ContainerError(f"cannot join the container's {ns} namespace: {e.strerror}",
                                  hint="is the container still running?") from None
+    return fds
+
+
+def enter_namespaces(fds: dict[str, int]) -> None:
+    """In a forked child: join the namespaces of :func:`open_namespaces` (user first) and
+    close their fds. The process is made non-dumpable first (as runc does; joining the
+    user namespace would make it so too): the container's root must not ptrace it or
+    open its /proc/PID/fd while it still holds the CLI's files. Only its children are in
+    the container's pid namespace."""
+    sc.prctl(sc.PR_SET_DUMPABLE, 0)
+    for ns in NS_ORDER:
+        if ns in fds:
+            try:
+                sc.setns(fds[ns], 0)
+            except OSError as e:
+                raise SyscallError(f"joining the container's {ns} namespace", e.errno or 0) from None
+            os.close(fds[ns])
+
+
+def exec_in(pid: int, proc, ctx: dict) -> tuple[int, int]:
+    """Fork a process that joins container ``pid``'s namespaces and execs ``proc``.
+
+    Returns (child pid, error pipe read end). The child forks once more
+    (a pid namespace applies to children) and waits for the command, exiting
+    with its status (128+N for signal N).
+    """
+    preload(proc.tty)
+    ctx.setdefault("cap_last", _cap_last())
+    fds = open_namespaces(pid)
     try:
         with open(f"/proc/{pid}/uid_map") as f:
             single = sum(int(x.split()[2]) for x in f if x.strip()) == 1
@@ -1043,13 +1066,7 @@ def exec_in(pid: int, proc, ctx: dict) -> tuple[int, int]:
                         f.write("0")
                 except OSError as e:
                     raise ContainerError(f"cannot join the container's cgroup {cgroup}: {e.strerror}") from None
-            for ns in NS_ORDER:
-                if ns in fds:
-                    try:
-                        sc.setns(fds[ns], 0)
-                    except OSError as e:
-                        raise SyscallError(f"joining the container's {ns} namespace", e.errno or 0) from None
-                    os.close(fds[ns])
+            enter_namespaces(fds)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
             if ctx.get("detach"):
@@ -1058,6 +1075,11 @@ def exec_in(pid: int, proc, ctx: dict) -> tuple[int, int]:
             if grandchild == 0:
                 gcode = 125
                 try:
+                    if not proc.tty:
+                        # its own session, as `run` gives: else the caller's terminal stays its
+                        # controlling terminal, and TIOCSTI on it types into the user's shell
+                        # (with -t start_process makes the container's pty the controlling one)
+                        os.setsid()
                     start_process(proc, ctx, err_w)
                 except BaseException as e:  # noqa: BLE001
                     report_error(err_w, e)

@@ -218,7 +218,10 @@ class ContainerStore:
 
     @contextmanager
     def lock(self):
-        self.root.mkdir(parents=True, exist_ok=True)
+        from rootless.config import ensure_data_root
+
+        ensure_data_root(self.root.parent)
+        self.root.mkdir(exist_ok=True)
         fd = os.open(self.root.parent / "containers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -736,6 +736,29 @@ STOPSIGNAL SIGQUIT
     assert cp.returncode != 0 and "checksum mismatch" in cp.stderr and f"{url}/tool.sh" in cp.stderr
 
 
+def test_run_mount_stubs_are_removed_without_following_the_steps_links(rl, registry, tmp_path):
+    """After a RUN, the mount points the runtime made (empty files and directories) are removed
+    from the step's upper dir, outside the container: a step that moved them away and left a
+    symlink to a host directory in their place must not get that directory's empty entries
+    removed (nor the ones of a directory a stub's parent points to)."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "hosts").write_text("")
+    (victim / "sys").mkdir()
+    (victim / "etc").mkdir()
+    (victim / "etc" / "hostname").write_text("")
+    ctx = write_context(tmp_path / "ctx", {
+        "Dockerfile": f"FROM {registry.ref('busybox')}\n"
+                      "RUN --mount=type=tmpfs,target=/newdir/sys --mount=type=bind,source=Dockerfile,"
+                      f"target=/newdir/hosts mv /newdir /nd2 && ln -s {victim} /newdir\n"
+                      f"RUN --mount=type=tmpfs,target=/w/etc/hostname mv /w /w2 && ln -s {victim} /w\n"})
+    build(rl, ctx, "-t", "stubs")
+    assert sorted(os.listdir(victim)) == ["etc", "hosts", "sys"]
+    assert os.listdir(victim / "etc") == ["hostname"]
+    _, files = image_files(rl, "stubs", tmp_path)
+    assert files["/newdir"]["target"] == str(victim) and files["/w"]["target"] == str(victim)
+
+
 def _cached(stderr: str, instruction: str) -> bool:
     """Whether the step of ``instruction`` (its STEP line) was a cache hit."""
     lines = stderr.splitlines()

@@ -9,10 +9,12 @@ layers and pushed to a private docker-registry.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import signal
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -249,6 +251,34 @@ def test_cp_failures_end_with_the_reason(rl, registry, tmp_path, state):
     os.chmod(src / "b_secret", 0o600)
     rl.ok("cp", str(src), "c:/tmp/", timeout=60)
     rl.ok("rm", "-f", "c")
+
+
+@pytest.mark.parametrize("state", ["running", "stopped"])
+def test_cp_out_names_no_owner_from_the_containers_files(rl, registry, tmp_path, state):
+    """The helper that writes the tar runs our Python with the container's files as "/":
+    an owner name looked up there goes through glibc's NSS, which follows the container's
+    /etc/nsswitch.conf and loads its libnss_*.so, code of the container's outside it
+    (docker CVE-2019-14271). Names of the container's passwd/group showing up in the tar
+    prove the lookup; none may (the ids are there, as in an image layer)."""
+    rl.ok("run", "-d", "--name", "c", "--network", "none", registry.ref("busybox"), "sh", "-c",
+          "echo 'zzcontainer:x:0:0::/root:/bin/sh' > /etc/passwd; echo 'zzgroup:x:0:' > /etc/group; "
+          "mkdir /d; echo hi > /d/f; touch /ready; sleep 60")
+    try:
+        for _ in range(100):
+            if rl("exec", "c", "test", "-e", "/ready").returncode == 0:
+                break
+            time.sleep(0.1)
+        if state == "stopped":
+            rl.ok("stop", "-t", "0", "c")
+        cp = rl("cp", "c:/d", "-", input=b"")
+        assert cp.returncode == 0, cp.stderr
+        with tarfile.open(fileobj=io.BytesIO(cp.stdout), mode="r|") as tf:
+            got = [(m.name, m.uid, m.uname, m.gname) for m in tf]
+        assert got == [("d", 0, "", ""), ("d/f", 0, "", "")]
+        rl.ok("cp", "c:/d", str(tmp_path / "out"))
+        assert (tmp_path / "out" / "f").read_text() == "hi\n"
+    finally:
+        rl("rm", "-f", "c")
 
 
 def test_image_labels_are_the_containers_labels(rl, registry):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -394,6 +395,33 @@ def test_exec_into_running_container(rl, bbroot):
     cp = rl("exec", "ex", "true")
     assert cp.returncode == 1 and "not running" in cp.stderr
     rl.ok("rm", "-f", "ex")
+
+
+_SESSION = 'read -r pid comm state ppid pgrp sid tty rest < /proc/self/stat; echo "S$sid:$$:T$tty"'
+
+
+def test_exec_without_a_tty_leaves_the_callers_terminal(rl, bbroot):
+    """`exec` without -t: the command gets a session of its own (as `run` gives it), else the
+    caller's terminal stays its controlling terminal and TIOCSTI on it types commands into
+    the user's shell once `exec` returns."""
+    run(rl, bbroot, "-d", "--name", "sess", "sleep", "60", check=True)
+    try:
+        for opts in ([], ["-i"]):
+            out = rl.ok("exec", *opts, "sess", "sh", "-c", _SESSION, input="")
+            sid, pid, tty = re.fullmatch(r"S(\d+):(\d+):T(\d+)\n", out).groups()
+            assert sid == pid and tty == "0", (opts, out)    # sid 0: a session outside the container
+        pexpect = pytest.importorskip("pexpect")
+        # from a terminal: the exec'd command must not have it as its controlling terminal
+        ex = pexpect.spawn(rl.argv0[0], [*rl.argv0[1:], "exec", "sess", "sh", "-c", _SESSION], env=rl.env,
+                           timeout=20)
+        ex.expect(r"S(\d+):(\d+):T(\d+)")
+        sid, pid, tty = ex.match.groups()
+        ex.expect(pexpect.EOF)
+        ex.close()
+        assert ex.exitstatus == 0
+        assert sid == pid and tty == b"0", (sid, pid, tty)
+    finally:
+        rl("rm", "-f", "sess")
 
 
 def test_rm_running_refused_then_forced(rl, bbroot):

@@ -220,3 +220,29 @@ def test_corrupt_db(tmp_path):
     store.db_path.write_text("{not json")
     with pytest.raises(StoreError, match="corrupt"):
         Store(store.config).resolve("busybox")
+
+
+def test_the_data_root_is_private_to_the_user(tmp_path):
+    """Layers and containers keep setuid files, and image uid 0 is the user: other users must
+    not reach them. A new data root is made 0700 (whatever the umask), an older one open to
+    others is tightened when the store or the containers are next used."""
+    from rootless.runtime.state import ContainerStore
+    from rootless.runtime.volumes import VolumeStore
+
+    def containers(cfg):
+        with ContainerStore(cfg).lock():
+            pass
+
+    old = os.umask(0o022)
+    try:
+        for i, make in enumerate((lambda c: Store(c).ensure_dirs(), lambda c: VolumeStore(c).create("v"),
+                                  containers)):
+            root = tmp_path / f"store{i}"
+            cfg = load_config(env={"ROOTLESS_ROOT": str(root), "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)})
+            make(cfg)
+            assert oct(root.stat().st_mode & 0o777) == oct(0o700)
+            os.chmod(root, 0o755)          # as made by an older version
+            make(cfg)
+            assert oct(root.stat().st_mode & 0o777) == oct(0o700)
+    finally:
+        os.umask(old)
