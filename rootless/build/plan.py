@@ -227,6 +227,8 @@ def stage_graph(df: Dockerfile, opts: PlanOptions) -> StageGraph:
             if isinstance(inst, Run):
                 froms += [m.from_ for m in inst.mounts if m.from_]
             for f in froms:
+                if isinstance(inst, Copy):
+                    _check_copy_from(df, lex, inst)
                 try:
                     fv = lex.process_word(f, mm)
                 except LexError as e:
@@ -269,6 +271,21 @@ def stage_graph(df: Dockerfile, opts: PlanOptions) -> StageGraph:
     visit(target)
     return StageGraph(dockerfile=df, nodes=tuple(final), target=target, order=tuple(sorted(needed)),
                       meta_args=tuple(meta), options=opts)
+
+
+FROM_EXPANSION = ("variable expansion is not supported for --from, define a new stage with FROM using ARG from "
+                  "global scope as a workaround")
+
+
+def _check_copy_from(df: Dockerfile, lex: Lex, inst: Copy) -> None:
+    """BuildKit takes COPY --from literally: a value that processing would change (a variable, even a
+    global ARG's, quotes, escapes) is an error (dockerfile2llb ``toCommand``)."""
+    try:
+        same = lex.process_word(inst.from_, {}) == inst.from_
+    except LexError:
+        same = False
+    if not same:
+        raise _err(df, FROM_EXPANSION, inst.line, inst.name, inst.source)
 
 
 def _resolve_from_nodes(nodes, value: str) -> CopySource:
@@ -745,10 +762,9 @@ def _dispatch_copy(graph: StageGraph, node: StageNode, st: _State, inst: Copy | 
     src: CopySource | None = None
     from_ = ""
     if isinstance(inst, Copy) and inst.from_:
-        from_ = x(inst.from_)
-        # the graph resolved the stage with the global ARGs; use the same answer
-        meta_from = lex.process_word(inst.from_, _meta_map(graph.meta_args))
-        src = resolve_from(graph, meta_from)
+        _check_copy_from(df, lex, inst)     # an ONBUILD trigger's too
+        from_ = inst.from_
+        src = resolve_from(graph, from_)
     for s in sources:
         if not is_add and (s.startswith("http://") or s.startswith("https://")):
             raise _err(df, "source can't be a URL for COPY (use ADD)", inst.line, inst.name, inst.source)

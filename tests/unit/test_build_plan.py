@@ -139,9 +139,23 @@ def test_copy_from_index_and_later_stage():
         graph("FROM a AS self\nCOPY --from=self /x /x\n")
 
 
-def test_copy_from_global_arg():
-    g = graph("ARG SRC=build\nFROM a AS build\nFROM b\nCOPY --from=$SRC /x /x\n")
-    assert g.nodes[1].deps == (0,)
+@pytest.mark.parametrize("text", [
+    "ARG SRC=build\nFROM a AS build\nFROM b\nCOPY --from=$SRC /x /x\n",     # a global ARG
+    "FROM a AS build\nFROM b\nARG S=0\nCOPY --from=$S /x /x\n",             # a stage ARG
+    "FROM a AS build\nFROM b\nRUN true\nCOPY --from=${NOPE:-build} /x /x\n",
+])
+def test_copy_from_takes_no_variables(text):
+    """BuildKit (dockerfile2llb toCommand): "variable expansion is not supported for --from"."""
+    with pytest.raises(DockerfileError) as ei:
+        final(text)
+    assert "variable expansion is not supported for --from" in str(ei.value) and ei.value.line == 4
+    assert "Dockerfile:4" in str(ei.value)
+
+
+def test_onbuild_copy_from_takes_no_variables():
+    g = graph("FROM parent\n")
+    with pytest.raises(DockerfileError, match="variable expansion is not supported for --from"):
+        build_all(g, {"parent": BaseState(RunConfig(onbuild=("COPY --from=$X /a /b",)))})
 
 
 # ---------------------------------------------------------------------------
