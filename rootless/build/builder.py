@@ -276,8 +276,9 @@ class Builder:
             counter[0] += 1
             self.reporter.info(f"{prefix}STEP {counter[0]}/{total}: {entry.source or entry.created_by}")
             if step is None:
-                new_history.append({"created_by": entry.created_by, "comment": P.HISTORY_COMMENT,
-                                    "empty_layer": True})
+                if entry.history:
+                    new_history.append({"created_by": entry.created_by, "comment": P.HISTORY_COMMENT,
+                                        "empty_layer": True})
                 continue
             inputs = self._inputs(graph, step, opts, plat)
             key = step_key(key, step, str(plat), inputs)

@@ -361,6 +361,7 @@ class Entry:
     created_by: str
     step: Step | None = None
     source: str = ""            # the instruction as written (progress lines)
+    history: bool = True        # False: a step of the progress only, no history line (ONBUILD, as BuildKit)
 
 
 @dataclass(frozen=True)
@@ -643,7 +644,8 @@ def _dispatch(graph: StageGraph, node: StageNode, st: _State, inst: Instruction,
         st.entries.append(Entry(f"HEALTHCHECK {go_quote_list(inst.health.test)}"))
     elif isinstance(inst, Onbuild):
         st.config = cfg.replace(onbuild=cfg.onbuild + (inst.expression,))
-        st.entries.append(Entry(f"ONBUILD {inst.expression}"))
+        # BuildKit's dispatchOnbuild commits no history
+        st.entries.append(Entry(f"ONBUILD {inst.expression}", history=False))
     elif isinstance(inst, Run):
         _dispatch_run(graph, st, inst, lex)
     elif isinstance(inst, (Copy, Add)):
@@ -760,11 +762,9 @@ def _dispatch_copy(graph: StageGraph, node: StageNode, st: _State, inst: Copy | 
         raise _err(df, f"when using {inst.name} with more than one source file, the destination must be a "
                        f"directory and end with a /", inst.line, inst.name, inst.source)
     src: CopySource | None = None
-    from_ = ""
     if isinstance(inst, Copy) and inst.from_:
         _check_copy_from(df, lex, inst)     # an ONBUILD trigger's too
-        from_ = inst.from_
-        src = resolve_from(graph, from_)
+        src = resolve_from(graph, inst.from_)
     for s in sources:
         if not is_add and (s.startswith("http://") or s.startswith("https://")):
             raise _err(df, "source can't be a URL for COPY (use ADD)", inst.line, inst.name, inst.source)
@@ -776,8 +776,7 @@ def _dispatch_copy(graph: StageGraph, node: StageNode, st: _State, inst: Copy | 
         parts.append(f"--chown={chown}")
     if chmod:
         parts.append(f"--chmod={chmod}")
-    if from_:
-        parts.insert(1, f"--from={from_}")
+    # BuildKit's history line (dispatchCopy): [--parents] [--chown] [--chmod] sources dest; no --from
     parts += list(sources) + [f"<<{c.path}" for c in contents] + [dest_raw]
     created = " ".join(parts) + " # buildkit"
     kw = {}

@@ -186,6 +186,9 @@ def test_copy_build_files_owners_config(rl, registry, copy_ctx, tmp_path):
     assert cfg["architecture"] and cfg["os"] == "linux"
     assert len(cfg["rootfs"]["diff_ids"]) == 3
     assert [h.get("empty_layer", False) for h in cfg["history"]] == [False, False, False, True, True, True]
+    assert [h["created_by"] for h in cfg["history"][:3]] == [
+        "COPY /srv /srv # buildkit", "COPY /etc/motd /etc/conf /etc/ # buildkit", "COPY /home /home # buildkit"
+    ], "BuildKit's history line of COPY --from has no --from"
     # the base stage itself, through --target
     cp = build(rl, copy_ctx, "-t", "copied:base", "--target", "base", "--build-arg", f"BASE={base}")
     cfg, files = image_files(rl, "copied:base", tmp_path)
@@ -725,6 +728,7 @@ STOPSIGNAL SIGQUIT
     assert c["Shell"] == ["/bin/sh", "-e", "-c"] and c["StopSignal"] == "SIGQUIT"
     assert c["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 5_000_000_000, "Retries": 2}
     assert "OnBuild" not in c, "triggers ran and are not inherited"
+    assert not [h for h in cfg["history"] if "ONBUILD" in h["created_by"]], "ONBUILD makes no history (BuildKit)"
     assert not list((rl.root / "tmp").glob("add-*")), "downloads are removed after the build"
     # the cache mount persists across builds (a new run sees the old content)
     build(rl, ctx, "-t", "more:2", "--no-cache")

@@ -411,6 +411,15 @@ def test_history_lines():
     assert [e.step is not None for e in p.entries] == [False] * 9 + [True]
 
 
+def test_history_lines_as_buildkit_onbuild_and_copy_from():
+    """BuildKit: ONBUILD commits no history; a COPY's line leaves --from (and --link) out."""
+    p = final("FROM x AS build\nFROM x\nONBUILD RUN echo hi\nCOPY --from=build --link --chmod=755 /a /b\n"
+              "COPY --from=0 --chown=1:2 /c /d/\n")
+    assert [e.created_by for e in p.entries if e.history] == [
+        "COPY --chmod=755 /a /b # buildkit", "COPY --chown=1:2 /c /d/ # buildkit"]
+    assert len(p.entries) == 3, "ONBUILD is still a step of the progress"
+
+
 # ---------------------------------------------------------------------------
 # helpers
 
