@@ -344,13 +344,163 @@ def resolve_owner(user: str, rootfs: Path) -> Owner:
 
 
 # ---------------------------------------------------------------------------
+# --chmod: octal, or symbolic as chmod(1)
+
+_SUID, _SGID, _SVTX = 0o4000, 0o2000, 0o1000
+_STANDARD = _SUID | _SGID | 0o777
+_U, _G, _O = 1, 2, 4                      # which classes a u/g/o copy touches
+_SET, _CLEAR = 8, 16
+CHMOD_UMASK = 0o022     # symbolic clauses without u/g/o/a leave the umask's bits alone (chmod(1));
+                        # BuildKit uses its daemon's umask, 022 everywhere Docker runs: fixed here so
+                        # that a build does not depend on the caller's umask
+
+
+@dataclass(frozen=True)
+class Chmod:
+    """A parsed ``--chmod``: an absolute (octal) mode, or chmod(1)'s symbolic clauses applied to each
+    copied file's own mode (``u+x``, ``go-w``, ``a=rX``, ``u=rwx,go=u-w``) as BuildKit does
+    (tonistiigi/dchapes-mode, BSD ``setmode``)."""
+
+    spec: str
+    absolute: int | None = None
+    cmds: tuple[tuple[str, int, int], ...] = ()     # (op, bits, flags)
+
+    def apply(self, st_mode: int) -> int:
+        """The permission bits (07777) ``--chmod`` gives an entry of mode ``st_mode``."""
+        if self.absolute is not None:
+            return self.absolute
+        old = st_mode & 0o7777
+        new = old
+        for op, bits, flags in self.cmds:
+            if op in "ugo":
+                value = {"u": (new >> 6) & 7, "g": (new >> 3) & 7, "o": new & 7}[op]
+                if flags & _CLEAR:
+                    clr = 7 if flags & _SET else value
+                    for cls, shift in ((_U, 6), (_G, 3), (_O, 0)):
+                        if flags & cls:
+                            new &= ~((clr << shift) & bits)
+                if flags & _SET:
+                    for cls, shift in ((_U, 6), (_G, 3), (_O, 0)):
+                        if flags & cls:
+                            new |= (value << shift) & bits
+            elif op == "+":
+                new |= bits
+            elif op == "-":
+                new &= ~bits
+            elif op == "X" and (old & 0o111 or _stat.S_ISDIR(st_mode)):
+                new |= bits
+        return new & 0o7777
+
+
+def parse_chmod(spec: str, umask: int = CHMOD_UMASK) -> Chmod:
+    """``--chmod`` value -> Chmod; CopyError for a bad one (BuildKit's messages)."""
+    if spec[:1].isdigit():
+        try:
+            v = int(spec, 8)
+        except ValueError:
+            v = -1
+        if not 0 <= v <= 0o7777:
+            raise CopyError(f"invalid chmod parameter: '{spec}'. it should be octal string and between 0 and "
+                            f"07777")
+        return Chmod(spec, absolute=v)
+    bad = CopyError(f"invalid chmod parameter: '{spec}': neither an octal mode (0755) nor chmod's symbolic form "
+                    f"[ugoa...][+-=][rwxXst...][,...] (e.g. u+x, go-w, a=rX, u=rwx,go=rx)")
+    mask = ~umask & 0o7777
+    cmds: list[tuple[str, int, int]] = []
+
+    def add(op: str, who: int, arg) -> None:
+        if op == "=":
+            cmds.append(("-", who or _STANDARD, 0))
+            op = "+"
+        if op in "+-X":
+            cmds.append((op, (who & arg) if who else (mask & arg), 0))
+            return
+        flags = {"+": _SET, "-": _CLEAR, "=": _SET | _CLEAR}[arg]
+        if who:
+            flags |= (_U if who & 0o400 else 0) | (_G if who & 0o040 else 0) | (_O if who & 0o004 else 0)
+            cmds.append((op, 0xFFFF, flags))
+        else:
+            cmds.append((op, mask, flags | _U | _G | _O))
+
+    s, i, n = spec, 0, len(spec)
+    equal_done = False
+    while True:
+        who = 0
+        while i < n and s[i] in "augo":
+            who |= {"a": _STANDARD, "u": _SUID | 0o700, "g": _SGID | 0o070, "o": 0o007}[s[i]]
+            i += 1
+        while True:                                 # one or more operations for these classes
+            if i >= n or s[i] not in "+-=":
+                raise bad
+            op = s[i]
+            i += 1
+            if op == "=":
+                equal_done = False
+            who &= ~_SVTX
+            perm = perm_x = 0
+            while True:
+                b = s[i] if i < n else ""
+                if b == "r":
+                    perm |= 0o444
+                elif b == "w":
+                    perm |= 0o222
+                elif b == "x":
+                    perm |= 0o111
+                elif b == "X":
+                    if op == "+":
+                        perm_x = 0o111
+                elif b == "s":
+                    if who == 0 or who & ~0o007:    # not for "o" alone
+                        perm |= _SUID | _SGID
+                elif b == "t":
+                    if who == 0 or who & ~0o007:
+                        who |= _SVTX
+                        perm |= _SVTX
+                elif b and b in "ugo":              # copy another class's bits
+                    if perm:
+                        add(op, who, perm)
+                        perm = 0
+                    if op == "=":
+                        equal_done = True
+                    if perm_x:
+                        add("X", who, perm_x)
+                        perm_x = 0
+                    add(b, who, op)
+                else:
+                    if perm or (op == "=" and not equal_done):
+                        if op == "=":
+                            equal_done = True
+                        add(op, who, perm)
+                        perm = 0
+                    if perm_x:
+                        add("X", who, perm_x)
+                    break
+                i += 1
+            if i >= n or s[i] == ",":
+                break
+        if i >= n:
+            break
+        i += 1                                      # the comma
+    return Chmod(spec, cmds=tuple(cmds))
+
+
+def chmod_value(mode: "int | Chmod | None", st_mode: int) -> int:
+    """The permission bits an entry of ``st_mode`` gets: --chmod's, else its own."""
+    if mode is None:
+        return _stat.S_IMODE(st_mode)
+    if isinstance(mode, Chmod):
+        return mode.apply(st_mode)
+    return mode
+
+
+# ---------------------------------------------------------------------------
 # the copy itself
 
 @dataclass
 class CopyOptions:
     owner: Owner | None = None          # --chown (None: keep / 0:0 from the context)
     reset_owner: bool = False           # context sources: 0:0 unless --chown
-    mode: int | None = None             # --chmod
+    mode: "int | Chmod | None" = None   # --chmod (an int: that mode for everything)
     exclude: "object | None" = None     # PatternMatcher for --exclude
     unpack: bool = False                # ADD: extract archives
     hardlinks: dict = field(default_factory=dict)
@@ -404,8 +554,7 @@ def _finish(st: os.stat_result, target: Path, opt: CopyOptions, is_link: bool = 
     uid, gid = _dest_owner(st, opt)
     _chown(target, uid, gid)
     if not is_link:
-        mode = opt.mode if opt.mode is not None else _stat.S_IMODE(st.st_mode)
-        os.chmod(target, mode)
+        os.chmod(target, chmod_value(opt.mode, st.st_mode))
     try:
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=not is_link)
     except (NotImplementedError, OSError):
@@ -621,7 +770,7 @@ def write_content(dest_root: Path, dest: str, name: str, data: str, opt: CopyOpt
         os.unlink(target)
     with open(target, "xb") as f:
         f.write(data.encode())
-    os.chmod(target, opt.mode if opt.mode is not None else 0o644)
+    os.chmod(target, chmod_value(opt.mode, _stat.S_IFREG | 0o644) if opt.mode is not None else 0o644)
     uid, gid = (opt.owner.uid, opt.owner.gid) if opt.owner else (0, 0)
     _chown(target, uid, gid)
     opt.copied.append("/" + dest_rel)
@@ -712,7 +861,7 @@ def extract_archive(archive: Path, dest_root: Path, dest_rel: str, opt: CopyOpti
                 continue
             _chown(target, uid, gid)
             if not m.issym():
-                os.chmod(target, opt.mode if opt.mode is not None else (m.mode & 0o7777))
+                os.chmod(target, chmod_value(opt.mode, (_stat.S_IFDIR if m.isdir() else _stat.S_IFREG) | m.mode))
                 try:
                     os.utime(target, (m.mtime, m.mtime))
                 except OSError:

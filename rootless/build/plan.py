@@ -756,8 +756,13 @@ def _dispatch_copy(graph: StageGraph, node: StageNode, st: _State, inst: Copy | 
     dest = dest_path(workdir, dest_raw)
     chown = x(inst.chown)
     chmod = x(inst.chmod)
-    if chmod and not re.fullmatch(r"[0-7]{1,4}", chmod):
-        raise _err(df, f"invalid chmod {chmod!r}: use an octal mode such as 0755", inst.line, inst.name, inst.source)
+    if chmod:
+        from rootless.build.fscopy import CopyError, parse_chmod
+
+        try:
+            parse_chmod(chmod)
+        except CopyError as e:
+            raise _err(df, e.message, inst.line, inst.name, inst.source) from None
     if len(sources) + len(contents) > 1 and not dest.endswith("/"):
         raise _err(df, f"when using {inst.name} with more than one source file, the destination must be a "
                        f"directory and end with a /", inst.line, inst.name, inst.source)

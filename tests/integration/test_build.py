@@ -373,6 +373,26 @@ def test_rmi_and_prune_during_a_build_keep_what_it_made_and_uses(rl, registry, t
     assert _layers_present(rl.root, base_layers + [copy_layer]) == []
 
 
+def test_symbolic_chmod(rl, tmp_path):
+    """COPY --chmod=u+x / go-w / +x: relative to each file's own mode (BuildKit); a bad one names the line."""
+    require("overlay")
+    ctx = write_context(tmp_path / "sym", {"Dockerfile": "FROM scratch\nCOPY --chmod=u+x run.sh /bin/\n"
+                                                         "COPY --chmod=go-w tree /tree/\nCOPY --chmod=+x lib /lib/\n",
+                                           "run.sh": "#!/bin/sh\n", "tree/f": "f", "lib/l": "l"})
+    os.chmod(ctx / "run.sh", 0o640)
+    os.chmod(ctx / "tree", 0o777)
+    os.chmod(ctx / "tree" / "f", 0o666)
+    os.chmod(ctx / "lib" / "l", 0o604)
+    build(rl, ctx, "-t", "symchmod:1")
+    _, files = image_files(rl, "symchmod:1", tmp_path)
+    assert files["/bin/run.sh"]["mode"] == 0o740
+    assert files["/tree/f"]["mode"] == 0o644
+    assert files["/lib/l"]["mode"] == 0o715, "+x: every class but the umask's (022) bits"
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY --chmod=u+q run.sh /bin/\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode == 125 and "Dockerfile:2: COPY: invalid chmod parameter: 'u+q'" in cp.stderr
+
+
 # ---------------------------------------------------------------------------
 # bad input
 

@@ -275,3 +275,75 @@ def test_not_an_archive_is_copied(tmp_path):
     assert not is_archive(src / "plain.tar.gz")
     do_copy(SourceFS(src, "ctx"), ["plain.tar.gz"], dst, "/d/", unpack=True)
     assert (dst / "d" / "plain.tar.gz").read_bytes() == b"not really"
+
+
+# ---------------------------------------------------------------------------
+# --chmod: octal and symbolic (chmod(1), as BuildKit)
+
+SYMBOLIC = ["u+x", "+x", "go-w", "a+X", "u=rw,g=r,o=r", "u+rw,g+r,o-x,o+w", "go=", "go=u-w",
+            "u=rwx,go=u-w", "+w", "a-rwx,u+r", "g+s", "o=g", "ug+x,o-r", "u-x+w", "-r", "u+s,g-x"]
+
+
+@pytest.mark.parametrize("spec", SYMBOLIC)
+def test_symbolic_chmod_matches_chmod_1(tmp_path, spec):
+    """The mode each copied entry gets is what chmod(1) (umask 022, as BuildKit's daemon) makes of its own."""
+    from rootless.build.fscopy import parse_chmod
+
+    import subprocess
+
+    c = parse_chmod(spec)
+    for is_dir in (False, True):
+        for start in (0o666, 0o644, 0o755, 0o124, 0o000, 0o751):
+            p = tmp_path / f"e-{int(is_dir)}-{start:o}"
+            p.mkdir() if is_dir else p.touch()
+            os.chmod(p, start)
+            st_mode = os.stat(p).st_mode
+            subprocess.run(["sh", "-c", 'umask 022 && chmod -- "$0" "$1"', spec, str(p)], check=True)
+            want = stat.S_IMODE(os.stat(p).st_mode)
+            os.chmod(p, 0o700)
+            assert oct(c.apply(st_mode)) == oct(want), (spec, is_dir, oct(start))
+
+
+def test_symbolic_chmod_bsd_where_gnu_differs():
+    """BuildKit's parser is BSD's setmode: X tests the mode before any clause, X with = is ignored
+    (GNU chmod looks at the mode so far and honours =X)."""
+    from rootless.build.fscopy import parse_chmod
+
+    assert parse_chmod("=rw,+X").apply(stat.S_IFREG | 0o755) == 0o755     # GNU: 0644
+    assert parse_chmod("=rw,+X").apply(stat.S_IFREG | 0o644) == 0o644
+    assert parse_chmod("a=rX").apply(stat.S_IFREG | 0o755) == 0o444       # GNU: 0555
+
+
+def test_chmod_octal_and_errors():
+    from rootless.build.fscopy import parse_chmod
+
+    assert parse_chmod("0755").apply(stat.S_IFREG | 0o600) == 0o755
+    assert parse_chmod("4755").apply(stat.S_IFDIR | 0o600) == 0o4755
+    for bad in ("8", "07778", "10000", "1x"):
+        with pytest.raises(CopyError, match="it should be octal string and between 0 and 07777"):
+            parse_chmod(bad)
+    for bad in ("u", "u+z", "x+u", "u+x,", "a+b", "ug", "+x,,-w"):
+        with pytest.raises(CopyError, match="neither an octal mode"):
+            parse_chmod(bad)
+
+
+def test_symbolic_chmod_on_copy_and_archive(tree, tmp_path):
+    """Relative to each entry's own mode: files and directories differ (X), archives too."""
+    from rootless.build.fscopy import parse_chmod
+
+    fs = SourceFS(tree, "ctx")
+    dst = tmp_path / "root"
+    dst.mkdir()
+    os.chmod(tree / "dir" / "sub", 0o750)
+    do_copy(fs, ["dir", "f1.txt"], dst, "/d/", mode=parse_chmod("go-w,a+X"))
+    assert stat.S_IMODE(os.stat(dst / "d" / "a.txt").st_mode) == 0o644        # 0644 (umask), no x: no X
+    assert stat.S_IMODE(os.stat(dst / "d" / "sub").st_mode) == 0o751         # a directory: X adds x
+    assert stat.S_IMODE(os.stat(dst / "d" / "f1.txt").st_mode) == 0o751       # 0741 has x: X adds x
+    src = tmp_path / "arch"
+    src.mkdir()
+    make_tar(src / "a.tar", [("top/", "dir", None), ("top/f", "file", b"data")])
+    do_copy(SourceFS(src, "ctx"), ["a.tar"], dst, "/x", unpack=True, mode=parse_chmod("u+x"))
+    assert stat.S_IMODE(os.stat(dst / "x" / "top").st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(dst / "x" / "top" / "f").st_mode) == 0o740
+    write_content(dst, "/h", "EOF", "x", CopyOptions(mode=parse_chmod("+x")))
+    assert stat.S_IMODE(os.stat(dst / "h").st_mode) == 0o755

@@ -377,7 +377,8 @@ RAW
 @pytest.mark.parametrize("text,message", [
     ("COPY a b c", "when using COPY with more than one source file, the destination must be a directory and end with a /"),
     ("COPY http://x/y /z", "source can't be a URL for COPY"),
-    ("COPY --chmod=u+x a /b", "invalid chmod 'u+x'"),
+    ("COPY --chmod=u+z a /b", "invalid chmod parameter: 'u+z'"),
+    ("COPY --chmod=0800 a /b", "invalid chmod parameter: '0800'. it should be octal string"),
     ("ADD --checksum=sha256:00 local /x", "checksum can only be specified for a single HTTP(S) source"),
 ])
 def test_copy_errors(text, message):
