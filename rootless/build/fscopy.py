@@ -27,7 +27,9 @@ Destination:
   stay hard links.
 
 ADD also extracts local tar archives (plain, gzip, bzip2, xz) into the
-destination directory, safely (members never leave the root).
+destination directory, confined to it: a member named out of it (``../x``)
+is an error, and no member is written through a symlink that leads out of
+it (such symlinks are kept as links).
 
 The functions run wherever the destination root is mounted (inside the
 build's user namespace, so owners are container ids).
@@ -799,21 +801,82 @@ def is_archive(path: Path) -> bool:
         return False
 
 
+def _inside(rel: str, base: str) -> bool:
+    return not base or rel == base or rel.startswith(base + "/")
+
+
+class _Archive:
+    """Where the entries of one archive go: paths confined to the destination directory."""
+
+    def __init__(self, archive: Path, dest_root: Path, dest_rel: str, opt: CopyOptions):
+        self.name = archive.name
+        self.root = dest_root
+        self.dest = dest_rel
+        self.opt = opt
+        self.fs = _dest_fs(dest_root)
+
+    def error(self, msg: str) -> CopyError:
+        return CopyError(f"archive {self.name}: {msg}",
+                         hint="Docker extracts an archive inside its destination only: the archive is broken "
+                              "or hostile (nothing of this step was kept)")
+
+    def parts(self, name: str, label: str = "") -> list[str]:
+        """The components of a member name below the destination; one that climbs out is refused."""
+        n = posixpath.normpath(name) if name else "."
+        if n == ".." or n.startswith("../"):
+            raise self.error(f"{label or f'entry {name!r}'} climbs out of the destination /{self.dest} with '..'")
+        return [c for c in n.split("/") if c not in ("", ".")]
+
+    def directory(self, comps: list[str], name: str, create: bool = True) -> str:
+        """The directory holding the entry ``name`` (its parent components ``comps``), relative to the root.
+
+        Walked from the destination: a symlink on the way is followed only when it leads to a place
+        inside the destination (resolved in the image, never on the host); missing directories are
+        created 0755, owned by --chown or 0:0.
+        """
+        cur = self.dest
+        for comp in comps:
+            nxt = f"{cur}/{comp}" if cur else comp
+            try:
+                st: os.stat_result | None = os.lstat(self.root / nxt)
+            except FileNotFoundError:
+                st = None
+            if st is not None and _stat.S_ISLNK(st.st_mode):
+                res = root_path(self.fs, nxt)
+                if not _inside(res, self.dest):
+                    raise self.error(f"entry {name!r} goes through the symlink /{nxt} -> "
+                                     f"{os.readlink(self.root / nxt)}, which leads out of the destination "
+                                     f"/{self.dest}")
+                nxt = res
+                try:
+                    st = os.lstat(self.root / nxt)
+                except FileNotFoundError:
+                    st = None
+            if st is None:
+                if not create:
+                    raise self.error(f"entry {name!r}: /{nxt} does not exist")
+                mkdir_all(self.root, nxt, CopyOptions(owner=self.opt.owner))
+            elif not _stat.S_ISDIR(st.st_mode):
+                raise self.error(f"entry {name!r}: /{nxt} is not a directory")
+            cur = nxt
+        return cur
+
+
 def extract_archive(archive: Path, dest_root: Path, dest_rel: str, opt: CopyOptions) -> None:
-    """Extract a tar into ``dest_root/dest_rel``; members cannot leave ``dest_root``."""
+    """Extract a tar into ``dest_root/dest_rel`` (a resolved directory), confined to it as Docker's
+    chrooted extraction: a member named outside (``../x``) is an error, and no member is written
+    through a symlink leading out of the destination (such a symlink is kept, as a link)."""
     import tarfile
 
-    dfs = SourceFS(dest_root, "destination")
-    links: list[tuple[str, str]] = []
+    ar = _Archive(archive, dest_root, dest_rel, opt)
+    links: list[tuple[str, str, str]] = []
     with tarfile.open(archive, "r:*") as tf:
         for m in tf:
-            name = _clean_rel(m.name)
-            if not name:
+            comps = ar.parts(m.name)
+            if not comps:
                 continue
-            rel = f"{dest_rel}/{name}" if dest_rel else name
-            parent, _, base = rel.rpartition("/")
-            mkdir_all(dest_root, parent, CopyOptions(owner=opt.owner))
-            prel = root_path(dfs, parent)
+            base = comps[-1]
+            prel = ar.directory(comps[:-1], m.name)
             trel = f"{prel}/{base}" if prel else base
             target = dest_root / trel
             if not m.isdir():
@@ -847,7 +910,7 @@ def extract_archive(archive: Path, dest_root: Path, dest_rel: str, opt: CopyOpti
             elif m.issym():
                 os.symlink(m.linkname, target)
             elif m.islnk():
-                links.append((trel, m.linkname))
+                links.append((trel, m.name, m.linkname))
                 continue
             elif m.isfifo():
                 os.mkfifo(target)
@@ -867,9 +930,12 @@ def extract_archive(archive: Path, dest_root: Path, dest_rel: str, opt: CopyOpti
                 except OSError:
                     pass
             opt.copied.append("/" + trel)
-    for trel, linkname in links:
-        src_rel = root_path(dfs, f"{dest_rel}/{_clean_rel(linkname)}" if dest_rel else _clean_rel(linkname),
-                            follow_last=False)
+    for trel, name, linkname in links:
+        lcomps = ar.parts(linkname, f"hard link {name!r} -> {linkname!r}")
+        if not lcomps:
+            raise ar.error(f"hard link {name!r} points at the destination itself")
+        lparent = ar.directory(lcomps[:-1], name, create=False)
+        src_rel = f"{lparent}/{lcomps[-1]}" if lparent else lcomps[-1]
         target = dest_root / trel
         try:
             os.link(dest_root / src_rel, target, follow_symlinks=False)

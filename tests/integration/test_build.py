@@ -393,6 +393,46 @@ def test_symbolic_chmod(rl, tmp_path):
     assert cp.returncode == 125 and "Dockerfile:2: COPY: invalid chmod parameter: 'u+q'" in cp.stderr
 
 
+def _tar(members) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, link, data in members:
+            ti = tarfile.TarInfo(name)
+            if link:
+                ti.type, ti.linkname = tarfile.SYMTYPE, link
+                tf.addfile(ti)
+            else:
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_add_archive_cannot_write_outside_its_destination(rl, tmp_path):
+    """SECURITY: ADD of a local tar stays in its destination, as Docker's chrooted extraction: an entry
+    through a symlink to /etc, or named ../../x, fails the step (naming the line) instead of landing
+    in /etc or being moved."""
+    require("overlay")
+    ctx = write_context(tmp_path / "evil", {
+        "Dockerfile": "FROM scratch\nCOPY passwd /etc/passwd\nADD evil.tar /opt/\n", "passwd": "root:x:0:0\n",
+        "evil.tar": _tar([("lnk", "/etc", b""), ("lnk/passwd-over", "", b"pwned")]),
+        "escape.tar": _tar([("../../escape.txt", "", b"out")]),
+        "ok.tar": _tar([("lnk", "/etc", b""), ("sub/f", "", b"in")])})
+    cp = rl("build", "-t", "evil:1", str(ctx))
+    assert cp.returncode == 125, cp.stderr
+    assert "Dockerfile:3: ADD evil.tar /opt/" in cp.stderr and "symlink /opt/lnk -> /etc" in cp.stderr
+    assert "Traceback" not in cp.stderr and rl("image", "inspect", "evil:1").returncode != 0
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY passwd /etc/passwd\nADD escape.tar /opt/\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode == 125 and "Dockerfile:3" in cp.stderr
+    assert "entry '../../escape.txt' climbs out of the destination /opt" in cp.stderr
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY passwd /etc/passwd\nADD ok.tar /opt/\n")
+    build(rl, ctx, "-t", "evil:ok")
+    _, files = image_files(rl, "evil:ok", tmp_path)
+    assert files["/opt/lnk"] == {"type": "link", "mode": 0o777, "uid": 0, "gid": 0, "target": "/etc"}
+    assert files["/opt/sub/f"]["data"] == b"in" and sorted(p for p in files if p.startswith("/etc")) == [
+        "/etc", "/etc/passwd"]
+
+
 # ---------------------------------------------------------------------------
 # bad input
 

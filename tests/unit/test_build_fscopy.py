@@ -251,19 +251,63 @@ def test_add_extracts_archives(tmp_path, compression):
     assert os.stat(dst / "x" / "top" / "f").st_ino == os.stat(dst / "x" / "top" / "h").st_ino
 
 
-def test_add_hostile_archive_stays_inside(tmp_path):
+def test_add_archive_at_root_stays_inside_the_image(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     outside = tmp_path / "outside"
     outside.mkdir()
-    make_tar(src / "evil.tar", [("../../../outside/a", "file", b"1"), ("/abs", "file", b"2"),
-                                ("link", "sym", str(outside)), ("link/b", "file", b"3")])
+    make_tar(src / "a.tar", [("/abs", "file", b"2"), ("link", "sym", str(outside)), ("link/b", "file", b"3"),
+                             ("a/../c", "file", b"4")])
     dst = tmp_path / "root"
     dst.mkdir()
-    do_copy(SourceFS(src, "ctx"), ["evil.tar"], dst, "/", unpack=True)
+    do_copy(SourceFS(src, "ctx"), ["a.tar"], dst, "/", unpack=True)
     assert os.listdir(outside) == []
-    assert (dst / "outside" / "a").read_text() == "1" and (dst / "abs").read_text() == "2"
-    assert (dst / str(outside).lstrip("/") / "b").read_text() == "3"
+    assert (dst / "abs").read_text() == "2" and (dst / "c").read_text() == "4"
+    assert (dst / str(outside).lstrip("/") / "b").read_text() == "3", "an absolute link resolves in the image"
+
+
+@pytest.fixture
+def image_root(tmp_path):
+    dst = tmp_path / "root"
+    (dst / "etc").mkdir(parents=True)
+    (dst / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    (dst / "opt").mkdir()
+    return dst
+
+
+@pytest.mark.parametrize("members,message", [
+    ([("lnk", "sym", "/etc"), ("lnk/passwd-over", "file", b"pwned")],
+     "entry 'lnk/passwd-over' goes through the symlink /opt/lnk -> /etc, which leads out of the destination /opt"),
+    ([("up", "sym", "../.."), ("up/etc/passwd-over", "file", b"pwned")], "which leads out of the destination /opt"),
+    ([("d/", "dir", None), ("d/l", "sym", "../../etc"), ("d/l/x/passwd-over", "file", b"pwned")],
+     "goes through the symlink /opt/d/l -> ../../etc"),
+    ([("../../escape.txt", "file", b"out")], "entry '../../escape.txt' climbs out of the destination /opt with '..'"),
+    ([("a/../../etc/passwd-over", "file", b"out")], "climbs out of the destination /opt"),
+    ([("f", "file", b"x"), ("h", "hard", "../etc/passwd")],
+     "hard link 'h' -> '../etc/passwd' climbs out of the destination /opt"),
+])
+def test_add_archive_is_confined_to_its_destination(tmp_path, image_root, members, message):
+    """Docker extracts chrooted at the destination: no entry lands outside it, through '..' or a symlink."""
+    src = tmp_path / "src"
+    src.mkdir()
+    make_tar(src / "evil.tar", members)
+    with pytest.raises(CopyError) as ei:
+        do_copy(SourceFS(src, "ctx"), ["evil.tar"], image_root, "/opt/", unpack=True)
+    assert message in str(ei.value) and "archive evil.tar" in str(ei.value)
+    assert sorted(os.listdir(image_root / "etc")) == ["passwd"] and not (image_root / "escape.txt").exists()
+    assert not (image_root / "opt" / "escape.txt").exists() and not (image_root / "opt" / "etc").exists()
+
+
+def test_add_archive_symlinks_inside_the_destination_are_followed(tmp_path, image_root):
+    src = tmp_path / "src"
+    src.mkdir()
+    make_tar(src / "ok.tar", [("real/", "dir", None), ("lib", "sym", "real"), ("lib/f", "file", b"1"),
+                              ("abs", "sym", "/opt/real"), ("abs/g", "file", b"2"), ("out", "sym", "/etc/passwd"),
+                              ("h", "hard", "lib/f")])
+    do_copy(SourceFS(src, "ctx"), ["ok.tar"], image_root, "/opt/", unpack=True)
+    got = files(image_root / "opt")
+    assert got == {"/real": "dir", "/real/f": "1", "/real/g": "2", "/lib": "-> real", "/abs": "-> /opt/real",
+                   "/out": "-> /etc/passwd", "/h": "1"}, "a link out of the destination is kept as a link"
 
 
 def test_not_an_archive_is_copied(tmp_path):
