@@ -181,7 +181,8 @@ class Builder:
 
             patterns = load_ignore(opts.context, opts.dockerfile_path)
             cf = ContextFilter(opts.context, patterns)
-            self._context = ContextFS(opts.context, cf.walk())
+            entries = cf.walk()
+            self._context = ContextFS(opts.context, entries, unreadable=cf.unreadable)
         return self._context
 
     def _plan_options(self, plat: Platform, opts: BuildOptions) -> P.PlanOptions:
@@ -433,8 +434,9 @@ class Builder:
             for s in step.sources:
                 if s.startswith(("http://", "https://")):
                     downloads[s] = self._download(s, step, graph)
-            return filestep.Source("context", root=str(opts.context), entries=self._context_fs(opts).stats,
-                                   downloads=downloads)
+            cfs = self._context_fs(opts)
+            return filestep.Source("context", root=str(opts.context), entries=cfs.stats,
+                                   unreadable=tuple(cfs.unreadable), downloads=downloads)
         if step.from_.kind == "stage":
             r = self._stage_results[step.from_.stage]
             return filestep.Source("layers", lowers=tuple(self.lower_dirs(r.layers)),

@@ -40,6 +40,7 @@ class Source:
     lowers: tuple[str, ...] = ()                 # layers: lowest first
     label: str = ""
     downloads: dict = field(default_factory=dict)  # url -> Download
+    unreadable: tuple[str, ...] = ()             # context: directories that could not be read
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def _copy(job: FileJob, step: P.CopyStep, mnt: Path, srcmnt: Path, layers_dir: s
     src = job.source
     assert src is not None
     if src.kind == "context":
-        fs: SourceFS = ContextFS(Path(src.root), list(src.entries.items()))
+        fs: SourceFS = ContextFS(Path(src.root), list(src.entries.items()), unreadable=src.unreadable)
     else:
         mount_layers(src.lowers, str(srcmnt), layers_dir, empty)
         fs = SourceFS(srcmnt, src.label)

@@ -180,8 +180,10 @@ class SourceFS:
     def listdir(self, rel: str) -> list[str]:
         try:
             return sorted(os.listdir(self.host(rel)))
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError as e:
+            raise CopyError(f"{self.label}: cannot read the directory /{rel}: {e.strerror}") from None
 
     def readlink(self, rel: str) -> str:
         return os.readlink(self.host(rel))
@@ -190,9 +192,11 @@ class SourceFS:
 class ContextFS(SourceFS):
     """The build context after .dockerignore: excluded entries do not exist."""
 
-    def __init__(self, root: Path, entries: "list[tuple[str, os.stat_result]]", label: str = "build context"):
+    def __init__(self, root: Path, entries: "list[tuple[str, os.stat_result]]", label: str = "build context",
+                 unreadable=()):
         super().__init__(root, label)
         self.stats: dict[str, os.stat_result] = dict(entries)
+        self.unreadable = frozenset(unreadable)     # directories whose content could not be read
         self.children: dict[str, list[str]] = {}
         for rel in self.stats:
             parent, _, name = rel.rpartition("/")
@@ -209,6 +213,10 @@ class ContextFS(SourceFS):
         return self.stats.get(rel)
 
     def listdir(self, rel: str) -> list[str]:
+        if rel in self.unreadable:
+            raise CopyError(f"{self.label}: cannot read the directory /{rel}: permission denied",
+                            hint=f"make it readable (chmod -R u+rX {self.root / rel}) or exclude it in "
+                                 f".dockerignore")
         return list(self.children.get(rel, ()))
 
 

@@ -467,6 +467,31 @@ def test_missing_copy_source_names_path_and_keeps_tag(rl, tmp_path):
 # ---------------------------------------------------------------------------
 # outputs, manifest lists
 
+def test_unreadable_context_paths_fail_the_copy_naming_them(rl, tmp_path):
+    """An unreadable directory is not copied as an empty one; the error names the path and the line."""
+    require("overlay")
+    ctx = write_context(tmp_path / "u", {"Dockerfile": "FROM scratch\nCOPY ok /ok\nCOPY . /all/\n", "ok/f": "f",
+                                         "secret/key": "k", "locked.txt": "l"})
+    os.chmod(ctx / "secret", 0)
+    try:
+        cp = rl("build", str(ctx))
+        assert cp.returncode == 125 and "Traceback" not in cp.stderr, cp.stderr
+        assert "Dockerfile:3: COPY . /all/: build context: cannot read the directory /secret: permission " \
+               "denied" in cp.stderr
+        (ctx / "Dockerfile").write_text("FROM scratch\nCOPY ok /ok\n")
+        build(rl, ctx, "-t", "unreadable:ok")                  # COPY of other paths keeps working
+        os.chmod(ctx / "secret", 0o755)
+        os.chmod(ctx / "locked.txt", 0)
+        (ctx / "Dockerfile").write_text("FROM scratch\nCOPY ok /ok\nCOPY locked.txt /l\n")
+        cp = rl("build", str(ctx))
+        assert cp.returncode == 125 and "Traceback" not in cp.stderr, cp.stderr
+        assert "Dockerfile:3: COPY locked.txt /l: build context: cannot read /locked.txt: Permission denied" \
+               in cp.stderr
+    finally:
+        os.chmod(ctx / "secret", 0o755)
+        os.chmod(ctx / "locked.txt", 0o644)
+
+
 def test_output_archives_and_iidfile(rl, tmp_path):
     require("overlay")
     ctx = write_context(tmp_path / "o", {"Dockerfile": "FROM scratch\nCOPY f /f\n", "f": "content"})

@@ -391,3 +391,47 @@ def test_symbolic_chmod_on_copy_and_archive(tree, tmp_path):
     assert stat.S_IMODE(os.stat(dst / "x" / "top" / "f").st_mode) == 0o740
     write_content(dst, "/h", "EOF", "x", CopyOptions(mode=parse_chmod("+x")))
     assert stat.S_IMODE(os.stat(dst / "h").st_mode) == 0o755
+
+
+# ---------------------------------------------------------------------------
+# unreadable parts of the build context
+
+@pytest.fixture
+def locked_ctx(tmp_path):
+    ctx = tmp_path / "ctx"
+    for d in ("ok", "secret", "noexec", "open"):
+        (ctx / d).mkdir(parents=True)
+        (ctx / d / "f").write_text(d)
+    (ctx / "open" / "private.key").write_text("k")
+    os.chmod(ctx / "secret", 0)
+    os.chmod(ctx / "noexec", 0o600)                     # listable, not searchable
+    os.chmod(ctx / "open" / "private.key", 0)
+    if os.access(ctx / "secret", os.R_OK):
+        pytest.skip("running as root: nothing is unreadable")
+    yield ctx
+    for p in (ctx / "secret", ctx / "noexec", ctx / "open" / "private.key"):
+        os.chmod(p, 0o700)
+
+
+def test_unreadable_context_dirs_fail_the_copy_that_reaches_them(locked_ctx):
+    from rootless.build.cachekey import FileHasher, content_digest
+
+    cf = ContextFilter(locked_ctx, [])
+    fs = ContextFS(locked_ctx, cf.walk(), unreadable=cf.unreadable)
+    assert sorted(cf.unreadable) == ["noexec", "secret"]
+    assert content_digest(fs, ["ok"], FileHasher())                      # other paths keep working
+    for src, name in ((".", "/noexec"), ("secret", "/secret"), ("noexec", "/noexec"), ("*/f", "/noexec")):
+        with pytest.raises(CopyError) as ei:
+            content_digest(fs, [src], FileHasher())
+        assert f"build context: cannot read the directory {name}: permission denied" in str(ei.value)
+        assert ".dockerignore" in ei.value.hint
+    with pytest.raises(CopyError, match="build context: cannot read /open/private.key: Permission denied"):
+        content_digest(fs, ["open"], FileHasher())
+    cf = ContextFilter(locked_ctx, ["secret", "noexec", "**/*.key"])   # excluded: never read, no error
+    fs = ContextFS(locked_ctx, cf.walk(), unreadable=cf.unreadable)
+    assert cf.unreadable == [] and content_digest(fs, ["."], FileHasher())
+
+
+def test_source_fs_listdir_error_names_the_directory(locked_ctx):
+    with pytest.raises(CopyError, match="stage x: cannot read the directory /secret: Permission denied"):
+        SourceFS(locked_ctx, "stage x").listdir("secret")
