@@ -62,6 +62,7 @@ class BuildOptions:
     labels: tuple[tuple[str, str], ...] = ()
     network: str = ""                            # default network of RUN steps
     quiet: bool = False
+    has_context: bool = True                     # False: the Dockerfile came from stdin, ``context`` is empty
 
 
 @dataclass
@@ -182,7 +183,7 @@ class Builder:
             patterns = load_ignore(opts.context, opts.dockerfile_path)
             cf = ContextFilter(opts.context, patterns)
             entries = cf.walk()
-            self._context = ContextFS(opts.context, entries, unreadable=cf.unreadable)
+            self._context = ContextFS(opts.context, entries, unreadable=cf.unreadable, absent=not opts.has_context)
         return self._context
 
     def _plan_options(self, plat: Platform, opts: BuildOptions) -> P.PlanOptions:
@@ -359,6 +360,11 @@ class Builder:
         try:
             rel = root_path(fs, m.source or "/")
             if rel and fs.lstat(rel) is None:
+                if not opts.has_context:
+                    from rootless.build.fscopy import NO_CONTEXT_HINT
+
+                    raise CopyError(f"RUN --mount=type=bind: {m.source!r}: there is no build context when the "
+                                    f"Dockerfile comes from stdin", hint=NO_CONTEXT_HINT)
                 raise CopyError(f"RUN --mount=type=bind: {m.source!r} is not in the build context",
                                 hint=f"the source is relative to the build context {opts.context}")
             return "context:" + tree_digest(fs, rel, self.hasher)

@@ -47,6 +47,8 @@ from pathlib import Path
 from rootless.errors import BuildError
 
 MAX_SYMLINKS = 255
+NO_CONTEXT_HINT = ("give the context: rootless build -f - DIR < Dockerfile, or send a tar of it on stdin: "
+                   "tar -c . | rootless build -")
 
 
 class CopyError(BuildError):
@@ -193,8 +195,9 @@ class ContextFS(SourceFS):
     """The build context after .dockerignore: excluded entries do not exist."""
 
     def __init__(self, root: Path, entries: "list[tuple[str, os.stat_result]]", label: str = "build context",
-                 unreadable=()):
+                 unreadable=(), absent: bool = False):
         super().__init__(root, label)
+        self.absent = absent                        # no context at all: the Dockerfile came from stdin
         self.stats: dict[str, os.stat_result] = dict(entries)
         self.unreadable = frozenset(unreadable)     # directories whose content could not be read
         self.children: dict[str, list[str]] = {}
@@ -738,6 +741,9 @@ def resolve_sources(fs: SourceFS, sources: tuple[str, ...] | list[str]) -> tuple
             rel = root_path(fs, unescape(s))
             if fs.lstat(rel) is None:
                 shown = "/" + _clean_rel(unescape(s))
+                if isinstance(fs, ContextFS) and fs.absent:
+                    raise CopyError(f"{shown}: not found: there is no build context when the Dockerfile comes "
+                                    f"from stdin", hint=NO_CONTEXT_HINT)
                 raise CopyError(f"{fs.label}: {shown}: not found",
                                 hint=_missing_hint(fs, shown))
             out.append(rel)

@@ -465,6 +465,71 @@ def test_missing_copy_source_names_path_and_keeps_tag(rl, tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# rootless build -: a tar of the context, or a Dockerfile alone, on stdin
+
+def stdin_build(rl, data: bytes, *args: str) -> subprocess.CompletedProcess:
+    """``rootless build ARGS`` with ``data`` on stdin; stdout and stderr as text."""
+    cp = rl("build", *args, input=data, timeout=600)
+    return subprocess.CompletedProcess(cp.args, cp.returncode, cp.stdout.decode(), cp.stderr.decode())
+
+
+def test_stdin_tar_is_the_context(rl, tmp_path):
+    """`tar -c . | rootless build -` (gzip, zstd too): the tar is the context (Docker), -f is inside it."""
+    require("overlay")
+    ctx = write_context(tmp_path / "c", {"Dockerfile": "FROM scratch\nCOPY . /ctx/\n", "sub/f": "hi\n",
+                                         "sub/Alt": "FROM scratch\nCOPY sub/f /alt\n", "ro/g": "ro\n",
+                                         ".dockerignore": "ignored\n", "ignored": "no\n"})
+    os.chmod(ctx / "ro", 0o555)
+    try:
+        plain = subprocess.run(["tar", "-C", str(ctx), "-cf", "-", "."], capture_output=True, check=True).stdout
+        gz = subprocess.run(["tar", "-C", str(ctx), "-czf", "-", "."], capture_output=True, check=True).stdout
+        zst = subprocess.run(["tar", "-C", str(ctx), "--zstd", "-cf", "-", "."], capture_output=True,
+                             check=True).stdout
+    finally:
+        os.chmod(ctx / "ro", 0o755)
+    cp = stdin_build(rl, plain, "-t", "stdin:tar", "-")
+    assert cp.returncode == 0, cp.stderr
+    _, files = image_files(rl, "stdin:tar", tmp_path)
+    assert files["/ctx/sub/f"]["data"] == b"hi\n" and files["/ctx/ro/g"]["data"] == b"ro\n"
+    assert files["/ctx/Dockerfile"]["data"] == b"FROM scratch\nCOPY . /ctx/\n"
+    assert files["/ctx/ro"]["mode"] == 0o555 and "/ctx/ignored" not in files, ".dockerignore of the tar"
+    for data in (gz, zst):
+        cp = stdin_build(rl, data, "-q", "-")
+        assert cp.returncode == 0 and cp.stdout.strip() == rl.ok("image", "inspect", "-f", "{{.Id}}",
+                                                                  "stdin:tar").strip(), cp.stderr
+    cp = stdin_build(rl, gz, "-t", "stdin:alt", "-f", "sub/Alt", "-")
+    assert cp.returncode == 0, cp.stderr
+    assert image_files(rl, "stdin:alt", tmp_path)[1]["/alt"]["data"] == b"hi\n"
+    assert not [p for p in (rl.root / "tmp").iterdir()], "the extracted context is removed"
+    cp = stdin_build(rl, plain, "-f", "nope/Dockerfile", "-")
+    assert cp.returncode == 125 and "the build context from stdin has no nope/Dockerfile" in cp.stderr
+
+
+def test_stdin_hostile_tar_is_refused(rl, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cp = stdin_build(rl, _tar([("Dockerfile", "", b"FROM scratch\n"), ("lnk", str(outside), b""),
+                               ("lnk/planted", "", b"x")]), "-")
+    assert cp.returncode == 125 and "the build context on stdin: hostile archive" in cp.stderr, cp.stderr
+    cp = stdin_build(rl, _tar([("../../escape", "", b"x")]), "-")
+    assert cp.returncode == 125 and "climbs out" in cp.stderr
+    assert os.listdir(outside) == [] and not (tmp_path / "escape").exists()
+    assert not [p for p in (rl.root / "tmp").iterdir()], "the partial context is removed"
+
+
+def test_stdin_dockerfile_has_no_context(rl, tmp_path):
+    """A Dockerfile on stdin has no context: COPY says so (Docker), and names no temporary directory."""
+    require("overlay")
+    cp = stdin_build(rl, b"FROM scratch\nCOPY x /x\n", "-")
+    assert cp.returncode == 125 and "Traceback" not in cp.stderr
+    assert "Dockerfile:2: COPY x /x: /x: not found: there is no build context when the Dockerfile comes from " \
+           "stdin" in cp.stderr and "rootless-build-" not in cp.stderr
+    assert "tar -c . | rootless build -" in cp.stderr
+    cp = stdin_build(rl, b"FROM scratch\nCOPY <<EOF /greeting\nhello\nEOF\n", "-q", "-")
+    assert cp.returncode == 0, cp.stderr
+
+
+# ---------------------------------------------------------------------------
 # outputs, manifest lists
 
 def test_unreadable_context_paths_fail_the_copy_naming_them(rl, tmp_path):
