@@ -62,6 +62,7 @@ class BuildOptions:
     labels: tuple[tuple[str, str], ...] = ()
     network: str = ""                            # default network of RUN steps
     quiet: bool = False
+    has_context: bool = True                     # False: the Dockerfile came from stdin, ``context`` is empty
 
 
 @dataclass
@@ -181,7 +182,8 @@ class Builder:
 
             patterns = load_ignore(opts.context, opts.dockerfile_path)
             cf = ContextFilter(opts.context, patterns)
-            self._context = ContextFS(opts.context, cf.walk())
+            entries = cf.walk()
+            self._context = ContextFS(opts.context, entries, unreadable=cf.unreadable, absent=not opts.has_context)
         return self._context
 
     def _plan_options(self, plat: Platform, opts: BuildOptions) -> P.PlanOptions:
@@ -276,8 +278,9 @@ class Builder:
             counter[0] += 1
             self.reporter.info(f"{prefix}STEP {counter[0]}/{total}: {entry.source or entry.created_by}")
             if step is None:
-                new_history.append({"created_by": entry.created_by, "comment": P.HISTORY_COMMENT,
-                                    "empty_layer": True})
+                if entry.history:
+                    new_history.append({"created_by": entry.created_by, "comment": P.HISTORY_COMMENT,
+                                        "empty_layer": True})
                 continue
             inputs = self._inputs(graph, step, opts, plat)
             key = step_key(key, step, str(plat), inputs)
@@ -357,6 +360,11 @@ class Builder:
         try:
             rel = root_path(fs, m.source or "/")
             if rel and fs.lstat(rel) is None:
+                if not opts.has_context:
+                    from rootless.build.fscopy import NO_CONTEXT_HINT
+
+                    raise CopyError(f"RUN --mount=type=bind: {m.source!r}: there is no build context when the "
+                                    f"Dockerfile comes from stdin", hint=NO_CONTEXT_HINT)
                 raise CopyError(f"RUN --mount=type=bind: {m.source!r} is not in the build context",
                                 hint=f"the source is relative to the build context {opts.context}")
             return "context:" + tree_digest(fs, rel, self.hasher)
@@ -432,8 +440,9 @@ class Builder:
             for s in step.sources:
                 if s.startswith(("http://", "https://")):
                     downloads[s] = self._download(s, step, graph)
-            return filestep.Source("context", root=str(opts.context), entries=self._context_fs(opts).stats,
-                                   downloads=downloads)
+            cfs = self._context_fs(opts)
+            return filestep.Source("context", root=str(opts.context), entries=cfs.stats,
+                                   unreadable=tuple(cfs.unreadable), downloads=downloads)
         if step.from_.kind == "stage":
             r = self._stage_results[step.from_.stage]
             return filestep.Source("layers", lowers=tuple(self.lower_dirs(r.layers)),

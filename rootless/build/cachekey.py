@@ -33,7 +33,7 @@ import os
 import stat as _stat
 from dataclasses import asdict
 
-from rootless.build.fscopy import SourceFS, resolve_sources
+from rootless.build.fscopy import CopyError, SourceFS, resolve_sources
 from rootless.build.plan import CopyStep, RunStep, Step, WorkdirStep
 
 VERSION = "rootless-build-cache-v1"
@@ -104,7 +104,12 @@ def _walk_records(fs: SourceFS, rel: str, prefix: str, hasher: FileHasher, out: 
     mode = st.st_mode
     rec: list = [prefix, _stat.S_IFMT(mode), _stat.S_IMODE(mode)]
     if _stat.S_ISREG(mode):
-        rec += [st.st_size, hasher.digest(fs.host(rel), st)]
+        try:
+            rec += [st.st_size, hasher.digest(fs.host(rel), st)]
+        except OSError as e:
+            raise CopyError(f"{fs.label}: cannot read /{rel}: {e.strerror}",
+                            hint=f"make it readable (chmod u+r {fs.host(rel)}) or exclude it in .dockerignore"
+                            ) from None
     elif _stat.S_ISLNK(mode):
         rec.append(fs.readlink(rel))
     elif _stat.S_ISCHR(mode) or _stat.S_ISBLK(mode):

@@ -331,9 +331,13 @@ class ContextFilter:
         """Every entry under ``rel`` (slash paths relative to the context) that is not excluded.
 
         Directories that are themselves excluded but hold re-included
-        entries are listed (they must exist to hold them).
+        entries are listed (they must exist to hold them). Directories
+        that cannot be read (listed, or their entries looked at) are
+        listed, without content, and remembered in ``unreadable``: a COPY
+        that reaches one fails naming it (``ContextFS``).
         """
         out: list[tuple[str, os.stat_result]] = []
+        self.unreadable: list[str] = []
         self._walk(rel, None, out)
         return out
 
@@ -341,15 +345,24 @@ class ContextFilter:
         base = self.root / rel if rel else self.root
         try:
             names = sorted(os.listdir(base))
+        except FileNotFoundError:
+            return False
         except OSError:
+            self.unreadable.append(rel)
             return False
         any_included = False
+        mark = len(out)
         for name in names:
             child = f"{rel}/{name}" if rel else name
             try:
                 st = os.lstat(base / name)
+            except PermissionError:
+                # a directory that can be listed but not searched: none of its entries can be read
+                del out[mark:]
+                self.unreadable.append(rel)
+                return False
             except OSError:
-                continue
+                continue        # gone meanwhile
             excluded, info = self.matcher.matches(child, parent_info)
             import stat as _stat
 

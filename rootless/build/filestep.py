@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rootless.build import plan as P
-from rootless.build.fscopy import (ContextFS, CopyError, CopyOptions, SourceFS, contains_wildcards, copy_one,
-                                   mkdir_all, parse_chown, prepare_dest, resolve_owner, resolve_sources,
-                                   write_content)
+from rootless.build.fscopy import (ContextFS, CopyError, CopyOptions, SourceFS, chmod_value, contains_wildcards,
+                                   copy_one, mkdir_all, parse_chmod, parse_chown, prepare_dest, resolve_owner,
+                                   resolve_sources, write_content)
 from rootless.errors import BuildError
 
 
@@ -39,6 +40,7 @@ class Source:
     lowers: tuple[str, ...] = ()                 # layers: lowest first
     label: str = ""
     downloads: dict = field(default_factory=dict)  # url -> Download
+    unreadable: tuple[str, ...] = ()             # context: directories that could not be read
 
 
 @dataclass(frozen=True)
@@ -136,12 +138,12 @@ def _copy(job: FileJob, step: P.CopyStep, mnt: Path, srcmnt: Path, layers_dir: s
     src = job.source
     assert src is not None
     if src.kind == "context":
-        fs: SourceFS = ContextFS(Path(src.root), list(src.entries.items()))
+        fs: SourceFS = ContextFS(Path(src.root), list(src.entries.items()), unreadable=src.unreadable)
     else:
         mount_layers(src.lowers, str(srcmnt), layers_dir, empty)
         fs = SourceFS(srcmnt, src.label)
     owner = parse_chown(step.chown, mnt) if step.chown else None
-    mode = int(step.chmod, 8) if step.chmod else None
+    mode = parse_chmod(step.chmod) if step.chmod else None
     exclude = None
     if step.exclude:
         from rootless.build.dockerignore import PatternMatcher
@@ -178,7 +180,7 @@ def _copy(job: FileJob, step: P.CopyStep, mnt: Path, srcmnt: Path, layers_dir: s
             copy_one(fs, rel, mnt, d, opt)
     for url in urls:
         dl: Download = src.downloads[url]
-        uopt = CopyOptions(owner=owner, reset_owner=True, mode=mode if mode is not None else 0o600)
+        uopt = CopyOptions(owner=owner, reset_owner=True, mode=chmod_value(mode, stat.S_IFREG | 0o600))
         d = prepare_dest(mnt, step.dest, uopt)
         target = mnt / d if d else mnt
         if step.dest.endswith("/") or (target.is_dir() and not target.is_symlink()):

@@ -27,7 +27,9 @@ Destination:
   stay hard links.
 
 ADD also extracts local tar archives (plain, gzip, bzip2, xz) into the
-destination directory, safely (members never leave the root).
+destination directory, confined to it: a member named out of it (``../x``)
+is an error, and no member is written through a symlink that leads out of
+it (such symlinks are kept as links).
 
 The functions run wherever the destination root is mounted (inside the
 build's user namespace, so owners are container ids).
@@ -45,6 +47,8 @@ from pathlib import Path
 from rootless.errors import BuildError
 
 MAX_SYMLINKS = 255
+NO_CONTEXT_HINT = ("give the context: rootless build -f - DIR < Dockerfile, or send a tar of it on stdin: "
+                   "tar -c . | rootless build -")
 
 
 class CopyError(BuildError):
@@ -178,8 +182,10 @@ class SourceFS:
     def listdir(self, rel: str) -> list[str]:
         try:
             return sorted(os.listdir(self.host(rel)))
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError as e:
+            raise CopyError(f"{self.label}: cannot read the directory /{rel}: {e.strerror}") from None
 
     def readlink(self, rel: str) -> str:
         return os.readlink(self.host(rel))
@@ -188,9 +194,12 @@ class SourceFS:
 class ContextFS(SourceFS):
     """The build context after .dockerignore: excluded entries do not exist."""
 
-    def __init__(self, root: Path, entries: "list[tuple[str, os.stat_result]]", label: str = "build context"):
+    def __init__(self, root: Path, entries: "list[tuple[str, os.stat_result]]", label: str = "build context",
+                 unreadable=(), absent: bool = False):
         super().__init__(root, label)
+        self.absent = absent                        # no context at all: the Dockerfile came from stdin
         self.stats: dict[str, os.stat_result] = dict(entries)
+        self.unreadable = frozenset(unreadable)     # directories whose content could not be read
         self.children: dict[str, list[str]] = {}
         for rel in self.stats:
             parent, _, name = rel.rpartition("/")
@@ -207,6 +216,10 @@ class ContextFS(SourceFS):
         return self.stats.get(rel)
 
     def listdir(self, rel: str) -> list[str]:
+        if rel in self.unreadable:
+            raise CopyError(f"{self.label}: cannot read the directory /{rel}: permission denied",
+                            hint=f"make it readable (chmod -R u+rX {self.root / rel}) or exclude it in "
+                                 f".dockerignore")
         return list(self.children.get(rel, ()))
 
 
@@ -344,13 +357,163 @@ def resolve_owner(user: str, rootfs: Path) -> Owner:
 
 
 # ---------------------------------------------------------------------------
+# --chmod: octal, or symbolic as chmod(1)
+
+_SUID, _SGID, _SVTX = 0o4000, 0o2000, 0o1000
+_STANDARD = _SUID | _SGID | 0o777
+_U, _G, _O = 1, 2, 4                      # which classes a u/g/o copy touches
+_SET, _CLEAR = 8, 16
+CHMOD_UMASK = 0o022     # symbolic clauses without u/g/o/a leave the umask's bits alone (chmod(1));
+                        # BuildKit uses its daemon's umask, 022 everywhere Docker runs: fixed here so
+                        # that a build does not depend on the caller's umask
+
+
+@dataclass(frozen=True)
+class Chmod:
+    """A parsed ``--chmod``: an absolute (octal) mode, or chmod(1)'s symbolic clauses applied to each
+    copied file's own mode (``u+x``, ``go-w``, ``a=rX``, ``u=rwx,go=u-w``) as BuildKit does
+    (tonistiigi/dchapes-mode, BSD ``setmode``)."""
+
+    spec: str
+    absolute: int | None = None
+    cmds: tuple[tuple[str, int, int], ...] = ()     # (op, bits, flags)
+
+    def apply(self, st_mode: int) -> int:
+        """The permission bits (07777) ``--chmod`` gives an entry of mode ``st_mode``."""
+        if self.absolute is not None:
+            return self.absolute
+        old = st_mode & 0o7777
+        new = old
+        for op, bits, flags in self.cmds:
+            if op in "ugo":
+                value = {"u": (new >> 6) & 7, "g": (new >> 3) & 7, "o": new & 7}[op]
+                if flags & _CLEAR:
+                    clr = 7 if flags & _SET else value
+                    for cls, shift in ((_U, 6), (_G, 3), (_O, 0)):
+                        if flags & cls:
+                            new &= ~((clr << shift) & bits)
+                if flags & _SET:
+                    for cls, shift in ((_U, 6), (_G, 3), (_O, 0)):
+                        if flags & cls:
+                            new |= (value << shift) & bits
+            elif op == "+":
+                new |= bits
+            elif op == "-":
+                new &= ~bits
+            elif op == "X" and (old & 0o111 or _stat.S_ISDIR(st_mode)):
+                new |= bits
+        return new & 0o7777
+
+
+def parse_chmod(spec: str, umask: int = CHMOD_UMASK) -> Chmod:
+    """``--chmod`` value -> Chmod; CopyError for a bad one (BuildKit's messages)."""
+    if spec[:1].isdigit():
+        try:
+            v = int(spec, 8)
+        except ValueError:
+            v = -1
+        if not 0 <= v <= 0o7777:
+            raise CopyError(f"invalid chmod parameter: '{spec}'. it should be octal string and between 0 and "
+                            f"07777")
+        return Chmod(spec, absolute=v)
+    bad = CopyError(f"invalid chmod parameter: '{spec}': neither an octal mode (0755) nor chmod's symbolic form "
+                    f"[ugoa...][+-=][rwxXst...][,...] (e.g. u+x, go-w, a=rX, u=rwx,go=rx)")
+    mask = ~umask & 0o7777
+    cmds: list[tuple[str, int, int]] = []
+
+    def add(op: str, who: int, arg) -> None:
+        if op == "=":
+            cmds.append(("-", who or _STANDARD, 0))
+            op = "+"
+        if op in "+-X":
+            cmds.append((op, (who & arg) if who else (mask & arg), 0))
+            return
+        flags = {"+": _SET, "-": _CLEAR, "=": _SET | _CLEAR}[arg]
+        if who:
+            flags |= (_U if who & 0o400 else 0) | (_G if who & 0o040 else 0) | (_O if who & 0o004 else 0)
+            cmds.append((op, 0xFFFF, flags))
+        else:
+            cmds.append((op, mask, flags | _U | _G | _O))
+
+    s, i, n = spec, 0, len(spec)
+    equal_done = False
+    while True:
+        who = 0
+        while i < n and s[i] in "augo":
+            who |= {"a": _STANDARD, "u": _SUID | 0o700, "g": _SGID | 0o070, "o": 0o007}[s[i]]
+            i += 1
+        while True:                                 # one or more operations for these classes
+            if i >= n or s[i] not in "+-=":
+                raise bad
+            op = s[i]
+            i += 1
+            if op == "=":
+                equal_done = False
+            who &= ~_SVTX
+            perm = perm_x = 0
+            while True:
+                b = s[i] if i < n else ""
+                if b == "r":
+                    perm |= 0o444
+                elif b == "w":
+                    perm |= 0o222
+                elif b == "x":
+                    perm |= 0o111
+                elif b == "X":
+                    if op == "+":
+                        perm_x = 0o111
+                elif b == "s":
+                    if who == 0 or who & ~0o007:    # not for "o" alone
+                        perm |= _SUID | _SGID
+                elif b == "t":
+                    if who == 0 or who & ~0o007:
+                        who |= _SVTX
+                        perm |= _SVTX
+                elif b and b in "ugo":              # copy another class's bits
+                    if perm:
+                        add(op, who, perm)
+                        perm = 0
+                    if op == "=":
+                        equal_done = True
+                    if perm_x:
+                        add("X", who, perm_x)
+                        perm_x = 0
+                    add(b, who, op)
+                else:
+                    if perm or (op == "=" and not equal_done):
+                        if op == "=":
+                            equal_done = True
+                        add(op, who, perm)
+                        perm = 0
+                    if perm_x:
+                        add("X", who, perm_x)
+                    break
+                i += 1
+            if i >= n or s[i] == ",":
+                break
+        if i >= n:
+            break
+        i += 1                                      # the comma
+    return Chmod(spec, cmds=tuple(cmds))
+
+
+def chmod_value(mode: "int | Chmod | None", st_mode: int) -> int:
+    """The permission bits an entry of ``st_mode`` gets: --chmod's, else its own."""
+    if mode is None:
+        return _stat.S_IMODE(st_mode)
+    if isinstance(mode, Chmod):
+        return mode.apply(st_mode)
+    return mode
+
+
+# ---------------------------------------------------------------------------
 # the copy itself
 
 @dataclass
 class CopyOptions:
     owner: Owner | None = None          # --chown (None: keep / 0:0 from the context)
     reset_owner: bool = False           # context sources: 0:0 unless --chown
-    mode: int | None = None             # --chmod
+    mode: "int | Chmod | None" = None   # --chmod (an int: that mode for everything)
     exclude: "object | None" = None     # PatternMatcher for --exclude
     unpack: bool = False                # ADD: extract archives
     hardlinks: dict = field(default_factory=dict)
@@ -404,8 +567,7 @@ def _finish(st: os.stat_result, target: Path, opt: CopyOptions, is_link: bool = 
     uid, gid = _dest_owner(st, opt)
     _chown(target, uid, gid)
     if not is_link:
-        mode = opt.mode if opt.mode is not None else _stat.S_IMODE(st.st_mode)
-        os.chmod(target, mode)
+        os.chmod(target, chmod_value(opt.mode, st.st_mode))
     try:
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=not is_link)
     except (NotImplementedError, OSError):
@@ -579,6 +741,9 @@ def resolve_sources(fs: SourceFS, sources: tuple[str, ...] | list[str]) -> tuple
             rel = root_path(fs, unescape(s))
             if fs.lstat(rel) is None:
                 shown = "/" + _clean_rel(unescape(s))
+                if isinstance(fs, ContextFS) and fs.absent:
+                    raise CopyError(f"{shown}: not found: there is no build context when the Dockerfile comes "
+                                    f"from stdin", hint=NO_CONTEXT_HINT)
                 raise CopyError(f"{fs.label}: {shown}: not found",
                                 hint=_missing_hint(fs, shown))
             out.append(rel)
@@ -621,7 +786,7 @@ def write_content(dest_root: Path, dest: str, name: str, data: str, opt: CopyOpt
         os.unlink(target)
     with open(target, "xb") as f:
         f.write(data.encode())
-    os.chmod(target, opt.mode if opt.mode is not None else 0o644)
+    os.chmod(target, chmod_value(opt.mode, _stat.S_IFREG | 0o644) if opt.mode is not None else 0o644)
     uid, gid = (opt.owner.uid, opt.owner.gid) if opt.owner else (0, 0)
     _chown(target, uid, gid)
     opt.copied.append("/" + dest_rel)
@@ -650,21 +815,82 @@ def is_archive(path: Path) -> bool:
         return False
 
 
+def _inside(rel: str, base: str) -> bool:
+    return not base or rel == base or rel.startswith(base + "/")
+
+
+class _Archive:
+    """Where the entries of one archive go: paths confined to the destination directory."""
+
+    def __init__(self, archive: Path, dest_root: Path, dest_rel: str, opt: CopyOptions):
+        self.name = archive.name
+        self.root = dest_root
+        self.dest = dest_rel
+        self.opt = opt
+        self.fs = _dest_fs(dest_root)
+
+    def error(self, msg: str) -> CopyError:
+        return CopyError(f"archive {self.name}: {msg}",
+                         hint="Docker extracts an archive inside its destination only: the archive is broken "
+                              "or hostile (nothing of this step was kept)")
+
+    def parts(self, name: str, label: str = "") -> list[str]:
+        """The components of a member name below the destination; one that climbs out is refused."""
+        n = posixpath.normpath(name) if name else "."
+        if n == ".." or n.startswith("../"):
+            raise self.error(f"{label or f'entry {name!r}'} climbs out of the destination /{self.dest} with '..'")
+        return [c for c in n.split("/") if c not in ("", ".")]
+
+    def directory(self, comps: list[str], name: str, create: bool = True) -> str:
+        """The directory holding the entry ``name`` (its parent components ``comps``), relative to the root.
+
+        Walked from the destination: a symlink on the way is followed only when it leads to a place
+        inside the destination (resolved in the image, never on the host); missing directories are
+        created 0755, owned by --chown or 0:0.
+        """
+        cur = self.dest
+        for comp in comps:
+            nxt = f"{cur}/{comp}" if cur else comp
+            try:
+                st: os.stat_result | None = os.lstat(self.root / nxt)
+            except FileNotFoundError:
+                st = None
+            if st is not None and _stat.S_ISLNK(st.st_mode):
+                res = root_path(self.fs, nxt)
+                if not _inside(res, self.dest):
+                    raise self.error(f"entry {name!r} goes through the symlink /{nxt} -> "
+                                     f"{os.readlink(self.root / nxt)}, which leads out of the destination "
+                                     f"/{self.dest}")
+                nxt = res
+                try:
+                    st = os.lstat(self.root / nxt)
+                except FileNotFoundError:
+                    st = None
+            if st is None:
+                if not create:
+                    raise self.error(f"entry {name!r}: /{nxt} does not exist")
+                mkdir_all(self.root, nxt, CopyOptions(owner=self.opt.owner))
+            elif not _stat.S_ISDIR(st.st_mode):
+                raise self.error(f"entry {name!r}: /{nxt} is not a directory")
+            cur = nxt
+        return cur
+
+
 def extract_archive(archive: Path, dest_root: Path, dest_rel: str, opt: CopyOptions) -> None:
-    """Extract a tar into ``dest_root/dest_rel``; members cannot leave ``dest_root``."""
+    """Extract a tar into ``dest_root/dest_rel`` (a resolved directory), confined to it as Docker's
+    chrooted extraction: a member named outside (``../x``) is an error, and no member is written
+    through a symlink leading out of the destination (such a symlink is kept, as a link)."""
     import tarfile
 
-    dfs = SourceFS(dest_root, "destination")
-    links: list[tuple[str, str]] = []
+    ar = _Archive(archive, dest_root, dest_rel, opt)
+    links: list[tuple[str, str, str]] = []
     with tarfile.open(archive, "r:*") as tf:
         for m in tf:
-            name = _clean_rel(m.name)
-            if not name:
+            comps = ar.parts(m.name)
+            if not comps:
                 continue
-            rel = f"{dest_rel}/{name}" if dest_rel else name
-            parent, _, base = rel.rpartition("/")
-            mkdir_all(dest_root, parent, CopyOptions(owner=opt.owner))
-            prel = root_path(dfs, parent)
+            base = comps[-1]
+            prel = ar.directory(comps[:-1], m.name)
             trel = f"{prel}/{base}" if prel else base
             target = dest_root / trel
             if not m.isdir():
@@ -698,7 +924,7 @@ def extract_archive(archive: Path, dest_root: Path, dest_rel: str, opt: CopyOpti
             elif m.issym():
                 os.symlink(m.linkname, target)
             elif m.islnk():
-                links.append((trel, m.linkname))
+                links.append((trel, m.name, m.linkname))
                 continue
             elif m.isfifo():
                 os.mkfifo(target)
@@ -712,15 +938,18 @@ def extract_archive(archive: Path, dest_root: Path, dest_rel: str, opt: CopyOpti
                 continue
             _chown(target, uid, gid)
             if not m.issym():
-                os.chmod(target, opt.mode if opt.mode is not None else (m.mode & 0o7777))
+                os.chmod(target, chmod_value(opt.mode, (_stat.S_IFDIR if m.isdir() else _stat.S_IFREG) | m.mode))
                 try:
                     os.utime(target, (m.mtime, m.mtime))
                 except OSError:
                     pass
             opt.copied.append("/" + trel)
-    for trel, linkname in links:
-        src_rel = root_path(dfs, f"{dest_rel}/{_clean_rel(linkname)}" if dest_rel else _clean_rel(linkname),
-                            follow_last=False)
+    for trel, name, linkname in links:
+        lcomps = ar.parts(linkname, f"hard link {name!r} -> {linkname!r}")
+        if not lcomps:
+            raise ar.error(f"hard link {name!r} points at the destination itself")
+        lparent = ar.directory(lcomps[:-1], name, create=False)
+        src_rel = f"{lparent}/{lcomps[-1]}" if lparent else lcomps[-1]
         target = dest_root / trel
         try:
             os.link(dest_root / src_rel, target, follow_symlinks=False)

@@ -640,7 +640,9 @@ def _parse_healthcheck(node: Node, fl: _Flags) -> Healthcheck:
         if not s:
             return 0
         d = parse_duration(s)
-        if d < 1_000_000:
+        if d == 0:
+            return 0            # 0 (any spelling: 0, 0s): the default, as BuildKit
+        if d < 1_000_000:       # negative too
             raise InstructionError(f'Interval "{name}" cannot be less than 1ms')
         return d
 
@@ -650,8 +652,8 @@ def _parse_healthcheck(node: Node, fl: _Flags) -> Healthcheck:
             retries = int(fl.str("retries"))
         except ValueError:
             raise InstructionError(f"invalid --retries value {fl.str('retries')!r}") from None
-        if retries < 1:
-            raise InstructionError(f"--retries must be at least 1 (not {retries})")
+        if retries < 0:         # 0: the default (BuildKit)
+            raise InstructionError(f"--retries cannot be negative ({retries})")
     return Healthcheck(health=HealthConfig(test=test, interval=interval("interval"), timeout=interval("timeout"),
                                            start_period=interval("start-period"),
                                            start_interval=interval("start-interval"), retries=retries), **loc)

@@ -227,6 +227,8 @@ def stage_graph(df: Dockerfile, opts: PlanOptions) -> StageGraph:
             if isinstance(inst, Run):
                 froms += [m.from_ for m in inst.mounts if m.from_]
             for f in froms:
+                if isinstance(inst, Copy):
+                    _check_copy_from(df, lex, inst)
                 try:
                     fv = lex.process_word(f, mm)
                 except LexError as e:
@@ -269,6 +271,21 @@ def stage_graph(df: Dockerfile, opts: PlanOptions) -> StageGraph:
     visit(target)
     return StageGraph(dockerfile=df, nodes=tuple(final), target=target, order=tuple(sorted(needed)),
                       meta_args=tuple(meta), options=opts)
+
+
+FROM_EXPANSION = ("variable expansion is not supported for --from, define a new stage with FROM using ARG from "
+                  "global scope as a workaround")
+
+
+def _check_copy_from(df: Dockerfile, lex: Lex, inst: Copy) -> None:
+    """BuildKit takes COPY --from literally: a value that processing would change (a variable, even a
+    global ARG's, quotes, escapes) is an error (dockerfile2llb ``toCommand``)."""
+    try:
+        same = lex.process_word(inst.from_, {}) == inst.from_
+    except LexError:
+        same = False
+    if not same:
+        raise _err(df, FROM_EXPANSION, inst.line, inst.name, inst.source)
 
 
 def _resolve_from_nodes(nodes, value: str) -> CopySource:
@@ -344,6 +361,7 @@ class Entry:
     created_by: str
     step: Step | None = None
     source: str = ""            # the instruction as written (progress lines)
+    history: bool = True        # False: a step of the progress only, no history line (ONBUILD, as BuildKit)
 
 
 @dataclass(frozen=True)
@@ -626,7 +644,8 @@ def _dispatch(graph: StageGraph, node: StageNode, st: _State, inst: Instruction,
         st.entries.append(Entry(f"HEALTHCHECK {go_quote_list(inst.health.test)}"))
     elif isinstance(inst, Onbuild):
         st.config = cfg.replace(onbuild=cfg.onbuild + (inst.expression,))
-        st.entries.append(Entry(f"ONBUILD {inst.expression}"))
+        # BuildKit's dispatchOnbuild commits no history
+        st.entries.append(Entry(f"ONBUILD {inst.expression}", history=False))
     elif isinstance(inst, Run):
         _dispatch_run(graph, st, inst, lex)
     elif isinstance(inst, (Copy, Add)):
@@ -737,18 +756,20 @@ def _dispatch_copy(graph: StageGraph, node: StageNode, st: _State, inst: Copy | 
     dest = dest_path(workdir, dest_raw)
     chown = x(inst.chown)
     chmod = x(inst.chmod)
-    if chmod and not re.fullmatch(r"[0-7]{1,4}", chmod):
-        raise _err(df, f"invalid chmod {chmod!r}: use an octal mode such as 0755", inst.line, inst.name, inst.source)
+    if chmod:
+        from rootless.build.fscopy import CopyError, parse_chmod
+
+        try:
+            parse_chmod(chmod)
+        except CopyError as e:
+            raise _err(df, e.message, inst.line, inst.name, inst.source) from None
     if len(sources) + len(contents) > 1 and not dest.endswith("/"):
         raise _err(df, f"when using {inst.name} with more than one source file, the destination must be a "
                        f"directory and end with a /", inst.line, inst.name, inst.source)
     src: CopySource | None = None
-    from_ = ""
     if isinstance(inst, Copy) and inst.from_:
-        from_ = x(inst.from_)
-        # the graph resolved the stage with the global ARGs; use the same answer
-        meta_from = lex.process_word(inst.from_, _meta_map(graph.meta_args))
-        src = resolve_from(graph, meta_from)
+        _check_copy_from(df, lex, inst)     # an ONBUILD trigger's too
+        src = resolve_from(graph, inst.from_)
     for s in sources:
         if not is_add and (s.startswith("http://") or s.startswith("https://")):
             raise _err(df, "source can't be a URL for COPY (use ADD)", inst.line, inst.name, inst.source)
@@ -760,8 +781,7 @@ def _dispatch_copy(graph: StageGraph, node: StageNode, st: _State, inst: Copy | 
         parts.append(f"--chown={chown}")
     if chmod:
         parts.append(f"--chmod={chmod}")
-    if from_:
-        parts.insert(1, f"--from={from_}")
+    # BuildKit's history line (dispatchCopy): [--parents] [--chown] [--chmod] sources dest; no --from
     parts += list(sources) + [f"<<{c.path}" for c in contents] + [dest_raw]
     created = " ".join(parts) + " # buildkit"
     kw = {}

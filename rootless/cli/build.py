@@ -14,8 +14,8 @@ USAGE = "rootless build [OPTIONS] CONTEXT"
 
 
 def _setup(p):
-    p.add_argument("context", metavar="CONTEXT", help="the build context: a directory, or - (Dockerfile on stdin, "
-                                                      "no context)")
+    p.add_argument("context", metavar="CONTEXT", help="the build context: a directory, or - (stdin: a tar of "
+                                                      "the context, possibly compressed, or a Dockerfile alone)")
     p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]", help="name the image (repeatable)")
     p.add_argument("-f", "--file", metavar="FILE", help="the Dockerfile (default CONTEXT/Dockerfile or "
                                                         "CONTEXT/Containerfile; - reads stdin)")
@@ -114,15 +114,47 @@ def _network(v: str) -> str:
     raise UsageError(f"unsupported --network {v!r} for build", hint="use default, none or host")
 
 
+def _read_stdin(args, ctx, store):
+    """``build -``: (text, name, path, context dir or None, staging to remove or None).
+
+    A (compressed) tar on stdin is the context, extracted into a private staging directory of the
+    store; anything else is the Dockerfile, and there is no context (Docker)."""
+    from rootless.build import stdincontext as sc
+
+    stream = sys.stdin.buffer
+    if args.file == "-":
+        return stream.read(), "Dockerfile", None, None, None     # -f - -: a Dockerfile, whatever it looks like
+    head = sc.read_head(stream)
+    kind = sc.sniff(head)
+    if kind is None:
+        if args.file:
+            raise UsageError("with CONTEXT '-' and a Dockerfile on stdin there is no context: do not give -f",
+                             hint="to send a context, send a tar of it: tar -c . | rootless build -f FILE -")
+        return head + stream.read(), "Dockerfile", None, None, None
+    from rootless.image.locks import Staging
+
+    store.ensure_dirs()
+    staging = Staging(store.root / "tmp")
+    try:
+        context = staging.path / "context"
+        context.mkdir(mode=0o700)
+        sc.extract_context(stream, head, kind, context, ctx.warn)
+        text, name, path = sc.read_dockerfile(context, args.file)
+    except BaseException:
+        _drop_staging(store, staging)
+        raise
+    return text, name, path, context, staging
+
+
+def _drop_staging(store, staging) -> None:
+    staging.close()
+    store.remove_trees([staging.path])      # in the user namespace: read-only directories of the tar too
+
+
 def _read_dockerfile(args, ctx) -> tuple[bytes, str, object, object]:
-    """(text, name for errors, path or None, context dir or None)."""
+    """(text, name for errors, path or None, context dir)."""
     from pathlib import Path
 
-    context = None
-    if args.context == "-":
-        if args.file and args.file != "-":
-            raise UsageError("with CONTEXT '-', the Dockerfile comes from stdin: do not give -f")
-        return sys.stdin.buffer.read(), "Dockerfile", None, None
     context = Path(args.context).absolute()
     if not context.is_dir():
         raise UsageError(f"unable to prepare context: path {args.context!r} not found or not a directory",
@@ -164,29 +196,38 @@ def cmd_build(ctx, args) -> int:
     if len(parse_platforms(args.platform)) > 1 and any(t == "docker-archive" for t, _ in outputs):
         raise UsageError("a docker-archive holds one image per platform, not a manifest list",
                          hint="use --output type=oci-archive,dest=FILE for a multi-platform build")
-    text, name, path, context = _read_dockerfile(args, ctx)
-    tmp_ctx = None
-    if context is None:
-        tmp_ctx = tempfile.TemporaryDirectory(prefix="rootless-build-")
-        context = Path(tmp_ctx.name)
     from rootless.image.reference import parse as parse_ref
 
     for t in args.tag:
         parse_ref(t)
-    opts = BuildOptions(context=context, dockerfile_text=text, dockerfile_name=name, dockerfile_path=path,
-                        tags=tuple(args.tag), build_args=parse_build_args(args.build_arg, ctx.env),
-                        target=args.target or "", platforms=parse_platforms(args.platform),
-                        no_cache=args.no_cache, pull=parse_pull(args.pull), labels=parse_labels(args.label),
-                        network=_network(args.network), quiet=args.quiet)
     store = Store(ctx.config)
-    reporter = ctx.reporter(quiet=args.quiet)
+    staging = None
+    if args.context == "-":
+        text, name, path, context, staging = _read_stdin(args, ctx, store)
+    else:
+        text, name, path, context = _read_dockerfile(args, ctx)
+    tmp_ctx = None
+    has_context = context is not None
+    if context is None:
+        tmp_ctx = tempfile.TemporaryDirectory(prefix="rootless-build-")
+        context = Path(tmp_ctx.name)
     try:
-        builder = Builder(store, reporter, output=None if args.quiet else 2)
-        result = builder.build(opts)
+        opts = BuildOptions(context=context, dockerfile_text=text, dockerfile_name=name, dockerfile_path=path,
+                            tags=tuple(args.tag), build_args=parse_build_args(args.build_arg, ctx.env),
+                            target=args.target or "", platforms=parse_platforms(args.platform),
+                            no_cache=args.no_cache, pull=parse_pull(args.pull), labels=parse_labels(args.label),
+                            network=_network(args.network), quiet=args.quiet, has_context=has_context)
+        reporter = ctx.reporter(quiet=args.quiet)
+        try:
+            builder = Builder(store, reporter, output=None if args.quiet else 2)
+            result = builder.build(opts)
+        finally:
+            reporter.done()
     finally:
         if tmp_ctx is not None:
             tmp_ctx.cleanup()
-        reporter.done()
+        if staging is not None:
+            _drop_staging(store, staging)
     for typ, dest in outputs:
         _write_output(store, result, typ, dest, reporter)
     if not args.quiet:

@@ -77,6 +77,8 @@ def _rmtree_at(pfd: int, name: str) -> None:
 class Extractor:
     """Extracts tar members into ``dest`` (an empty directory of ours)."""
 
+    whiteouts = True            # OCI whiteouts become overlay whiteouts (a layer); False: plain files
+
     def __init__(self, dest: str, *, max_uid: int, max_gid: int, single: bool, warn):
         self.root_fd = os.open(dest, O_DIR)
         self.max_uid = max_uid
@@ -194,7 +196,7 @@ class Extractor:
             return  # the layer's root itself
         base = parts[-1]
         dirparts = tuple(parts[:-1])
-        if base.startswith(WH_PREFIX):
+        if self.whiteouts and base.startswith(WH_PREFIX):
             pfd = self._walk(dirparts, m.name, create=True)
             if base == WH_OPAQUE:
                 os.setxattr(pfd, OPAQUE_XATTR, b"y")

@@ -186,6 +186,9 @@ def test_copy_build_files_owners_config(rl, registry, copy_ctx, tmp_path):
     assert cfg["architecture"] and cfg["os"] == "linux"
     assert len(cfg["rootfs"]["diff_ids"]) == 3
     assert [h.get("empty_layer", False) for h in cfg["history"]] == [False, False, False, True, True, True]
+    assert [h["created_by"] for h in cfg["history"][:3]] == [
+        "COPY /srv /srv # buildkit", "COPY /etc/motd /etc/conf /etc/ # buildkit", "COPY /home /home # buildkit"
+    ], "BuildKit's history line of COPY --from has no --from"
     # the base stage itself, through --target
     cp = build(rl, copy_ctx, "-t", "copied:base", "--target", "base", "--build-arg", f"BASE={base}")
     cfg, files = image_files(rl, "copied:base", tmp_path)
@@ -370,6 +373,66 @@ def test_rmi_and_prune_during_a_build_keep_what_it_made_and_uses(rl, registry, t
     assert _layers_present(rl.root, base_layers + [copy_layer]) == []
 
 
+def test_symbolic_chmod(rl, tmp_path):
+    """COPY --chmod=u+x / go-w / +x: relative to each file's own mode (BuildKit); a bad one names the line."""
+    require("overlay")
+    ctx = write_context(tmp_path / "sym", {"Dockerfile": "FROM scratch\nCOPY --chmod=u+x run.sh /bin/\n"
+                                                         "COPY --chmod=go-w tree /tree/\nCOPY --chmod=+x lib /lib/\n",
+                                           "run.sh": "#!/bin/sh\n", "tree/f": "f", "lib/l": "l"})
+    os.chmod(ctx / "run.sh", 0o640)
+    os.chmod(ctx / "tree", 0o777)
+    os.chmod(ctx / "tree" / "f", 0o666)
+    os.chmod(ctx / "lib" / "l", 0o604)
+    build(rl, ctx, "-t", "symchmod:1")
+    _, files = image_files(rl, "symchmod:1", tmp_path)
+    assert files["/bin/run.sh"]["mode"] == 0o740
+    assert files["/tree/f"]["mode"] == 0o644
+    assert files["/lib/l"]["mode"] == 0o715, "+x: every class but the umask's (022) bits"
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY --chmod=u+q run.sh /bin/\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode == 125 and "Dockerfile:2: COPY: invalid chmod parameter: 'u+q'" in cp.stderr
+
+
+def _tar(members) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, link, data in members:
+            ti = tarfile.TarInfo(name)
+            if link:
+                ti.type, ti.linkname = tarfile.SYMTYPE, link
+                tf.addfile(ti)
+            else:
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_add_archive_cannot_write_outside_its_destination(rl, tmp_path):
+    """SECURITY: ADD of a local tar stays in its destination, as Docker's chrooted extraction: an entry
+    through a symlink to /etc, or named ../../x, fails the step (naming the line) instead of landing
+    in /etc or being moved."""
+    require("overlay")
+    ctx = write_context(tmp_path / "evil", {
+        "Dockerfile": "FROM scratch\nCOPY passwd /etc/passwd\nADD evil.tar /opt/\n", "passwd": "root:x:0:0\n",
+        "evil.tar": _tar([("lnk", "/etc", b""), ("lnk/passwd-over", "", b"pwned")]),
+        "escape.tar": _tar([("../../escape.txt", "", b"out")]),
+        "ok.tar": _tar([("lnk", "/etc", b""), ("sub/f", "", b"in")])})
+    cp = rl("build", "-t", "evil:1", str(ctx))
+    assert cp.returncode == 125, cp.stderr
+    assert "Dockerfile:3: ADD evil.tar /opt/" in cp.stderr and "symlink /opt/lnk -> /etc" in cp.stderr
+    assert "Traceback" not in cp.stderr and rl("image", "inspect", "evil:1").returncode != 0
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY passwd /etc/passwd\nADD escape.tar /opt/\n")
+    cp = rl("build", str(ctx))
+    assert cp.returncode == 125 and "Dockerfile:3" in cp.stderr
+    assert "entry '../../escape.txt' climbs out of the destination /opt" in cp.stderr
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY passwd /etc/passwd\nADD ok.tar /opt/\n")
+    build(rl, ctx, "-t", "evil:ok")
+    _, files = image_files(rl, "evil:ok", tmp_path)
+    assert files["/opt/lnk"] == {"type": "link", "mode": 0o777, "uid": 0, "gid": 0, "target": "/etc"}
+    assert files["/opt/sub/f"]["data"] == b"in" and sorted(p for p in files if p.startswith("/etc")) == [
+        "/etc", "/etc/passwd"]
+
+
 # ---------------------------------------------------------------------------
 # bad input
 
@@ -402,7 +465,97 @@ def test_missing_copy_source_names_path_and_keeps_tag(rl, tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# rootless build -: a tar of the context, or a Dockerfile alone, on stdin
+
+def stdin_build(rl, data: bytes, *args: str) -> subprocess.CompletedProcess:
+    """``rootless build ARGS`` with ``data`` on stdin; stdout and stderr as text."""
+    cp = rl("build", *args, input=data, timeout=600)
+    return subprocess.CompletedProcess(cp.args, cp.returncode, cp.stdout.decode(), cp.stderr.decode())
+
+
+def test_stdin_tar_is_the_context(rl, tmp_path):
+    """`tar -c . | rootless build -` (gzip, zstd too): the tar is the context (Docker), -f is inside it."""
+    require("overlay")
+    ctx = write_context(tmp_path / "c", {"Dockerfile": "FROM scratch\nCOPY . /ctx/\n", "sub/f": "hi\n",
+                                         "sub/Alt": "FROM scratch\nCOPY sub/f /alt\n", "ro/g": "ro\n",
+                                         ".dockerignore": "ignored\n", "ignored": "no\n"})
+    os.chmod(ctx / "ro", 0o555)
+    try:
+        plain = subprocess.run(["tar", "-C", str(ctx), "-cf", "-", "."], capture_output=True, check=True).stdout
+        gz = subprocess.run(["tar", "-C", str(ctx), "-czf", "-", "."], capture_output=True, check=True).stdout
+        zst = subprocess.run(["tar", "-C", str(ctx), "--zstd", "-cf", "-", "."], capture_output=True,
+                             check=True).stdout
+    finally:
+        os.chmod(ctx / "ro", 0o755)
+    cp = stdin_build(rl, plain, "-t", "stdin:tar", "-")
+    assert cp.returncode == 0, cp.stderr
+    _, files = image_files(rl, "stdin:tar", tmp_path)
+    assert files["/ctx/sub/f"]["data"] == b"hi\n" and files["/ctx/ro/g"]["data"] == b"ro\n"
+    assert files["/ctx/Dockerfile"]["data"] == b"FROM scratch\nCOPY . /ctx/\n"
+    assert files["/ctx/ro"]["mode"] == 0o555 and "/ctx/ignored" not in files, ".dockerignore of the tar"
+    for data in (gz, zst):
+        cp = stdin_build(rl, data, "-q", "-")
+        assert cp.returncode == 0 and cp.stdout.strip() == rl.ok("image", "inspect", "-f", "{{.Id}}",
+                                                                  "stdin:tar").strip(), cp.stderr
+    cp = stdin_build(rl, gz, "-t", "stdin:alt", "-f", "sub/Alt", "-")
+    assert cp.returncode == 0, cp.stderr
+    assert image_files(rl, "stdin:alt", tmp_path)[1]["/alt"]["data"] == b"hi\n"
+    assert not [p for p in (rl.root / "tmp").iterdir()], "the extracted context is removed"
+    cp = stdin_build(rl, plain, "-f", "nope/Dockerfile", "-")
+    assert cp.returncode == 125 and "the build context from stdin has no nope/Dockerfile" in cp.stderr
+
+
+def test_stdin_hostile_tar_is_refused(rl, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cp = stdin_build(rl, _tar([("Dockerfile", "", b"FROM scratch\n"), ("lnk", str(outside), b""),
+                               ("lnk/planted", "", b"x")]), "-")
+    assert cp.returncode == 125 and "the build context on stdin: hostile archive" in cp.stderr, cp.stderr
+    cp = stdin_build(rl, _tar([("../../escape", "", b"x")]), "-")
+    assert cp.returncode == 125 and "climbs out" in cp.stderr
+    assert os.listdir(outside) == [] and not (tmp_path / "escape").exists()
+    assert not [p for p in (rl.root / "tmp").iterdir()], "the partial context is removed"
+
+
+def test_stdin_dockerfile_has_no_context(rl, tmp_path):
+    """A Dockerfile on stdin has no context: COPY says so (Docker), and names no temporary directory."""
+    require("overlay")
+    cp = stdin_build(rl, b"FROM scratch\nCOPY x /x\n", "-")
+    assert cp.returncode == 125 and "Traceback" not in cp.stderr
+    assert "Dockerfile:2: COPY x /x: /x: not found: there is no build context when the Dockerfile comes from " \
+           "stdin" in cp.stderr and "rootless-build-" not in cp.stderr
+    assert "tar -c . | rootless build -" in cp.stderr
+    cp = stdin_build(rl, b"FROM scratch\nCOPY <<EOF /greeting\nhello\nEOF\n", "-q", "-")
+    assert cp.returncode == 0, cp.stderr
+
+
+# ---------------------------------------------------------------------------
 # outputs, manifest lists
+
+def test_unreadable_context_paths_fail_the_copy_naming_them(rl, tmp_path):
+    """An unreadable directory is not copied as an empty one; the error names the path and the line."""
+    require("overlay")
+    ctx = write_context(tmp_path / "u", {"Dockerfile": "FROM scratch\nCOPY ok /ok\nCOPY . /all/\n", "ok/f": "f",
+                                         "secret/key": "k", "locked.txt": "l"})
+    os.chmod(ctx / "secret", 0)
+    try:
+        cp = rl("build", str(ctx))
+        assert cp.returncode == 125 and "Traceback" not in cp.stderr, cp.stderr
+        assert "Dockerfile:3: COPY . /all/: build context: cannot read the directory /secret: permission " \
+               "denied" in cp.stderr
+        (ctx / "Dockerfile").write_text("FROM scratch\nCOPY ok /ok\n")
+        build(rl, ctx, "-t", "unreadable:ok")                  # COPY of other paths keeps working
+        os.chmod(ctx / "secret", 0o755)
+        os.chmod(ctx / "locked.txt", 0)
+        (ctx / "Dockerfile").write_text("FROM scratch\nCOPY ok /ok\nCOPY locked.txt /l\n")
+        cp = rl("build", str(ctx))
+        assert cp.returncode == 125 and "Traceback" not in cp.stderr, cp.stderr
+        assert "Dockerfile:3: COPY locked.txt /l: build context: cannot read /locked.txt: Permission denied" \
+               in cp.stderr
+    finally:
+        os.chmod(ctx / "secret", 0o755)
+        os.chmod(ctx / "locked.txt", 0o644)
+
 
 def test_output_archives_and_iidfile(rl, tmp_path):
     require("overlay")
@@ -725,6 +878,7 @@ STOPSIGNAL SIGQUIT
     assert c["Shell"] == ["/bin/sh", "-e", "-c"] and c["StopSignal"] == "SIGQUIT"
     assert c["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 5_000_000_000, "Retries": 2}
     assert "OnBuild" not in c, "triggers ran and are not inherited"
+    assert not [h for h in cfg["history"] if "ONBUILD" in h["created_by"]], "ONBUILD makes no history (BuildKit)"
     assert not list((rl.root / "tmp").glob("add-*")), "downloads are removed after the build"
     # the cache mount persists across builds (a new run sees the old content)
     build(rl, ctx, "-t", "more:2", "--no-cache")

@@ -251,19 +251,63 @@ def test_add_extracts_archives(tmp_path, compression):
     assert os.stat(dst / "x" / "top" / "f").st_ino == os.stat(dst / "x" / "top" / "h").st_ino
 
 
-def test_add_hostile_archive_stays_inside(tmp_path):
+def test_add_archive_at_root_stays_inside_the_image(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     outside = tmp_path / "outside"
     outside.mkdir()
-    make_tar(src / "evil.tar", [("../../../outside/a", "file", b"1"), ("/abs", "file", b"2"),
-                                ("link", "sym", str(outside)), ("link/b", "file", b"3")])
+    make_tar(src / "a.tar", [("/abs", "file", b"2"), ("link", "sym", str(outside)), ("link/b", "file", b"3"),
+                             ("a/../c", "file", b"4")])
     dst = tmp_path / "root"
     dst.mkdir()
-    do_copy(SourceFS(src, "ctx"), ["evil.tar"], dst, "/", unpack=True)
+    do_copy(SourceFS(src, "ctx"), ["a.tar"], dst, "/", unpack=True)
     assert os.listdir(outside) == []
-    assert (dst / "outside" / "a").read_text() == "1" and (dst / "abs").read_text() == "2"
-    assert (dst / str(outside).lstrip("/") / "b").read_text() == "3"
+    assert (dst / "abs").read_text() == "2" and (dst / "c").read_text() == "4"
+    assert (dst / str(outside).lstrip("/") / "b").read_text() == "3", "an absolute link resolves in the image"
+
+
+@pytest.fixture
+def image_root(tmp_path):
+    dst = tmp_path / "root"
+    (dst / "etc").mkdir(parents=True)
+    (dst / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    (dst / "opt").mkdir()
+    return dst
+
+
+@pytest.mark.parametrize("members,message", [
+    ([("lnk", "sym", "/etc"), ("lnk/passwd-over", "file", b"pwned")],
+     "entry 'lnk/passwd-over' goes through the symlink /opt/lnk -> /etc, which leads out of the destination /opt"),
+    ([("up", "sym", "../.."), ("up/etc/passwd-over", "file", b"pwned")], "which leads out of the destination /opt"),
+    ([("d/", "dir", None), ("d/l", "sym", "../../etc"), ("d/l/x/passwd-over", "file", b"pwned")],
+     "goes through the symlink /opt/d/l -> ../../etc"),
+    ([("../../escape.txt", "file", b"out")], "entry '../../escape.txt' climbs out of the destination /opt with '..'"),
+    ([("a/../../etc/passwd-over", "file", b"out")], "climbs out of the destination /opt"),
+    ([("f", "file", b"x"), ("h", "hard", "../etc/passwd")],
+     "hard link 'h' -> '../etc/passwd' climbs out of the destination /opt"),
+])
+def test_add_archive_is_confined_to_its_destination(tmp_path, image_root, members, message):
+    """Docker extracts chrooted at the destination: no entry lands outside it, through '..' or a symlink."""
+    src = tmp_path / "src"
+    src.mkdir()
+    make_tar(src / "evil.tar", members)
+    with pytest.raises(CopyError) as ei:
+        do_copy(SourceFS(src, "ctx"), ["evil.tar"], image_root, "/opt/", unpack=True)
+    assert message in str(ei.value) and "archive evil.tar" in str(ei.value)
+    assert sorted(os.listdir(image_root / "etc")) == ["passwd"] and not (image_root / "escape.txt").exists()
+    assert not (image_root / "opt" / "escape.txt").exists() and not (image_root / "opt" / "etc").exists()
+
+
+def test_add_archive_symlinks_inside_the_destination_are_followed(tmp_path, image_root):
+    src = tmp_path / "src"
+    src.mkdir()
+    make_tar(src / "ok.tar", [("real/", "dir", None), ("lib", "sym", "real"), ("lib/f", "file", b"1"),
+                              ("abs", "sym", "/opt/real"), ("abs/g", "file", b"2"), ("out", "sym", "/etc/passwd"),
+                              ("h", "hard", "lib/f")])
+    do_copy(SourceFS(src, "ctx"), ["ok.tar"], image_root, "/opt/", unpack=True)
+    got = files(image_root / "opt")
+    assert got == {"/real": "dir", "/real/f": "1", "/real/g": "2", "/lib": "-> real", "/abs": "-> /opt/real",
+                   "/out": "-> /etc/passwd", "/h": "1"}, "a link out of the destination is kept as a link"
 
 
 def test_not_an_archive_is_copied(tmp_path):
@@ -275,3 +319,119 @@ def test_not_an_archive_is_copied(tmp_path):
     assert not is_archive(src / "plain.tar.gz")
     do_copy(SourceFS(src, "ctx"), ["plain.tar.gz"], dst, "/d/", unpack=True)
     assert (dst / "d" / "plain.tar.gz").read_bytes() == b"not really"
+
+
+# ---------------------------------------------------------------------------
+# --chmod: octal and symbolic (chmod(1), as BuildKit)
+
+SYMBOLIC = ["u+x", "+x", "go-w", "a+X", "u=rw,g=r,o=r", "u+rw,g+r,o-x,o+w", "go=", "go=u-w",
+            "u=rwx,go=u-w", "+w", "a-rwx,u+r", "g+s", "o=g", "ug+x,o-r", "u-x+w", "-r", "u+s,g-x"]
+
+
+@pytest.mark.parametrize("spec", SYMBOLIC)
+def test_symbolic_chmod_matches_chmod_1(tmp_path, spec):
+    """The mode each copied entry gets is what chmod(1) (umask 022, as BuildKit's daemon) makes of its own."""
+    from rootless.build.fscopy import parse_chmod
+
+    import subprocess
+
+    c = parse_chmod(spec)
+    for is_dir in (False, True):
+        for start in (0o666, 0o644, 0o755, 0o124, 0o000, 0o751):
+            p = tmp_path / f"e-{int(is_dir)}-{start:o}"
+            p.mkdir() if is_dir else p.touch()
+            os.chmod(p, start)
+            st_mode = os.stat(p).st_mode
+            subprocess.run(["sh", "-c", 'umask 022 && chmod -- "$0" "$1"', spec, str(p)], check=True)
+            want = stat.S_IMODE(os.stat(p).st_mode)
+            os.chmod(p, 0o700)
+            assert oct(c.apply(st_mode)) == oct(want), (spec, is_dir, oct(start))
+
+
+def test_symbolic_chmod_bsd_where_gnu_differs():
+    """BuildKit's parser is BSD's setmode: X tests the mode before any clause, X with = is ignored
+    (GNU chmod looks at the mode so far and honours =X)."""
+    from rootless.build.fscopy import parse_chmod
+
+    assert parse_chmod("=rw,+X").apply(stat.S_IFREG | 0o755) == 0o755     # GNU: 0644
+    assert parse_chmod("=rw,+X").apply(stat.S_IFREG | 0o644) == 0o644
+    assert parse_chmod("a=rX").apply(stat.S_IFREG | 0o755) == 0o444       # GNU: 0555
+
+
+def test_chmod_octal_and_errors():
+    from rootless.build.fscopy import parse_chmod
+
+    assert parse_chmod("0755").apply(stat.S_IFREG | 0o600) == 0o755
+    assert parse_chmod("4755").apply(stat.S_IFDIR | 0o600) == 0o4755
+    for bad in ("8", "07778", "10000", "1x"):
+        with pytest.raises(CopyError, match="it should be octal string and between 0 and 07777"):
+            parse_chmod(bad)
+    for bad in ("u", "u+z", "x+u", "u+x,", "a+b", "ug", "+x,,-w"):
+        with pytest.raises(CopyError, match="neither an octal mode"):
+            parse_chmod(bad)
+
+
+def test_symbolic_chmod_on_copy_and_archive(tree, tmp_path):
+    """Relative to each entry's own mode: files and directories differ (X), archives too."""
+    from rootless.build.fscopy import parse_chmod
+
+    fs = SourceFS(tree, "ctx")
+    dst = tmp_path / "root"
+    dst.mkdir()
+    os.chmod(tree / "dir" / "sub", 0o750)
+    do_copy(fs, ["dir", "f1.txt"], dst, "/d/", mode=parse_chmod("go-w,a+X"))
+    assert stat.S_IMODE(os.stat(dst / "d" / "a.txt").st_mode) == 0o644        # 0644 (umask), no x: no X
+    assert stat.S_IMODE(os.stat(dst / "d" / "sub").st_mode) == 0o751         # a directory: X adds x
+    assert stat.S_IMODE(os.stat(dst / "d" / "f1.txt").st_mode) == 0o751       # 0741 has x: X adds x
+    src = tmp_path / "arch"
+    src.mkdir()
+    make_tar(src / "a.tar", [("top/", "dir", None), ("top/f", "file", b"data")])
+    do_copy(SourceFS(src, "ctx"), ["a.tar"], dst, "/x", unpack=True, mode=parse_chmod("u+x"))
+    assert stat.S_IMODE(os.stat(dst / "x" / "top").st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(dst / "x" / "top" / "f").st_mode) == 0o740
+    write_content(dst, "/h", "EOF", "x", CopyOptions(mode=parse_chmod("+x")))
+    assert stat.S_IMODE(os.stat(dst / "h").st_mode) == 0o755
+
+
+# ---------------------------------------------------------------------------
+# unreadable parts of the build context
+
+@pytest.fixture
+def locked_ctx(tmp_path):
+    ctx = tmp_path / "ctx"
+    for d in ("ok", "secret", "noexec", "open"):
+        (ctx / d).mkdir(parents=True)
+        (ctx / d / "f").write_text(d)
+    (ctx / "open" / "private.key").write_text("k")
+    os.chmod(ctx / "secret", 0)
+    os.chmod(ctx / "noexec", 0o600)                     # listable, not searchable
+    os.chmod(ctx / "open" / "private.key", 0)
+    if os.access(ctx / "secret", os.R_OK):
+        pytest.skip("running as root: nothing is unreadable")
+    yield ctx
+    for p in (ctx / "secret", ctx / "noexec", ctx / "open" / "private.key"):
+        os.chmod(p, 0o700)
+
+
+def test_unreadable_context_dirs_fail_the_copy_that_reaches_them(locked_ctx):
+    from rootless.build.cachekey import FileHasher, content_digest
+
+    cf = ContextFilter(locked_ctx, [])
+    fs = ContextFS(locked_ctx, cf.walk(), unreadable=cf.unreadable)
+    assert sorted(cf.unreadable) == ["noexec", "secret"]
+    assert content_digest(fs, ["ok"], FileHasher())                      # other paths keep working
+    for src, name in ((".", "/noexec"), ("secret", "/secret"), ("noexec", "/noexec"), ("*/f", "/noexec")):
+        with pytest.raises(CopyError) as ei:
+            content_digest(fs, [src], FileHasher())
+        assert f"build context: cannot read the directory {name}: permission denied" in str(ei.value)
+        assert ".dockerignore" in ei.value.hint
+    with pytest.raises(CopyError, match="build context: cannot read /open/private.key: Permission denied"):
+        content_digest(fs, ["open"], FileHasher())
+    cf = ContextFilter(locked_ctx, ["secret", "noexec", "**/*.key"])   # excluded: never read, no error
+    fs = ContextFS(locked_ctx, cf.walk(), unreadable=cf.unreadable)
+    assert cf.unreadable == [] and content_digest(fs, ["."], FileHasher())
+
+
+def test_source_fs_listdir_error_names_the_directory(locked_ctx):
+    with pytest.raises(CopyError, match="stage x: cannot read the directory /secret: Permission denied"):
+        SourceFS(locked_ctx, "stage x").listdir("secret")

@@ -98,6 +98,12 @@ def test_healthcheck():
     assert one("HEALTHCHECK NONE").health.test == ("NONE",)
 
 
+def test_healthcheck_zero_means_default():
+    """BuildKit: a 0 duration and --retries=0 are the defaults, not errors."""
+    h = one("HEALTHCHECK --interval=0 --timeout=0s --start-period=0ms --start-interval=0 --retries=0 CMD true")
+    assert h.health == HealthConfig(test=("CMD-SHELL", "true"))
+
+
 def test_onbuild():
     o = one("ONBUILD RUN echo hi")
     assert isinstance(o, Onbuild) and o.expression == "RUN echo hi"
@@ -138,7 +144,9 @@ def test_onbuild():
     ("HEALTHCHECK CONNECT TCP 7000", 'Unknown type "CONNECT" in HEALTHCHECK (try CMD)'),
     ("HEALTHCHECK --interval=0.1ms CMD x", 'Interval "interval" cannot be less than 1ms'),
     ("HEALTHCHECK --interval=5 CMD x", 'missing unit in duration "5"'),
-    ("HEALTHCHECK --retries=0 CMD x", "--retries must be at least 1 (not 0)"),
+    ("HEALTHCHECK --retries=-1 CMD x", "--retries cannot be negative (-1)"),
+    ("HEALTHCHECK --interval=-5s CMD x", 'Interval "interval" cannot be less than 1ms'),
+    ("HEALTHCHECK --timeout=-1ms CMD x", 'Interval "timeout" cannot be less than 1ms'),
     ("HEALTHCHECK --grace=4s CMD x", "HEALTHCHECK: unknown flag: --grace"),
     ("ONBUILD", "ONBUILD requires at least one argument"),
     ("ONBUILD ONBUILD RUN x", "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"),

@@ -139,9 +139,23 @@ def test_copy_from_index_and_later_stage():
         graph("FROM a AS self\nCOPY --from=self /x /x\n")
 
 
-def test_copy_from_global_arg():
-    g = graph("ARG SRC=build\nFROM a AS build\nFROM b\nCOPY --from=$SRC /x /x\n")
-    assert g.nodes[1].deps == (0,)
+@pytest.mark.parametrize("text", [
+    "ARG SRC=build\nFROM a AS build\nFROM b\nCOPY --from=$SRC /x /x\n",     # a global ARG
+    "FROM a AS build\nFROM b\nARG S=0\nCOPY --from=$S /x /x\n",             # a stage ARG
+    "FROM a AS build\nFROM b\nRUN true\nCOPY --from=${NOPE:-build} /x /x\n",
+])
+def test_copy_from_takes_no_variables(text):
+    """BuildKit (dockerfile2llb toCommand): "variable expansion is not supported for --from"."""
+    with pytest.raises(DockerfileError) as ei:
+        final(text)
+    assert "variable expansion is not supported for --from" in str(ei.value) and ei.value.line == 4
+    assert "Dockerfile:4" in str(ei.value)
+
+
+def test_onbuild_copy_from_takes_no_variables():
+    g = graph("FROM parent\n")
+    with pytest.raises(DockerfileError, match="variable expansion is not supported for --from"):
+        build_all(g, {"parent": BaseState(RunConfig(onbuild=("COPY --from=$X /a /b",)))})
 
 
 # ---------------------------------------------------------------------------
@@ -363,7 +377,8 @@ RAW
 @pytest.mark.parametrize("text,message", [
     ("COPY a b c", "when using COPY with more than one source file, the destination must be a directory and end with a /"),
     ("COPY http://x/y /z", "source can't be a URL for COPY"),
-    ("COPY --chmod=u+x a /b", "invalid chmod 'u+x'"),
+    ("COPY --chmod=u+z a /b", "invalid chmod parameter: 'u+z'"),
+    ("COPY --chmod=0800 a /b", "invalid chmod parameter: '0800'. it should be octal string"),
     ("ADD --checksum=sha256:00 local /x", "checksum can only be specified for a single HTTP(S) source"),
 ])
 def test_copy_errors(text, message):
@@ -395,6 +410,15 @@ def test_history_lines():
         'ENTRYPOINT ["/bin/sh" "-c" "e"]', "VOLUME [/v]", "USER u", "STOPSIGNAL 9",
         "RUN |1 Z=9 /bin/sh -c true"]
     assert [e.step is not None for e in p.entries] == [False] * 9 + [True]
+
+
+def test_history_lines_as_buildkit_onbuild_and_copy_from():
+    """BuildKit: ONBUILD commits no history; a COPY's line leaves --from (and --link) out."""
+    p = final("FROM x AS build\nFROM x\nONBUILD RUN echo hi\nCOPY --from=build --link --chmod=755 /a /b\n"
+              "COPY --from=0 --chown=1:2 /c /d/\n")
+    assert [e.created_by for e in p.entries if e.history] == [
+        "COPY --chmod=755 /a /b # buildkit", "COPY --chown=1:2 /c /d/ # buildkit"]
+    assert len(p.entries) == 3, "ONBUILD is still a step of the progress"
 
 
 # ---------------------------------------------------------------------------
