@@ -909,6 +909,10 @@ def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict, join_userns: str 
             os.setresuid(0, 0, 0)
             if not mapping.single:
                 os.setgroups([])
+            # with --userns=keep-id the switch to root changed the uid (the user is not root
+            # there) and made A and B non-dumpable: the user could not open /proc/B/ns/*,
+            # which pasta, slirp4netns and the relay join (as _init_unprivileged does for --init)
+            sc.prctl(sc.PR_SET_DUMPABLE, 1)
             try:
                 sc.unshare(flags)
             except OSError as e:

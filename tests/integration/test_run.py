@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
 from tests.integration.rtutil import busybox_rootfs
 
 DOCKER_DEFAULT_CAPS = 0x00000000a80425fb
@@ -168,6 +169,22 @@ def test_keep_id(rl, bbroot, tmp_path):
               check=True).stdout.split()
     assert out[0] == str(os.getuid()) and out[1] == str(os.getgid())
     assert out[2] == "1000" and out[3] == "0"   # the layers are presented with their own ids
+    assert os.stat(d / "f").st_uid == os.getuid()
+
+
+@pytest.mark.parametrize("network", ["default", "slirp4netns"])
+def test_keep_id_with_a_network(rl, bbroot, tmp_path, network):
+    """keep-id makes the container's root a subordinate id: the switch to it must not make the
+    container's first process non-dumpable, or pasta and slirp4netns cannot open its namespaces."""
+    require("tun", "network")
+    d = tmp_path / "kid"
+    d.mkdir()
+    cp = run(rl, bbroot, "--rm", "--userns", "keep-id", "--network", network, "-v", f"{d}:/data", "sh", "-c",
+             "id -u; ip -o addr | grep -v ' lo ' | grep -c inet; touch /data/f")
+    assert cp.returncode == 0, cp.stderr
+    out = cp.stdout.split()
+    assert out[0] == str(os.getuid())
+    assert int(out[1]) >= 1       # an interface besides lo
     assert os.stat(d / "f").st_uid == os.getuid()
 
 
