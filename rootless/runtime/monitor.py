@@ -217,16 +217,30 @@ def prepare(config, ctr, reporter=None) -> Prepared:
         cgroups.check_available()
     cg2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
     keep = (0, 0, 0)
-    if spec.userns == "keep-id" and not mapping.single:
-        keep = (os.getuid(), os.getgid(), base.uid_count)
+    keep_user: tuple = ()
+    if spec.userns == "keep-id":
+        if not mapping.single:
+            keep = (os.getuid(), os.getgid(), base.uid_count)
+        keep_user = _host_user()
     host = Host(container_dir=cdir, store_dir=str(config.data_root), lowers=lowers,
                 driver=driver, fuse=fuse, copy_fallback=config.storage_driver == "auto",
                 new_netns=netplan.new_netns,
                 single_mapping=mapping.single, volume_dirs=tuple(vol_dirs),
-                foreign_platform=foreign_platform, keep_id=keep, cgroup2_unified=cg2)
+                foreign_platform=foreign_platform, keep_id=keep, keep_user=keep_user, cgroup2_unified=cg2)
     steps = plan(spec, host)
     return Prepared(spec=spec, host=host, steps=steps, mapping=mapping, netplan=netplan, emulation=emu,
                     warnings=warnings)
+
+
+def _host_user() -> tuple:
+    """(uid, gid, name, home) of the user on the host (keep-id's /etc/passwd entry); () if unknown."""
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(os.getuid())
+    except KeyError:
+        return ()
+    return (os.getuid(), os.getgid(), pw.pw_name, pw.pw_dir)
 
 
 def _vfs_fill(lowers, rootfs):

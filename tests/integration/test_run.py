@@ -175,17 +175,26 @@ def test_keep_id(rl, bbroot, tmp_path):
 @pytest.mark.parametrize("network", ["default", "slirp4netns"])
 def test_keep_id_with_a_network(rl, bbroot, tmp_path, network):
     """keep-id makes the container's root a subordinate id: the switch to it must not make the
-    container's first process non-dumpable, or pasta and slirp4netns cannot open its namespaces."""
+    container's first process non-dumpable, or pasta and slirp4netns cannot open its namespaces.
+    The user gets an /etc/passwd entry (Podman's: their name, ids and home) and HOME."""
+    import pwd
+
     require("tun", "network")
+    me = pwd.getpwuid(os.getuid())
+    assert not any(f.split(":")[2:3] == [str(os.getuid())] for f in Path(bbroot, "etc/passwd").read_text().split())
     d = tmp_path / "kid"
     d.mkdir()
     cp = run(rl, bbroot, "--rm", "--userns", "keep-id", "--network", network, "-v", f"{d}:/data", "sh", "-c",
-             "id -u; ip -o addr | grep -v ' lo ' | grep -c inet; touch /data/f")
+             "id -un; echo $HOME; ip -o addr | grep -v ' lo ' | grep -c inet; touch /data/f; "
+             "grep -c '^root:' /etc/passwd")
     assert cp.returncode == 0, cp.stderr
     out = cp.stdout.split()
-    assert out[0] == str(os.getuid())
-    assert int(out[1]) >= 1       # an interface besides lo
+    assert out[0] == me.pw_name and out[1] == me.pw_dir
+    assert int(out[2]) >= 1       # an interface besides lo
+    assert out[3] == "1"          # the image's entries are kept
     assert os.stat(d / "f").st_uid == os.getuid()
+    # not without keep-id
+    assert me.pw_name not in run(rl, bbroot, "--rm", "cat", "/etc/passwd", check=True).stdout
 
 
 # ---------------------------------------------------------------------------

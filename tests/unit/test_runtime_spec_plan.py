@@ -204,6 +204,32 @@ def test_plan_variants():
     assert not b.flags & sc.MS_NOEXEC and b.flags & sc.MS_NOSUID and b.data == "size=1m"
 
 
+def test_plan_keep_id_passwd_entry():
+    kid = dict(fuse="/usr/bin/fuse-overlayfs", keep_id=(1001, 1001, 65537),
+               keep_user=(1001, 1001, "alice", "/home/alice"))
+    steps = P.plan(spec(userns="keep-id", user="1001:1001"), host(**kid))
+    pw = [s for s in steps if isinstance(s, P.PasswdEntry)]
+    assert len(pw) == 1 and pw[0].line == "alice:*:1001:1001:alice:/home/alice:/bin/sh"
+    assert pw[0].file == "/s/containers/c1/userdata/passwd" and pw[0].uid == 1001
+    k = kinds(steps)
+    etc = max(i for i, s in enumerate(steps) if isinstance(s, P.Bind) and "userdata" in s.source)
+    assert k.index("PasswdEntry") > etc
+    assert k.index("PasswdEntry") < k.index("PivotRoot")
+    # not without keep-id, nor over a file the user mounts, nor with a name that breaks the format
+    assert "PasswdEntry" not in kinds(P.plan(spec(), host(keep_user=(1001, 1001, "alice", "/home/alice"))))
+    mine = spec(userns="keep-id", mounts=(MountSpec("bind", "/etc/passwd", "/h/passwd"),))
+    assert "PasswdEntry" not in kinds(P.plan(mine, host(**kid)))
+    assert "PasswdEntry" not in kinds(P.plan(spec(userns="keep-id"), host(**dict(kid, keep_user=(
+        1001, 1001, "a:b", "/home/a")))))
+    assert P.passwd_line("bob", 5, 6, "") == "bob:*:5:6:bob:/:/bin/sh"
+
+
+def test_passwd_has():
+    text = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbroken\n"
+    assert P.passwd_has(text, 0, "zed") and P.passwd_has(text, 1000, "zed") and P.passwd_has(text, 7, "alice")
+    assert not P.passwd_has(text, 1001, "bob") and not P.passwd_has("", 0, "root")
+
+
 def test_storage_options():
     assert overlay_options(["l1", "l2"], "u", "w") == "lowerdir=l2:l1,upperdir=u,workdir=w,userxattr"
     with pytest.raises(RootlessError):
