@@ -604,22 +604,42 @@ _cmd("rm", "Remove one or more containers", _rm_setup)(cmd_rm)
 
 def _prune_setup(p):
     p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--filter", action="append", default=[], help="label=..., until=...")
+    p.add_argument("--filter", action="append", default=[],
+                   help="until=TIME (created before), label=KEY[=VALUE], label!=KEY[=VALUE]")
 
 
-def prune_stopped(ctx, label_filters: list[str] = ()) -> tuple[list[str], int]:
-    """Remove every stopped container (matching the labels) and what interrupted creates and
-    removals left; (ids, bytes of their upper dirs). Failures are reported and skipped."""
+def _prune_until(filters: dict[str, list[str]]) -> float | None:
+    """The until= time of prune filters (None: no such filter); Docker takes at most one."""
+    import time
+
+    from rootless.cli.filters import timestamp_arg
+
+    values = filters.get("until", [])
+    if len(values) > 1:
+        raise UsageError("more than one until filter specified", hint="give one --filter until=TIME")
+    return timestamp_arg(values[0], time.time(), "until filter") if values else None
+
+
+def prune_stopped(ctx, filters: dict[str, list[str]] | None = None) -> tuple[list[str], int]:
+    """Remove every stopped container (matching Docker's prune filters: until=, label=,
+    label!=) and what interrupted creates and removals left; (ids, bytes of their upper
+    dirs). Failures are reported and skipped."""
+    from rootless.cli.filters import prune_labels
     from rootless.diskusage import tree_size
+    from rootless.runtime.state import parse_iso
 
+    filters = filters or {}
+    until = _prune_until(filters)
     store = _store(ctx)
     removed = []
     freed = 0
     for c in store.list():
         if c.state.running or c.state.status == "starting":
             continue
-        if not _match_labels(c, list(label_filters)):
+        if not prune_labels(dict(c.spec.labels), filters):
             continue
+        if until is not None and parse_iso(c.created) > until:
+            continue      # created after the time: kept
         try:
             size = tree_size(c.dir / "upper")
             _remove(ctx, c, False, False)
@@ -637,13 +657,14 @@ def prune_stopped(ctx, label_filters: list[str] = ()) -> tuple[list[str], int]:
 def cmd_prune(ctx, args) -> int:
     from rootless.image.present import human_size
 
+    filters = _parse_filters(args.filter, PRUNE_FILTERS, "container prune")
+    _prune_until(filters)      # bad input fails before the question
     if not args.force:
         from rootless.cli.base import confirm
 
         if not confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?"):
             return 0
-    filters = _parse_filters(args.filter)
-    removed, freed = prune_stopped(ctx, filters.get("label", []))
+    removed, freed = prune_stopped(ctx, filters)
     print("Deleted Containers:")
     for cid in removed:
         print(cid)
@@ -768,27 +789,57 @@ def _ps_item(c, trunc: bool, now: float) -> dict:
     }
 
 
-def _parse_filters(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for f in items:
-        k, eq, v = f.partition("=")
-        if not eq:
-            raise UsageError(f"bad format of filter {f!r}", hint="use --filter key=value")
-        k = k.strip().lower()
-        if k not in ("status", "name", "label", "ancestor", "id", "exited", "before", "since", "volume", "until"):
-            raise UsageError(f"invalid filter {k!r}",
-                             hint="filters: status=, name=, label=, ancestor=, id=, exited=, volume=")
-        out.setdefault(k, []).append(v)
-    return out
+PS_FILTERS = ("id", "name", "label", "exited", "status", "ancestor", "before", "since", "volume", "network",
+              "publish", "expose")
+PRUNE_FILTERS = ("until", "label", "label!")
+
+
+def _parse_filters(items: list[str], supported=PS_FILTERS, command: str = "ps") -> dict[str, list[str]]:
+    from rootless.cli.filters import parse
+
+    # Docker's other ps filters: health (no health checks here), isolation (Windows), is-task (swarm)
+    return parse(items, supported, command, unsupported=("health", "isolation", "is-task"))
 
 
 def _match_labels(c, wanted: list[str]) -> bool:
-    labels = dict(c.spec.labels)
-    for w in wanted:
-        k, eq, v = w.partition("=")
-        if k not in labels or (eq and labels[k] != v):
-            return False
-    return True
+    from rootless.cli.filters import match_labels
+
+    return match_labels(dict(c.spec.labels), wanted)
+
+
+def _port_filter(value: str, key: str) -> tuple[int, int, str]:
+    """publish= / expose= values: PORT[/PROTO] or START-END[/PROTO] (tcp by default)."""
+    import re
+
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?(?:/(tcp|udp|sctp))?", value.strip())
+    if not m or not (0 < int(m.group(1)) <= int(m.group(2) or m.group(1)) <= 65535):
+        raise UsageError(f"invalid filter '{key}={value}'", hint="use PORT[/PROTO] or START-END[/PROTO]")
+    return int(m.group(1)), int(m.group(2) or m.group(1)), m.group(3) or "tcp"
+
+
+def _port_keys(c, exposed: bool) -> set[str]:
+    """"80/tcp" keys of the container's published ports (-p, -P; with ``exposed`` EXPOSE and
+    --expose too: Docker counts published ports as exposed)."""
+    keys = set(_net().port_bindings(c.spec))
+    if getattr(c.spec, "publish_all", False) or exposed:
+        keys |= set(getattr(c.spec, "exposed", ()) or ())
+    keys |= {m.key for m in _port_mappings(c)}
+    return keys
+
+
+def _networks_of(c) -> set[str]:
+    """Names (and ids of user-defined networks) the container is configured with or attached to."""
+    from rootless.network import read_overrides
+    from rootless.network.networks import _network_names_of
+
+    names = {m.strip() for m in (c.spec.network or "default").split(",") if m.strip()}
+    names |= _network_names_of(c.spec.to_json(), c.state.to_json(), read_overrides(c.dir))
+    if (c.state.network or {}).get("mode"):
+        names.add(c.state.network["mode"])
+    for ep in (c.state.network or {}).get("networks") or []:
+        if isinstance(ep, dict) and ep.get("id"):
+            names.add(ep["id"])
+    return names
 
 
 def _ancestor_match(c, a: str) -> bool:
@@ -825,13 +876,30 @@ def _matches(c, filters: dict[str, list[str]]) -> bool:
     if "label" in filters and not _match_labels(c, filters["label"]):
         return False
     if "exited" in filters:
-        if c.state.status != "exited" or str(c.state.exit_code) not in filters["exited"]:
+        for e in filters["exited"]:
+            if not e.lstrip("-").isdigit():
+                raise UsageError(f"invalid filter 'exited={e}'", hint="exited= takes an exit code (a number)")
+        if c.state.status != "exited" or str(c.state.exit_code) not in [str(int(e)) for e in filters["exited"]]:
             return False
     if "volume" in filters:
         if not any(m.source in filters["volume"] or m.target in filters["volume"] for m in c.spec.mounts):
             return False
     if "ancestor" in filters and not any(_ancestor_match(c, a) for a in filters["ancestor"]):
         return False
+    if "network" in filters:
+        nets = _networks_of(c)
+        if not any(n in nets or (len(n) >= 12 and any(x.startswith(n) for x in nets)) for n in filters["network"]):
+            return False
+    for key in ("publish", "expose"):
+        if key in filters:
+            ranges = [_port_filter(v, key) for v in filters[key]]
+            ports = []
+            for k in _port_keys(c, key == "expose"):
+                num, _, proto = k.partition("/")
+                if num.isdigit():
+                    ports.append((int(num), proto or "tcp"))
+            if not any(lo <= p <= hi and proto == pr for lo, hi, proto in ranges for p, pr in ports):
+                return False
     return True
 
 
@@ -841,7 +909,9 @@ def _ps_setup(p):
     p.add_argument("-l", "--latest", action="store_true", help="the latest created container")
     p.add_argument("-n", "--last", type=int, default=-1, help="the n last created containers")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
-    p.add_argument("-f", "--filter", action="append", default=[], help="status=, name=, label=, ancestor=, id=")
+    p.add_argument("-f", "--filter", action="append", default=[],
+                   help="id=, name=, label=, exited=, status=, ancestor=, before=, since=, volume=, network=, "
+                        "publish=, expose=")
     p.add_argument("--format", default=None, help="table, json or a Go template")
     p.add_argument("-s", "--size", action="store_true", help="(accepted; sizes are not computed)")
 
@@ -895,21 +965,10 @@ _cmd("ps", "List containers", _ps_setup)(cmd_ps)
 # logs
 
 def _parse_since(s: str, now: float) -> float:
-    import re
+    """--since / --until of logs: Docker's timestamps (rootless.cli.filters.timestamp)."""
+    from rootless.cli.filters import timestamp_arg
 
-    from rootless.runtime.state import parse_iso
-
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)", s)
-    if m:
-        mult = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-        return now - float(m.group(1)) * mult
-    if re.fullmatch(r"\d+(\.\d+)?", s):
-        return float(s)
-    try:
-        return parse_iso(s)
-    except ValueError:
-        raise UsageError(f"invalid --since/--until value {s!r}",
-                         hint="use a duration (10m, 1h), a unix time or an RFC 3339 date") from None
+    return timestamp_arg(s, now, "--since/--until")
 
 
 def _logs_setup(p):

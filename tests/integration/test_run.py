@@ -578,6 +578,67 @@ def test_wait_restart_rename_prune_port_create_start(rl, bbroot):
     assert rl.ok("wait", "keep") == "137\n"
 
 
+def test_prune_filters(rl, bbroot):
+    """container prune applies until=, label= and label!= (Docker's), and refuses every other
+    filter instead of ignoring it (which deleted every stopped container)."""
+    def create(name, *opts):
+        return rl.ok("create", "--name", name, "--network", "none", *opts, "--rootfs", bbroot, "true").strip()
+
+    create("old", "-l", "keep=yes")
+    create("mid", "-l", "tier=db")
+    create("new", "-l", "tier=web")
+
+    def names():
+        return sorted(rl.ok("ps", "-a", "--format", "{{.Names}}").split())
+
+    for bad in ("name=old", "status=exited", "until=yesterday", "labels=x"):
+        cp = rl("container", "prune", "-f", "--filter", bad)
+        assert cp.returncode == 125 and "Error:" in cp.stderr and "Traceback" not in cp.stderr, (bad, cp.stderr)
+    cp = rl("container", "prune", "-f", "--filter", "until=1h", "--filter", "until=2h")
+    assert cp.returncode == 125 and "more than one until" in cp.stderr
+    assert names() == ["mid", "new", "old"]
+    assert rl.ok("container", "prune", "-f", "--filter", "until=10m").startswith("Deleted Containers:\n\n")
+    assert names() == ["mid", "new", "old"]
+    created_mid = json.loads(rl.ok("inspect", "mid"))[0]["Created"]
+    rl.ok("container", "prune", "-f", "--filter", "label!=keep", "--filter", f"until={created_mid}")
+    assert names() == ["new", "old"]          # mid: created at the time, without keep
+    rl.ok("container", "prune", "-f", "--filter", "label=tier=web")
+    assert names() == ["old"]
+    rl.ok("container", "prune", "-f", "--filter", "label!=keep=yes")
+    assert names() == ["old"]
+    rl.ok("container", "prune", "-f", "--filter", "until=0s")
+    assert names() == []
+
+
+def test_ps_filters(rl, bbroot, tmp_path):
+    def create(name, *opts):
+        return rl.ok("create", "--name", name, *opts, "--rootfs", bbroot, "sh", "-c", "exit 3").strip()
+
+    a = create("a", "--network", "none", "-v", f"{tmp_path}:/data")
+    create("b", "--network", "slirp4netns", "-p", "127.0.0.1:18080:80", "--expose", "7000-7001/udp")
+    c = create("c", "--network", "none")
+    assert rl("start", "-a", "c").returncode == 3
+
+    def ps(*f):
+        cp = rl("ps", "-a", "--format", "{{.Names}}", *[x for v in f for x in ("--filter", v)])
+        assert cp.returncode == 0, cp.stderr
+        return sorted(cp.stdout.split())
+
+    assert ps(f"id={a[:12]}") == ["a"]
+    assert ps("network=none") == ["a", "c"] and ps("network=slirp4netns") == ["b"]
+    assert ps("publish=80") == ["b"] and ps("publish=80/tcp") == ["b"] and ps("publish=79-81") == ["b"]
+    assert ps("publish=80/udp") == [] and ps("publish=18080") == []
+    assert ps("expose=7001/udp") == ["b"] and ps("expose=80") == ["b"] and ps("expose=7001") == []
+    assert ps(f"volume={tmp_path}") == ["a"] and ps("volume=/data") == ["a"]
+    assert ps("exited=3") == ["c"] and ps("exited=0") == []
+    assert ps("before=c") == ["a", "b"] and ps("since=a") == ["b", "c"]
+    assert rl.ok("ps", "--filter", f"id={c}", "-q") == ""          # not running
+    for bad, why in (("until=10m", "invalid filter 'until'"), ("health=healthy", "not supported"),
+                     ("publish=x", "invalid filter"), ("exited=x", "invalid filter"), ("nope=1", "invalid")):
+        cp = rl("ps", "-a", "--filter", bad)
+        assert cp.returncode == 125 and why in cp.stderr and "Traceback" not in cp.stderr, (bad, cp.stderr)
+
+
 def test_named_volume_survives_container_removal(rl, bbroot):
     run(rl, bbroot, "--rm", "-v", "data:/data", "sh", "-c", "echo persisted > /data/f; chown 1000:1000 /data/f",
         check=True)
