@@ -685,6 +685,41 @@ def test_cp_both_directions_preserving_modes(rl, bbroot, tmp_path):
     assert cp.returncode == 1 and "no such" in cp.stderr.lower()
 
 
+def test_cp_refuses_what_docker_refuses(rl, bbroot, tmp_path):
+    """A directory never replaces a file (either direction); a trailing '/' needs a directory;
+    a read-only destination is one clear line, not an errno."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    run(rl, bbroot, "-d", "--name", "cpr", "-v", f"{ro}:/ro:ro", "sleep", "60", check=True)
+    rl.ok("exec", "cpr", "sh", "-c", "echo c > /tfile; mkdir -p /tdir/s; echo y > /tdir/s/y")
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    f = tmp_path / "f"
+    f.write_text("host file\n")
+
+    def refused(*args, why):
+        cp = rl("cp", *args)
+        assert cp.returncode == 1 and why in cp.stderr, (args, cp.stderr)
+        assert "Traceback" not in cp.stderr and "Errno" not in cp.stderr
+        assert len([x for x in cp.stderr.splitlines() if x.startswith("Error:")]) == 1
+
+    refused(str(d), "cpr:/tfile", why="cannot copy a directory to a file")
+    assert rl.ok("exec", "cpr", "cat", "/tfile") == "c\n"
+    refused("cpr:/tdir", str(f), why="cannot copy a directory to a file")
+    assert f.read_text() == "host file\n"
+    refused("cpr:/etc/passwd/", str(tmp_path / "pw"), why="not a directory")
+    refused(f"{f}/", "cpr:/", why="not a directory")
+    refused("cpr:/tfile", f"{f}/", why="not a directory")
+    refused(str(d), "cpr:/ro/", why="/ro/ is on a read-only file system")
+    refused(str(f), "cpr:/ro/f", why="/ro/f is on a read-only file system")
+    # what stays allowed: a file over a file, a directory to a new name
+    rl.ok("cp", "cpr:/tfile", str(f))
+    assert f.read_text() == "c\n"
+    rl.ok("cp", "cpr:/tdir", str(tmp_path / "new"))
+    assert (tmp_path / "new" / "s" / "y").read_text() == "y\n"
+    rl.ok("rm", "-f", "cpr")
+
+
 def test_networks(rl, bbroot):
     out = run(rl, bbroot, "--rm", "cat", "/proc/net/dev", check=True).stdout
     ifaces = [line.split(":")[0].strip() for line in out.splitlines()[2:]]
