@@ -794,8 +794,12 @@ def wait_gone(pid: int, start: int | None, timeout: float | None) -> bool:
 
 
 def wait_recorded(store, ctr, timeout: float = 10.0):
-    """After the process is gone: wait for the monitor to record the exit (or die)."""
+    """After the process is gone: wait for the monitor to record the exit (or die). A dead
+    monitor recorded nothing and stopped nothing: the store's reaper stops the network
+    helpers it left (pasta outlives the namespace it joined) and records the exit."""
     import time
+
+    from rootless.errors import ContainerNotFound
 
     deadline = time.monotonic() + timeout
     while True:
@@ -803,7 +807,10 @@ def wait_recorded(store, ctr, timeout: float = 10.0):
         if st.status not in ("running", "starting", "stopping"):
             return st
         if not st.monitor_alive():
-            return st.truth()
+            try:
+                return store.load(ctr.id).state      # reaps (ContainerStore._reap) once the pid is gone
+            except ContainerNotFound:
+                return st.truth()
         if time.monotonic() > deadline:
             st = st.truth()
             from rootless.runtime.state import alive

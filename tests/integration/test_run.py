@@ -553,6 +553,30 @@ def test_network_helper_reaped_after_monitor_and_container_die(rl, bbroot):
     rl.ok("rm", cid)
 
 
+@pytest.mark.parametrize("how", [["rm", "-f"], ["stop", "-t", "0"]])
+def test_network_helper_stopped_by_rm_f_and_stop_after_the_monitor_died(rl, bbroot, how):
+    """The monitor was SIGKILLed while the container runs: rm -f (and stop) kill the container
+    and must stop its pasta too (the monitor that would have is gone)."""
+    from rootless.runtime.state import alive
+
+    cid = run(rl, bbroot, "-d", "--network", "pasta", "sleep", "60", check=True).stdout.strip()
+    st = json.loads((rl.root / "containers" / cid / "state.json").read_text())
+    helper, helper_start = st["network"]["helper_pid"], st["network"]["helper_start"]
+    assert "pasta" in open(f"/proc/{helper}/cmdline").read()
+    os.kill(st["monitor_pid"], signal.SIGKILL)
+    try:
+        rl.ok(*how, cid)
+        deadline = time.time() + 10
+        while alive(helper, helper_start) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not alive(helper, helper_start), "pasta leaked"
+        assert not alive(st["pid"], st["pid_start"])
+    finally:
+        rl("rm", "-f", cid)
+        if alive(helper, helper_start):
+            os.kill(helper, signal.SIGKILL)
+
+
 def test_wait_restart_rename_prune_port_create_start(rl, bbroot):
     cid = rl.ok("create", "--name", "c1", "--network", "none", "--rootfs", bbroot, "sh", "-c",
                 "echo started; exit 3").strip()
