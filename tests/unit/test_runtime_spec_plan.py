@@ -64,8 +64,12 @@ def test_parse_env():
 def test_signals_caps_bytes():
     assert parse_signal("SIGTERM") == 15 and parse_signal("kill") == 9 and parse_signal("10") == 10
     assert parse_signal("SIGRTMIN+2") == 36
-    with pytest.raises(UsageError):
-        parse_signal("SIGNOPE")
+    # Docker's real-time names, with or without SIG
+    assert parse_signal("RTMIN") == 34 and parse_signal("SIGRTMIN") == 34 and parse_signal("rtmin+15") == 49
+    assert parse_signal("RTMAX") == 64 and parse_signal("SIGRTMAX-1") == 63 and parse_signal("RTMAX-14") == 50
+    for bad in ("SIGNOPE", "RTMIN+31", "RTMAX-31", "RTMIN-1", "RTMAX+1", "RTMIN+", "0", "65"):
+        with pytest.raises(UsageError):
+            parse_signal(bad)
     assert set(effective_caps((), ())) == set(DEFAULT_CAPS)
     caps = effective_caps(("net_admin",), ("CAP_CHOWN",))
     assert "CAP_NET_ADMIN" in caps and "CAP_CHOWN" not in caps
