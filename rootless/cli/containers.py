@@ -1393,78 +1393,38 @@ def cmd_wait(ctx, args) -> int:
 _cmd("wait", "Block until containers stop, then print their exit codes", _wait_setup)(cmd_wait)
 
 
-def _container_pids(pid: int) -> list[int]:
-    """Host pids of the processes in the pid namespace of ``pid``."""
-    try:
-        ns = os.stat(f"/proc/{pid}/ns/pid").st_ino
-    except OSError:
-        return []
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{d}/ns/pid").st_ino == ns:
-                out.append(int(d))
-        except OSError:
-            continue
-    return sorted(out)
-
-
 def _top_setup(p):
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="[ps OPTIONS]")
 
 
 def cmd_top(ctx, args) -> int:
-    import time
-
+    """Docker's top: ``ps -ef`` columns by default, else the host's ps with these options, kept
+    to the container's processes; users named from the container's /etc/passwd (rootless.runtime.top)."""
     from rootless.cli.format import table
+    from rootless.runtime.top import Users, container_pids, default_rows, name_users, split_ps
 
     ctr = _store(ctx).lookup(args.container)
     if not ctr.state.running:
         raise ContainerStateError(f"container {args.container} is not running", exit_code=1)
-    pids = _container_pids(ctr.state.pid)
+    pids = container_pids(ctr.state.pid)
+    users = Users.of(ctr.state.pid)
     if args.ps_args:
         from rootless import hosttools
 
         cp = hosttools.run(["ps", *args.ps_args], "ps (listing the container's processes)", check=False)
-        lines = cp.stdout.decode(errors="replace").splitlines()
-        if not lines:
-            return 1
-        hdr = lines[0].split()
-        if "PID" not in hdr:
-            raise UsageError("the ps options must include the PID column", hint="e.g. rootless top CTR -ef")
-        col = hdr.index("PID")
-        print(lines[0])
-        for ln in lines[1:]:
-            f = ln.split()
-            if len(f) > col and f[col].isdigit() and int(f[col]) in pids:
-                print(ln)
-        return 0
-    hz = os.sysconf("SC_CLK_TCK")
-    with open("/proc/stat") as f:
-        btime = next(int(x.split()[1]) for x in f if x.startswith("btime"))
-    rows = []
-    for p in pids:
         try:
-            with open(f"/proc/{p}/stat", "rb") as f:
-                stat = f.read()
-            with open(f"/proc/{p}/cmdline", "rb") as f:
-                cmdline = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{p}/status") as f:
-                uid = next(x.split()[1] for x in f if x.startswith("Uid:"))
-        except (OSError, StopIteration):
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        comm = stat[stat.index(b"(") + 1:stat.rindex(b")")].decode(errors="replace")
-        ppid = int(fields[1])
-        cpu = (int(fields[11]) + int(fields[12])) // hz
-        start = btime + int(fields[19]) / hz
-        stime = time.strftime("%H:%M", time.localtime(start))
-        rows.append([uid, str(p), str(ppid), "0", stime, "?",
-                     f"{cpu // 3600:02d}:{cpu // 60 % 60:02d}:{cpu % 60:02d}", cmdline or f"[{comm}]"])
-    print(table(["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], rows))
+            hdr, rows = split_ps(cp.stdout.decode(errors="replace"), pids)
+        except ValueError:
+            raise UsageError("the ps options must include the PID column", hint="e.g. rootless top CTR -ef") from None
+        if not hdr:
+            err = cp.stderr.decode(errors="replace").strip().splitlines()
+            raise UsageError(f"ps {' '.join(args.ps_args)} failed" + (f": {err[0]}" if err else ""),
+                             exit_code=1)
+        numeric_uid = any("uid" in a for a in args.ps_args)     # ps -o uid: numbers (-f: names)
+        print(table(hdr, name_users(hdr, rows, users, numeric_uid)))
+        return 0
+    print(table(["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], default_rows(pids, users)))
     return 0
 
 

@@ -422,6 +422,35 @@ def test_exec_into_running_container(rl, bbroot):
     rl.ok("rm", "-f", "ex")
 
 
+def test_top_names_users_from_the_container_passwd(rl, bbroot, tmp_path):
+    """top (default and with ps options, as docker top) shows the container's uids named from
+    its own /etc/passwd, read from the host side: a symlink there resolves inside the
+    container, a FIFO is not read (top does not hang)."""
+    run(rl, bbroot, "-d", "--name", "tp", "sleep", "60", check=True)
+    rl.ok("exec", "-d", "-u", "1000", "tp", "sleep", "61")
+    rl.ok("exec", "-d", "-u", "4321", "tp", "sleep", "62")     # (exec -d returns once it exec'ed)
+
+    def users(*ps_args):
+        out = rl.ok("top", "tp", *ps_args).splitlines()
+        col = out[0].split().index("USER" if "aux" in ps_args else "UID")
+        return {ln.split()[-1]: ln.split()[col] for ln in out[1:] if "sleep" in ln}
+
+    want = {"60": "root", "61": "tester", "62": "4321"}
+    assert users() == want
+    assert users("-ef") == want
+    assert users("aux") == want
+    out = rl.ok("top", "tp", "-eo", "pid,uid,user,args").splitlines()
+    assert any(ln.split()[1:3] == ["1000", "tester"] for ln in out), out
+    # a hostile passwd: an absolute symlink to a host file, then a FIFO
+    host = tmp_path / "hostpasswd"
+    host.write_text("HOSTLEAK:x:0:0::/:/bin/sh\ntesterleak:x:1000:1000::/:/bin/sh\n")
+    rl.ok("exec", "tp", "sh", "-c", f"rm /etc/passwd; ln -s {host} /etc/passwd")
+    assert users() == {"60": "0", "61": "1000", "62": "4321"}
+    rl.ok("exec", "tp", "sh", "-c", "rm /etc/passwd; mkfifo /etc/passwd")
+    assert users("-ef") == {"60": "0", "61": "1000", "62": "4321"}
+    rl.ok("rm", "-f", "tp")
+
+
 def test_rm_running_refused_then_forced(rl, bbroot):
     run(rl, bbroot, "-d", "--name", "busy", "sleep", "60", check=True)
     cp = rl("rm", "busy")
