@@ -950,9 +950,11 @@ def cmd_ps(ctx, args) -> int:
         for r in rows:
             print(json.dumps(r))
         return 0
+    labels = {id(r): dict(c.spec.labels) for r, c in zip(rows, items)}
+    methods = {"Label": lambda r, key: labels.get(id(r), {}).get(key, "")}     # Docker's {{.Label "k"}}
     text = output(rows, args.format, ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
                   lambda r: [r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"],
-                             r["Names"]], headers={"ID": "CONTAINER ID"})
+                             r["Names"]], headers={"ID": "CONTAINER ID"}, methods=methods)
     if text:
         print(text)
     return 0

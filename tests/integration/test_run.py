@@ -692,6 +692,22 @@ def test_ps_filters(rl, bbroot, tmp_path):
         assert cp.returncode == 125 and why in cp.stderr and "Traceback" not in cp.stderr, (bad, cp.stderr)
 
 
+def test_format_templates(rl, bbroot, tmp_path):
+    """--format takes Go templates (range, if, with, variables, Docker's functions) and ps's
+    {{.Label "k"}}."""
+    rl.ok("create", "--name", "fmt", "--network", "none", "-l", "tier=web", "-v", f"{tmp_path}:/data:ro",
+          "--tmpfs", "/t", "--rootfs", bbroot, "true")
+    out = rl.ok("ps", "-a", "--format", '{{.Names}} {{.Label "tier"}}/{{.Label "none"}} {{.Names | upper}}')
+    assert out == "fmt web/ FMT\n"
+    out = rl.ok("inspect", "-f", "{{range .Mounts}}{{.Destination}}:{{if .RW}}rw{{else}}ro{{end}} {{end}}"
+                "{{with .State}}{{.Status}}{{end}} {{len .Config.Labels}} {{json .Config.Labels}} "
+                "{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}{{end}} {{printf \"%.3s\" .Name}}", "fmt")
+    assert out == '/data:ro created 1 {"tier":"web"} tier=web /fm\n'
+    cp = rl("inspect", "-f", "{{range .Mounts}}", "fmt")
+    assert cp.returncode == 125 and "template:" in cp.stderr and "Traceback" not in cp.stderr
+    rl.ok("rm", "fmt")
+
+
 def test_named_volume_survives_container_removal(rl, bbroot):
     run(rl, bbroot, "--rm", "-v", "data:/data", "sh", "-c", "echo persisted > /data/f; chown 1000:1000 /data/f",
         check=True)

@@ -44,3 +44,11 @@ def test_table_headers_as_docker_names_them():
     out = output(items, "table {{.ID}}\\t{{.RunningFor}}\\t{{.CreatedAt}}\\t{{.Names}}", [], None,
                  headers={"ID": "CONTAINER ID"})
     assert re.split(r"\s{2,}", out.splitlines()[0]) == ["CONTAINER ID", "CREATED", "CREATED AT", "NAMES"]
+
+
+def test_table_header_of_method_and_pipeline_columns():
+    items = [{"ID": "a", "Names": "n"}]
+    out = output(items, 'table {{.ID}}\\t{{.Label "tier"}}\\t{{.Names | upper}}', [], None,
+                 methods={"Label": lambda it, k: "front"})
+    assert out.splitlines()[0].split() == ["ID", "LABEL", "NAMES"]
+    assert out.splitlines()[1].split() == ["a", "front", "N"]
