@@ -321,6 +321,7 @@ def _attach_foreground(ctx, ctr, started, *, detach_keys: str = "ctrl-p,ctrl-q",
         keys = parse_detach_keys(detach_keys) if detach_keys else b""
         stdin = 0 if spec.interactive else os.open(os.devnull, os.O_RDONLY)
         with raw_terminal(0 if spec.interactive else stdin):
+            started.terminal_ready()
             how = relay(started.master, stdin=stdin, stop_fd=started.ctl_r, detach_keys=keys)
         if how == "detached":
             started.detach()
@@ -328,6 +329,7 @@ def _attach_foreground(ctx, ctr, started, *, detach_keys: str = "ctrl-p,ctrl-q",
             return 0
         os.close(started.master)
         return started.wait_exit()
+    started.terminal_ready()     # (-t without the master: the output still flows)
     if sig_proxy:
         pid = started.pid
 
@@ -342,6 +344,78 @@ def _attach_foreground(ctx, ctr, started, *, detach_keys: str = "ctrl-p,ctrl-q",
         # signals that arrived while the container was starting were held: deliver them now
         signal.pthread_sigmask(signal.SIG_UNBLOCK, PROXY_SIGNALS)
     return started.wait_exit()
+
+
+def _attach_running(ctx, ctr, *, detach_keys: str = "ctrl-p,ctrl-q", stdin: bool = True,
+                    sig_proxy: bool = True) -> int:
+    """Attach to a running container through its monitor (attach, start -a): its output from
+    now on, stdin when it was created with -i, a terminal relay (resize, detach keys) with -t;
+    returns its exit code (0 after a detach)."""
+    import signal
+
+    from rootless.runtime import monitor
+    from rootless.runtime.tty import get_winsize, parse_detach_keys, raw_terminal, relay, set_winsize
+
+    spec = ctr.spec
+    keys = parse_detach_keys(detach_keys) if detach_keys else b""
+    want_stdin = stdin and spec.interactive
+    _check_tty(spec.tty, want_stdin)
+    src = 0 if want_stdin else os.open(os.devnull, os.O_RDONLY)
+    # -t: the terminal is raw before the first output arrives (the keys typed then are relayed)
+    with raw_terminal(src) if spec.tty else _nothing():
+        att = monitor.attach(ctr, stdin=want_stdin)
+        if not spec.tty and sig_proxy:
+            def fwd(n, _f):
+                try:
+                    os.kill(ctr.state.pid, n)
+                except OSError:
+                    pass
+
+            for s in PROXY_SIGNALS:
+                if s != signal.SIGWINCH:
+                    signal.signal(s, fwd)
+        target = att.master if att.master is not None else att.stdin
+        if target is not None:
+            if att.master is not None:
+                set_winsize(att.master, get_winsize(0) or get_winsize(1))
+            how = relay(target, stdin=src, stop_fd=att.fileno(), detach_keys=keys)
+            if how == "detached":
+                att.close()
+                if spec.tty:
+                    print("\r", file=sys.stderr)
+                return 0
+    code = att.wait_exit()
+    if code is None:
+        from rootless.runtime.monitor import wait_recorded
+
+        st = wait_recorded(_store(ctx), ctr)
+        code = st.exit_code if st.exit_code is not None else 0
+    return code
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _attach_setup(p):
+    p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", help="keys to detach (default ctrl-p,ctrl-q)")
+    p.add_argument("--no-stdin", action="store_true", help="do not attach stdin")
+    p.add_argument("--sig-proxy", default="true", help="forward signals to the container (default true; not with -t)")
+    p.add_argument("container", metavar="CONTAINER")
+
+
+def cmd_attach(ctx, args) -> int:
+    ctr = _store(ctx).lookup(args.container)
+    if not ctr.state.running:
+        raise ContainerStateError("you cannot attach to a stopped container, start it first",
+                                  hint=f"rootless start -ai {args.container}", exit_code=1)
+    return _attach_running(ctx, ctr, detach_keys=args.detach_keys, stdin=not args.no_stdin,
+                           sig_proxy=args.sig_proxy.lower() not in ("false", "0"))
+
+
+_cmd("attach", "Attach stdin, stdout and stderr to a running container", _attach_setup)(cmd_attach)
 
 
 def _hold_signals() -> None:
@@ -439,8 +513,8 @@ def cmd_start(ctx, args) -> int:
         raise UsageError("you cannot start and attach multiple containers at once")
     if args.attach or args.interactive:
         ctr = store.lookup(args.containers[0])
-        if ctr.state.running:
-            raise ContainerStateError(f"container {args.containers[0]} is already running", exit_code=1)
+        if ctr.state.running:       # Docker: start -a / -i of a running container attaches to it
+            return _attach_running(ctx, ctr, detach_keys=args.detach_keys, stdin=args.interactive)
         _check_tty(ctr.spec.tty, args.interactive)
         winsize = None
         if ctr.spec.tty:

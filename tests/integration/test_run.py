@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import stat
 import subprocess
@@ -855,6 +856,110 @@ def test_interactive_tty_with_pexpect(rl, bbroot):
     child.close()
     assert child.exitstatus == 6
     rl.ok("rm", "-f", "tty1")
+
+
+def test_attach_after_detach_with_pexpect(rl, bbroot):
+    """ctrl-p ctrl-q detaches from run -it; attach (and start -ai of the running container)
+    comes back: keystrokes reach the shell, its output and the terminal size come back."""
+    pexpect = pytest.importorskip("pexpect")
+
+    def cli(*args, **kw):
+        return pexpect.spawn(rl.argv0[0], [*rl.argv0[1:], *args], env=rl.env, timeout=20, **kw)
+
+    child = cli("run", "-it", "--name", "att", "--network", "none", "--rootfs", bbroot, "sh",
+                dimensions=(30, 100))
+    child.expect("# ")
+    child.sendcontrol("p")
+    child.sendcontrol("q")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and "att" in rl.ok("ps")
+    a = cli("attach", "att", dimensions=(40, 120))
+    a.sendline("echo X$((6*7))Y; echo S$(stty size)E")
+    a.expect("X42Y")
+    a.expect(r"S(\d+ \d+)E")
+    assert a.match.group(1) == b"40 120"      # the attaching terminal's size
+    a.setwinsize(25, 90)
+    a.sendline("echo W$(stty size)W")
+    a.expect(r"W(\d+ \d+)W")
+    assert a.match.group(1) == b"25 90"
+    a.sendcontrol("p")
+    a.sendcontrol("q")
+    a.expect(pexpect.EOF)
+    a.close()
+    assert a.exitstatus == 0 and "att" in rl.ok("ps")
+    # other detach keys; then start -ai on the running container attaches, and ends with its status
+    a = cli("attach", "--detach-keys", "ctrl-a,x", "att")
+    a.sendline("echo A$((1+1))A")
+    a.expect("A2A")
+    a.sendcontrol("a")
+    a.send("x")
+    a.expect(pexpect.EOF)
+    a.close()
+    assert a.exitstatus == 0
+    b = cli("start", "-ai", "att")
+    b.sendline("echo B$((2+2))B; exit 7")
+    b.expect("B4B")
+    b.expect(pexpect.EOF)
+    b.close()
+    assert b.exitstatus == 7
+    assert "Exited (7)" in rl.ok("ps", "-a")
+    cp = rl("attach", "att")
+    assert cp.returncode == 1 and "start it first" in cp.stderr
+    rl.ok("rm", "att")
+
+
+def test_attach_without_a_tty(rl, bbroot):
+    """-d -i: the container's stdin stays open; attach sends stdin and gets stdout and stderr
+    apart, detaches with the keys, and ends with the container's exit status."""
+    run(rl, bbroot, "-d", "-i", "--name", "ni", "sh", "-c",
+        "while read l; do echo out:$l; echo err:$l >&2; [ $l = quit ] && exit 9; done", check=True)
+
+    def attach(*opts):
+        return subprocess.Popen([*rl.argv0, "attach", *opts, "ni"], env=rl.env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def line(f) -> bytes:       # (a deadline, so that a regression fails instead of hanging)
+        assert select.select([f], [], [], 30)[0], "no output from attach"
+        return f.readline()
+
+    def send(p, data: bytes) -> None:
+        p.stdin.write(data)
+        p.stdin.flush()
+
+    clients = [attach()]
+    try:
+        p = clients[0]
+        send(p, b"hello\n")
+        assert line(p.stdout) == b"out:hello\n" and line(p.stderr) == b"err:hello\n"
+        send(p, b"\x10\x11")      # ctrl-p ctrl-q
+        assert p.wait(20) == 0
+        assert "ni" in rl.ok("ps")
+        p = attach()
+        q = attach("--no-stdin")        # output only, from the moment it is attached
+        clients += [p, q]
+        # q's attach has no visible moment: ping through p until q sees one
+        deadline = time.monotonic() + 30
+        while not select.select([q.stdout], [], [], 0.5)[0]:
+            assert time.monotonic() < deadline, "attach --no-stdin got no output"
+            send(p, b"ping\n")
+        got = line(q.stdout)
+        assert got == b"out:ping\n"
+        send(p, b"again\n")
+        while got == b"out:ping\n":
+            got = line(q.stdout)
+        assert got == b"out:again\n"
+        send(p, b"quit\n")
+        p.stdin.close()
+        assert p.wait(20) == 9 and q.wait(20) == 9
+        assert p.stdout.read().endswith(b"out:again\nout:quit\n") and q.stdout.read() == b"out:quit\n"
+        assert rl.ok("logs", "ni").startswith("out:hello\nout:ping\n")
+    finally:
+        for x in clients:
+            if x.poll() is None:
+                x.kill()
+                x.wait()
+        rl("rm", "-f", "ni")
 
 
 @pytest.mark.parametrize("driver,fstype", [("fuse-overlayfs", "fuse.fuse-overlayfs"), ("vfs", None),
