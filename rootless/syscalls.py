@@ -160,6 +160,25 @@ def fs_type(path) -> int:
     return buf.f_type & 0xFFFFFFFF
 
 
+_SYS_openat2 = 437     # the same number on every architecture (a syscall newer than 5.1)
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def open_in_root(root_fd: int, path: str, flags: int) -> int:
+    """openat2(root_fd, path, flags, RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS) (Linux >= 5.6): every
+    symlink resolves inside ``root_fd`` (e.g. /proc/PID/root: a container's file seen from the host)."""
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(_SYS_openat2, root_fd, _b(path), ctypes.byref(how), ctypes.sizeof(how))
+    if fd < 0:
+        raise _err("openat2", path)
+    return fd
+
+
 def check(step: str, fn, *args, hint: str | None = None, **kw):
     """Call fn(*args); turn an OSError into a SyscallError naming ``step``."""
     try:

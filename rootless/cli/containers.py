@@ -321,6 +321,7 @@ def _attach_foreground(ctx, ctr, started, *, detach_keys: str = "ctrl-p,ctrl-q",
         keys = parse_detach_keys(detach_keys) if detach_keys else b""
         stdin = 0 if spec.interactive else os.open(os.devnull, os.O_RDONLY)
         with raw_terminal(0 if spec.interactive else stdin):
+            started.terminal_ready()
             how = relay(started.master, stdin=stdin, stop_fd=started.ctl_r, detach_keys=keys)
         if how == "detached":
             started.detach()
@@ -328,6 +329,7 @@ def _attach_foreground(ctx, ctr, started, *, detach_keys: str = "ctrl-p,ctrl-q",
             return 0
         os.close(started.master)
         return started.wait_exit()
+    started.terminal_ready()     # (-t without the master: the output still flows)
     if sig_proxy:
         pid = started.pid
 
@@ -342,6 +344,78 @@ def _attach_foreground(ctx, ctr, started, *, detach_keys: str = "ctrl-p,ctrl-q",
         # signals that arrived while the container was starting were held: deliver them now
         signal.pthread_sigmask(signal.SIG_UNBLOCK, PROXY_SIGNALS)
     return started.wait_exit()
+
+
+def _attach_running(ctx, ctr, *, detach_keys: str = "ctrl-p,ctrl-q", stdin: bool = True,
+                    sig_proxy: bool = True) -> int:
+    """Attach to a running container through its monitor (attach, start -a): its output from
+    now on, stdin when it was created with -i, a terminal relay (resize, detach keys) with -t;
+    returns its exit code (0 after a detach)."""
+    import signal
+
+    from rootless.runtime import monitor
+    from rootless.runtime.tty import get_winsize, parse_detach_keys, raw_terminal, relay, set_winsize
+
+    spec = ctr.spec
+    keys = parse_detach_keys(detach_keys) if detach_keys else b""
+    want_stdin = stdin and spec.interactive
+    _check_tty(spec.tty, want_stdin)
+    src = 0 if want_stdin else os.open(os.devnull, os.O_RDONLY)
+    # -t: the terminal is raw before the first output arrives (the keys typed then are relayed)
+    with raw_terminal(src) if spec.tty else _nothing():
+        att = monitor.attach(ctr, stdin=want_stdin)
+        if not spec.tty and sig_proxy:
+            def fwd(n, _f):
+                try:
+                    os.kill(ctr.state.pid, n)
+                except OSError:
+                    pass
+
+            for s in PROXY_SIGNALS:
+                if s != signal.SIGWINCH:
+                    signal.signal(s, fwd)
+        target = att.master if att.master is not None else att.stdin
+        if target is not None:
+            if att.master is not None:
+                set_winsize(att.master, get_winsize(0) or get_winsize(1))
+            how = relay(target, stdin=src, stop_fd=att.fileno(), detach_keys=keys)
+            if how == "detached":
+                att.close()
+                if spec.tty:
+                    print("\r", file=sys.stderr)
+                return 0
+    code = att.wait_exit()
+    if code is None:
+        from rootless.runtime.monitor import wait_recorded
+
+        st = wait_recorded(_store(ctx), ctr)
+        code = st.exit_code if st.exit_code is not None else 0
+    return code
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _attach_setup(p):
+    p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", help="keys to detach (default ctrl-p,ctrl-q)")
+    p.add_argument("--no-stdin", action="store_true", help="do not attach stdin")
+    p.add_argument("--sig-proxy", default="true", help="forward signals to the container (default true; not with -t)")
+    p.add_argument("container", metavar="CONTAINER")
+
+
+def cmd_attach(ctx, args) -> int:
+    ctr = _store(ctx).lookup(args.container)
+    if not ctr.state.running:
+        raise ContainerStateError("you cannot attach to a stopped container, start it first",
+                                  hint=f"rootless start -ai {args.container}", exit_code=1)
+    return _attach_running(ctx, ctr, detach_keys=args.detach_keys, stdin=not args.no_stdin,
+                           sig_proxy=args.sig_proxy.lower() not in ("false", "0"))
+
+
+_cmd("attach", "Attach stdin, stdout and stderr to a running container", _attach_setup)(cmd_attach)
 
 
 def _hold_signals() -> None:
@@ -439,8 +513,8 @@ def cmd_start(ctx, args) -> int:
         raise UsageError("you cannot start and attach multiple containers at once")
     if args.attach or args.interactive:
         ctr = store.lookup(args.containers[0])
-        if ctr.state.running:
-            raise ContainerStateError(f"container {args.containers[0]} is already running", exit_code=1)
+        if ctr.state.running:       # Docker: start -a / -i of a running container attaches to it
+            return _attach_running(ctx, ctr, detach_keys=args.detach_keys, stdin=args.interactive)
         _check_tty(ctr.spec.tty, args.interactive)
         winsize = None
         if ctr.spec.tty:
@@ -604,22 +678,42 @@ _cmd("rm", "Remove one or more containers", _rm_setup)(cmd_rm)
 
 def _prune_setup(p):
     p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--filter", action="append", default=[], help="label=..., until=...")
+    p.add_argument("--filter", action="append", default=[],
+                   help="until=TIME (created before), label=KEY[=VALUE], label!=KEY[=VALUE]")
 
 
-def prune_stopped(ctx, label_filters: list[str] = ()) -> tuple[list[str], int]:
-    """Remove every stopped container (matching the labels) and what interrupted creates and
-    removals left; (ids, bytes of their upper dirs). Failures are reported and skipped."""
+def _prune_until(filters: dict[str, list[str]]) -> float | None:
+    """The until= time of prune filters (None: no such filter); Docker takes at most one."""
+    import time
+
+    from rootless.cli.filters import timestamp_arg
+
+    values = filters.get("until", [])
+    if len(values) > 1:
+        raise UsageError("more than one until filter specified", hint="give one --filter until=TIME")
+    return timestamp_arg(values[0], time.time(), "until filter") if values else None
+
+
+def prune_stopped(ctx, filters: dict[str, list[str]] | None = None) -> tuple[list[str], int]:
+    """Remove every stopped container (matching Docker's prune filters: until=, label=,
+    label!=) and what interrupted creates and removals left; (ids, bytes of their upper
+    dirs). Failures are reported and skipped."""
+    from rootless.cli.filters import prune_labels
     from rootless.diskusage import tree_size
+    from rootless.runtime.state import parse_iso
 
+    filters = filters or {}
+    until = _prune_until(filters)
     store = _store(ctx)
     removed = []
     freed = 0
     for c in store.list():
         if c.state.running or c.state.status == "starting":
             continue
-        if not _match_labels(c, list(label_filters)):
+        if not prune_labels(dict(c.spec.labels), filters):
             continue
+        if until is not None and parse_iso(c.created) > until:
+            continue      # created after the time: kept
         try:
             size = tree_size(c.dir / "upper")
             _remove(ctx, c, False, False)
@@ -637,13 +731,14 @@ def prune_stopped(ctx, label_filters: list[str] = ()) -> tuple[list[str], int]:
 def cmd_prune(ctx, args) -> int:
     from rootless.image.present import human_size
 
+    filters = _parse_filters(args.filter, PRUNE_FILTERS, "container prune")
+    _prune_until(filters)      # bad input fails before the question
     if not args.force:
         from rootless.cli.base import confirm
 
         if not confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?"):
             return 0
-    filters = _parse_filters(args.filter)
-    removed, freed = prune_stopped(ctx, filters.get("label", []))
+    removed, freed = prune_stopped(ctx, filters)
     print("Deleted Containers:")
     for cid in removed:
         print(cid)
@@ -768,27 +863,57 @@ def _ps_item(c, trunc: bool, now: float) -> dict:
     }
 
 
-def _parse_filters(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for f in items:
-        k, eq, v = f.partition("=")
-        if not eq:
-            raise UsageError(f"bad format of filter {f!r}", hint="use --filter key=value")
-        k = k.strip().lower()
-        if k not in ("status", "name", "label", "ancestor", "id", "exited", "before", "since", "volume", "until"):
-            raise UsageError(f"invalid filter {k!r}",
-                             hint="filters: status=, name=, label=, ancestor=, id=, exited=, volume=")
-        out.setdefault(k, []).append(v)
-    return out
+PS_FILTERS = ("id", "name", "label", "exited", "status", "ancestor", "before", "since", "volume", "network",
+              "publish", "expose")
+PRUNE_FILTERS = ("until", "label", "label!")
+
+
+def _parse_filters(items: list[str], supported=PS_FILTERS, command: str = "ps") -> dict[str, list[str]]:
+    from rootless.cli.filters import parse
+
+    # Docker's other ps filters: health (no health checks here), isolation (Windows), is-task (swarm)
+    return parse(items, supported, command, unsupported=("health", "isolation", "is-task"))
 
 
 def _match_labels(c, wanted: list[str]) -> bool:
-    labels = dict(c.spec.labels)
-    for w in wanted:
-        k, eq, v = w.partition("=")
-        if k not in labels or (eq and labels[k] != v):
-            return False
-    return True
+    from rootless.cli.filters import match_labels
+
+    return match_labels(dict(c.spec.labels), wanted)
+
+
+def _port_filter(value: str, key: str) -> tuple[int, int, str]:
+    """publish= / expose= values: PORT[/PROTO] or START-END[/PROTO] (tcp by default)."""
+    import re
+
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?(?:/(tcp|udp|sctp))?", value.strip())
+    if not m or not (0 < int(m.group(1)) <= int(m.group(2) or m.group(1)) <= 65535):
+        raise UsageError(f"invalid filter '{key}={value}'", hint="use PORT[/PROTO] or START-END[/PROTO]")
+    return int(m.group(1)), int(m.group(2) or m.group(1)), m.group(3) or "tcp"
+
+
+def _port_keys(c, exposed: bool) -> set[str]:
+    """"80/tcp" keys of the container's published ports (-p, -P; with ``exposed`` EXPOSE and
+    --expose too: Docker counts published ports as exposed)."""
+    keys = set(_net().port_bindings(c.spec))
+    if getattr(c.spec, "publish_all", False) or exposed:
+        keys |= set(getattr(c.spec, "exposed", ()) or ())
+    keys |= {m.key for m in _port_mappings(c)}
+    return keys
+
+
+def _networks_of(c) -> set[str]:
+    """Names (and ids of user-defined networks) the container is configured with or attached to."""
+    from rootless.network import read_overrides
+    from rootless.network.networks import _network_names_of
+
+    names = {m.strip() for m in (c.spec.network or "default").split(",") if m.strip()}
+    names |= _network_names_of(c.spec.to_json(), c.state.to_json(), read_overrides(c.dir))
+    if (c.state.network or {}).get("mode"):
+        names.add(c.state.network["mode"])
+    for ep in (c.state.network or {}).get("networks") or []:
+        if isinstance(ep, dict) and ep.get("id"):
+            names.add(ep["id"])
+    return names
 
 
 def _ancestor_match(c, a: str) -> bool:
@@ -825,13 +950,30 @@ def _matches(c, filters: dict[str, list[str]]) -> bool:
     if "label" in filters and not _match_labels(c, filters["label"]):
         return False
     if "exited" in filters:
-        if c.state.status != "exited" or str(c.state.exit_code) not in filters["exited"]:
+        for e in filters["exited"]:
+            if not e.lstrip("-").isdigit():
+                raise UsageError(f"invalid filter 'exited={e}'", hint="exited= takes an exit code (a number)")
+        if c.state.status != "exited" or str(c.state.exit_code) not in [str(int(e)) for e in filters["exited"]]:
             return False
     if "volume" in filters:
         if not any(m.source in filters["volume"] or m.target in filters["volume"] for m in c.spec.mounts):
             return False
     if "ancestor" in filters and not any(_ancestor_match(c, a) for a in filters["ancestor"]):
         return False
+    if "network" in filters:
+        nets = _networks_of(c)
+        if not any(n in nets or (len(n) >= 12 and any(x.startswith(n) for x in nets)) for n in filters["network"]):
+            return False
+    for key in ("publish", "expose"):
+        if key in filters:
+            ranges = [_port_filter(v, key) for v in filters[key]]
+            ports = []
+            for k in _port_keys(c, key == "expose"):
+                num, _, proto = k.partition("/")
+                if num.isdigit():
+                    ports.append((int(num), proto or "tcp"))
+            if not any(lo <= p <= hi and proto == pr for lo, hi, proto in ranges for p, pr in ports):
+                return False
     return True
 
 
@@ -841,7 +983,9 @@ def _ps_setup(p):
     p.add_argument("-l", "--latest", action="store_true", help="the latest created container")
     p.add_argument("-n", "--last", type=int, default=-1, help="the n last created containers")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
-    p.add_argument("-f", "--filter", action="append", default=[], help="status=, name=, label=, ancestor=, id=")
+    p.add_argument("-f", "--filter", action="append", default=[],
+                   help="id=, name=, label=, exited=, status=, ancestor=, before=, since=, volume=, network=, "
+                        "publish=, expose=")
     p.add_argument("--format", default=None, help="table, json or a Go template")
     p.add_argument("-s", "--size", action="store_true", help="(accepted; sizes are not computed)")
 
@@ -880,9 +1024,11 @@ def cmd_ps(ctx, args) -> int:
         for r in rows:
             print(json.dumps(r))
         return 0
+    labels = {id(r): dict(c.spec.labels) for r, c in zip(rows, items)}
+    methods = {"Label": lambda r, key: labels.get(id(r), {}).get(key, "")}     # Docker's {{.Label "k"}}
     text = output(rows, args.format, ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
                   lambda r: [r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"],
-                             r["Names"]], headers={"ID": "CONTAINER ID"})
+                             r["Names"]], headers={"ID": "CONTAINER ID"}, methods=methods)
     if text:
         print(text)
     return 0
@@ -895,21 +1041,10 @@ _cmd("ps", "List containers", _ps_setup)(cmd_ps)
 # logs
 
 def _parse_since(s: str, now: float) -> float:
-    import re
+    """--since / --until of logs: Docker's timestamps (rootless.cli.filters.timestamp)."""
+    from rootless.cli.filters import timestamp_arg
 
-    from rootless.runtime.state import parse_iso
-
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)", s)
-    if m:
-        mult = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-        return now - float(m.group(1)) * mult
-    if re.fullmatch(r"\d+(\.\d+)?", s):
-        return float(s)
-    try:
-        return parse_iso(s)
-    except ValueError:
-        raise UsageError(f"invalid --since/--until value {s!r}",
-                         hint="use a duration (10m, 1h), a unix time or an RFC 3339 date") from None
+    return timestamp_arg(s, now, "--since/--until")
 
 
 def _logs_setup(p):
@@ -1334,78 +1469,38 @@ def cmd_wait(ctx, args) -> int:
 _cmd("wait", "Block until containers stop, then print their exit codes", _wait_setup)(cmd_wait)
 
 
-def _container_pids(pid: int) -> list[int]:
-    """Host pids of the processes in the pid namespace of ``pid``."""
-    try:
-        ns = os.stat(f"/proc/{pid}/ns/pid").st_ino
-    except OSError:
-        return []
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{d}/ns/pid").st_ino == ns:
-                out.append(int(d))
-        except OSError:
-            continue
-    return sorted(out)
-
-
 def _top_setup(p):
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="[ps OPTIONS]")
 
 
 def cmd_top(ctx, args) -> int:
-    import time
-
+    """Docker's top: ``ps -ef`` columns by default, else the host's ps with these options, kept
+    to the container's processes; users named from the container's /etc/passwd (rootless.runtime.top)."""
     from rootless.cli.format import table
+    from rootless.runtime.top import Users, container_pids, default_rows, name_users, split_ps
 
     ctr = _store(ctx).lookup(args.container)
     if not ctr.state.running:
         raise ContainerStateError(f"container {args.container} is not running", exit_code=1)
-    pids = _container_pids(ctr.state.pid)
+    pids = container_pids(ctr.state.pid)
+    users = Users.of(ctr.state.pid)
     if args.ps_args:
         from rootless import hosttools
 
         cp = hosttools.run(["ps", *args.ps_args], "ps (listing the container's processes)", check=False)
-        lines = cp.stdout.decode(errors="replace").splitlines()
-        if not lines:
-            return 1
-        hdr = lines[0].split()
-        if "PID" not in hdr:
-            raise UsageError("the ps options must include the PID column", hint="e.g. rootless top CTR -ef")
-        col = hdr.index("PID")
-        print(lines[0])
-        for ln in lines[1:]:
-            f = ln.split()
-            if len(f) > col and f[col].isdigit() and int(f[col]) in pids:
-                print(ln)
-        return 0
-    hz = os.sysconf("SC_CLK_TCK")
-    with open("/proc/stat") as f:
-        btime = next(int(x.split()[1]) for x in f if x.startswith("btime"))
-    rows = []
-    for p in pids:
         try:
-            with open(f"/proc/{p}/stat", "rb") as f:
-                stat = f.read()
-            with open(f"/proc/{p}/cmdline", "rb") as f:
-                cmdline = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{p}/status") as f:
-                uid = next(x.split()[1] for x in f if x.startswith("Uid:"))
-        except (OSError, StopIteration):
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        comm = stat[stat.index(b"(") + 1:stat.rindex(b")")].decode(errors="replace")
-        ppid = int(fields[1])
-        cpu = (int(fields[11]) + int(fields[12])) // hz
-        start = btime + int(fields[19]) / hz
-        stime = time.strftime("%H:%M", time.localtime(start))
-        rows.append([uid, str(p), str(ppid), "0", stime, "?",
-                     f"{cpu // 3600:02d}:{cpu // 60 % 60:02d}:{cpu % 60:02d}", cmdline or f"[{comm}]"])
-    print(table(["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], rows))
+            hdr, rows = split_ps(cp.stdout.decode(errors="replace"), pids)
+        except ValueError:
+            raise UsageError("the ps options must include the PID column", hint="e.g. rootless top CTR -ef") from None
+        if not hdr:
+            err = cp.stderr.decode(errors="replace").strip().splitlines()
+            raise UsageError(f"ps {' '.join(args.ps_args)} failed" + (f": {err[0]}" if err else ""),
+                             exit_code=1)
+        numeric_uid = any("uid" in a for a in args.ps_args)     # ps -o uid: numbers (-f: names)
+        print(table(hdr, name_users(hdr, rows, users, numeric_uid)))
+        return 0
+    print(table(["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], default_rows(pids, users)))
     return 0
 
 

@@ -20,6 +20,7 @@ TOP: dict[str, tuple[str, str]] = {
     "run": ("containers", "run"),
     "create": ("containers", "create"),
     "start": ("containers", "start"),
+    "attach": ("containers", "attach"),
     "stop": ("containers", "stop"),
     "restart": ("containers", "restart"),
     "kill": ("containers", "kill"),
@@ -56,9 +57,9 @@ TOP: dict[str, tuple[str, str]] = {
 # management command -> (module, {subcommand: command name in COMMANDS})
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     "container": ("containers", {
-        "run": "run", "create": "create", "start": "start", "stop": "stop", "restart": "restart",
-        "kill": "kill", "rm": "rm", "ls": "ps", "list": "ps", "ps": "ps", "logs": "logs", "exec": "exec",
-        "wait": "wait", "top": "top", "cp": "cp", "rename": "rename", "port": "port",
+        "run": "run", "create": "create", "start": "start", "attach": "attach", "stop": "stop",
+        "restart": "restart", "kill": "kill", "rm": "rm", "ls": "ps", "list": "ps", "ps": "ps", "logs": "logs",
+        "exec": "exec", "wait": "wait", "top": "top", "cp": "cp", "rename": "rename", "port": "port",
         "inspect": "container-inspect", "prune": "prune"}),
     "image": ("images", {
         "pull": "pull", "push": "push", "ls": "images", "list": "images", "rm": "rmi", "tag": "tag",

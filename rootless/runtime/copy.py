@@ -195,11 +195,29 @@ def _no_name_lookups() -> None:
     tarfile.grp = None
 
 
+def _source_is_dir(src: str, path: str, follow: bool, where: str) -> bool:
+    """Whether the source is a directory; a trailing '/' (or '/.') on anything else is refused."""
+    if not os.path.lexists(path):
+        raise CopyError(f"could not find the file {src} {where}: no such file or directory")
+    if src.endswith("/") or src.endswith("/."):
+        if not os.path.isdir(path):
+            raise CopyError(f"cannot copy {src}: not a directory", hint="drop the trailing '/' to copy a file")
+        return True
+    return os.path.isdir(path) and (follow or not os.path.islink(path))
+
+
+def _write_error(dest: str, e: OSError) -> CopyError:
+    if e.errno == 30:    # EROFS
+        return CopyError(f"cannot copy to {dest}: {dest} is on a read-only file system",
+                         hint="copy to a writable path (not a :ro mount, nor the root of a --read-only container)")
+    return CopyError(f"cannot copy to {dest}: {e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+
+
 def _inside_out(path: str, wfd: int, follow: bool) -> None:
     p, arc = _split_src(path)
-    if not os.path.lexists(p):
-        raise CopyError(f"could not find the file {path} in the container: no such file or directory")
+    is_dir = _source_is_dir(path, p, follow, "in the container")
     try:
+        os.write(wfd, b"d" if is_dir else b"f")     # the host side plans the destination with it
         _write_tar(wfd, p, arc, follow, names=False)
     except OSError as e:
         raise CopyError(f"copying {path} out of the container failed: "
@@ -208,8 +226,11 @@ def _inside_out(path: str, wfd: int, follow: bool) -> None:
 
 def _inside_in(dest: str, rfd: int, src_is_dir: bool, contents: bool, keep_owner: bool) -> None:
     top, rename = _dest_plan(dest, src_is_dir, contents, in_container=True)
-    with os.fdopen(rfd, "rb") as f:
-        safe_extract(f, top, rename_top=rename, owner=None if keep_owner else (0, 0))
+    try:
+        with os.fdopen(rfd, "rb") as f:
+            safe_extract(f, top, rename_top=rename, owner=None if keep_owner else (0, 0))
+    except OSError as e:
+        raise _write_error(dest, e) from None
 
 
 def _dest_plan(dest: str, src_is_dir: bool, contents: bool, in_container: bool) -> tuple[str, str | None]:
@@ -221,6 +242,10 @@ def _dest_plan(dest: str, src_is_dir: bool, contents: bool, in_container: bool) 
         return dest, None
     if os.path.isdir(dest):
         return dest, None
+    if os.path.lexists(dest.rstrip("/")) and (src_is_dir or dest.endswith("/")):
+        if src_is_dir:     # docker cp: never replaces a file by a directory
+            raise CopyError(f"cannot copy a directory to a file: {dest} is not a directory")
+        raise CopyError(f"cannot copy to {dest}: not a directory")
     if dest.endswith("/"):
         raise CopyError(f"destination directory {dest} does not exist")
     parent = os.path.dirname(dest.rstrip("/")) or "/"
@@ -366,6 +391,9 @@ def copy_out(config, ctr, src: str, dest: str, follow: bool = False) -> None:
     def host_side():
         try:
             with os.fdopen(r, "rb") as f:
+                kind = f.read(1)    # "d" / "f" (_inside_out); nothing (or no tar): it failed
+                if not kind or not f.peek(1):
+                    return
                 if dest == "-":
                     import sys
 
@@ -375,11 +403,10 @@ def copy_out(config, ctr, src: str, dest: str, follow: bool = False) -> None:
                             break
                         sys.stdout.buffer.write(b)
                     return
-                first = f.peek(1) if hasattr(f, "peek") else b"x"
-                if not first:
-                    return
-                top, rename = _dest_plan(dest, True, contents, in_container=False)
+                top, rename = _dest_plan(dest, kind == b"d", contents, in_container=False)
                 safe_extract(f, top, rename_top=rename)
+        except OSError as e:
+            errors.append(_write_error(dest, e))
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
@@ -406,9 +433,7 @@ def copy_in(config, ctr, src: str, dest: str, archive: bool = False, follow: boo
     if not dest.startswith("/"):
         dest = "/" + dest
     path, arc = _split_src(src)
-    if not os.path.lexists(path):
-        raise CopyError(f"could not find the file {src} on the host: no such file or directory")
-    src_is_dir = os.path.isdir(path)
+    src_is_dir = _source_is_dir(src, path, follow, "on the host")
     r, w = os.pipe()
     errors: list[BaseException] = []
 

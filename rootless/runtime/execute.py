@@ -378,6 +378,25 @@ class Executor:
         _check(s, sc.mount, full, full, None, sc.MS_BIND | sc.MS_REC)
         _check(s, make_readonly, full)
 
+    def do_PasswdEntry(self, s) -> None:
+        from rootless.runtime.plan import passwd_has
+
+        text = _read_small(secure_join(self.root, "/etc/passwd")) or ""
+        if passwd_has(text, s.uid, s.name):
+            return
+        if text and not text.endswith("\n"):
+            text += "\n"
+        try:
+            fd = os.open(s.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, (text + s.line + "\n").encode())
+                os.fchown(fd, s.uid, s.gid)     # the user's own file on the host
+            finally:
+                os.close(fd)
+            sc.mount(s.file, _create_file(self.root, "/etc/passwd"), None, sc.MS_BIND)
+        except OSError as e:
+            raise SyscallError(s.what, e.errno or 0) from None
+
     def do_Mkdir(self, s) -> None:
         _check(s, _mkdir_p, self.root, s.path)
 
@@ -909,6 +928,10 @@ def spawn(steps, host, mapping, *, new_netns: bool, ctx: dict, join_userns: str 
             os.setresuid(0, 0, 0)
             if not mapping.single:
                 os.setgroups([])
+            # with --userns=keep-id the switch to root changed the uid (the user is not root
+            # there) and made A and B non-dumpable: the user could not open /proc/B/ns/*,
+            # which pasta, slirp4netns and the relay join (as _init_unprivileged does for --init)
+            sc.prctl(sc.PR_SET_DUMPABLE, 1)
             try:
                 sc.unshare(flags)
             except OSError as e:

@@ -217,16 +217,30 @@ def prepare(config, ctr, reporter=None) -> Prepared:
         cgroups.check_available()
     cg2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
     keep = (0, 0, 0)
-    if spec.userns == "keep-id" and not mapping.single:
-        keep = (os.getuid(), os.getgid(), base.uid_count)
+    keep_user: tuple = ()
+    if spec.userns == "keep-id":
+        if not mapping.single:
+            keep = (os.getuid(), os.getgid(), base.uid_count)
+        keep_user = _host_user()
     host = Host(container_dir=cdir, store_dir=str(config.data_root), lowers=lowers,
                 driver=driver, fuse=fuse, copy_fallback=config.storage_driver == "auto",
                 new_netns=netplan.new_netns,
                 single_mapping=mapping.single, volume_dirs=tuple(vol_dirs),
-                foreign_platform=foreign_platform, keep_id=keep, cgroup2_unified=cg2)
+                foreign_platform=foreign_platform, keep_id=keep, keep_user=keep_user, cgroup2_unified=cg2)
     steps = plan(spec, host)
     return Prepared(spec=spec, host=host, steps=steps, mapping=mapping, netplan=netplan, emulation=emu,
                     warnings=warnings)
+
+
+def _host_user() -> tuple:
+    """(uid, gid, name, home) of the user on the host (keep-id's /etc/passwd entry); () if unknown."""
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(os.getuid())
+    except KeyError:
+        return ()
+    return (os.getuid(), os.getgid(), pw.pw_name, pw.pw_dir)
 
 
 def _vfs_fill(lowers, rootfs):
@@ -285,6 +299,14 @@ class Started:
             self._buf += b
         line, _, self._buf = self._buf.partition(b"\n")
         return line
+
+    def terminal_ready(self) -> None:
+        """-t: the user's terminal is raw: the monitor may write the container's output to it."""
+        if self.tty_sock is not None:
+            try:
+                self.tty_sock.send(b"r")
+            except OSError:
+                pass
 
     def detach(self) -> None:
         for fd in (self.ctl_r,):
@@ -470,6 +492,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
     log = None
     pipes: dict[int, tuple[str, int | None]] = {}
     child_ends = []
+    stdin_w = None
     if spec.tty:
         import socket
 
@@ -485,7 +508,15 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         pipes[r1] = ("stdout", 1 if attach else None)
         pipes[r2] = ("stderr", 2 if attach else None)
         child_ends = [w1, w2]
-        stdio = (0 if (attach and spec.interactive and stdin_attached) else None, w1, w2)
+        stdin = None
+        if spec.interactive and attach and stdin_attached:
+            stdin = 0
+        elif spec.interactive:
+            # -i without a CLI's stdin (-d, start without -i): a pipe held open here, so the
+            # container's stdin stays open for `attach` (as Docker's)
+            stdin, stdin_w = os.pipe()
+            child_ends.append(stdin)
+        stdio = (stdin, w1, w2)
     for fd in stdio:
         if fd is not None:
             os.set_inheritable(fd, True)
@@ -563,6 +594,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         msg, fds, _, _ = socket.recv_fds(ctx_sock_parent, 16, 1)
         ctx_sock_parent.close()
         master = fds[0]
+    attachers = None if foreground_direct else _Attachers.listen(str(ctr.dir), master, stdin_w)
     started = now_iso()
     store.update_state(ctr.id, status="running", pid=pid, pid_start=pid_start, started_at=started,
                        finished_at="", exit_code=None, network=net_state, attached=attach)
@@ -577,7 +609,7 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
 
     if not foreground_direct:
         log = _LogWriter(str(ctr.dir / "ctr.log"))
-    status = _pump(pid, pipes, master, log, tty_sock, attach)
+    status = _pump(pid, pipes, master, log, tty_sock, attach, attachers)
     trace("monitor: container exited")
     if log is not None:
         log.close()
@@ -599,13 +631,16 @@ def _monitor_main(config, ctr, prep, ctl_w: int, attach: bool, tty_sock, winsize
         store.update_state(ctr.id, status="exited", pid=0, exit_code=code, finished_at=now_iso(), network={},
                            attached=False)
     trace("monitor: cleaned up")
+    if attachers is not None:
+        attachers.finish(code)
     if ctl_w >= 0:
         _send(ctl_w, b"X %d" % code)
     return 0
 
 
-def _pump(pid: int, pipes: dict, master, log, tty_sock, attach: bool) -> int:
-    """Copy the container's output until it exits; return its wait status."""
+def _pump(pid: int, pipes: dict, master, log, tty_sock, attach: bool, attachers=None) -> int:
+    """Copy the container's output until it exits; return its wait status. ``attachers``: the
+    `attach` clients (their connections are served here too)."""
     import select
 
     poller = select.poll()
@@ -617,11 +652,16 @@ def _pump(pid: int, pipes: dict, master, log, tty_sock, attach: bool) -> int:
         poller.register(pidfd, select.POLLIN)
     for fd in pipes:
         poller.register(fd, select.POLLIN)
-    if master is not None:
-        poller.register(master, select.POLLIN)
     sock_fd = tty_sock.fileno() if tty_sock is not None else -1
+    # -it in the foreground: the terminal gets output once the CLI has made it raw (it says "r"):
+    # else the keys typed meanwhile (ctrl-p ctrl-q) would meet a cooked terminal
+    hold_master = master is not None and sock_fd >= 0 and attach
+    if master is not None and not hold_master:
+        poller.register(master, select.POLLIN)
     if sock_fd >= 0:
         poller.register(sock_fd, select.POLLIN)
+    if attachers is not None:
+        poller.register(attachers.fileno(), select.POLLIN)
     attached_out = attach
     status = None
     open_pipes = set(pipes)
@@ -635,6 +675,8 @@ def _pump(pid: int, pipes: dict, master, log, tty_sock, attach: bool) -> int:
         if not events and status is not None:
             break    # output holders gone long after the exit
         for fd, ev in events:
+            if attachers is not None and attachers.serve(fd, poller):
+                continue
             if fd == pidfd:
                 poller.unregister(pidfd)
                 os.close(pidfd)
@@ -646,6 +688,9 @@ def _pump(pid: int, pipes: dict, master, log, tty_sock, attach: bool) -> int:
                     data = os.read(sock_fd, 4096)
                 except OSError:
                     data = b""
+                if hold_master and master is not None:
+                    poller.register(master, select.POLLIN)
+                    hold_master = False
                 if not data:
                     # the CLI detached (or died): let go of its terminal
                     attached_out = False
@@ -662,11 +707,15 @@ def _pump(pid: int, pipes: dict, master, log, tty_sock, attach: bool) -> int:
                     poller.unregister(master)
                     os.close(master)
                     master = None
+                    if attachers is not None:
+                        attachers.master = None
                     continue
                 if log is not None:
                     log.write("stdout", data)
                 if attached_out and not _write_all(1, data):
                     attached_out = False
+                if attachers is not None:
+                    attachers.output("stdout", data)
                 continue
             stream, out = pipes[fd]
             try:
@@ -683,6 +732,8 @@ def _pump(pid: int, pipes: dict, master, log, tty_sock, attach: bool) -> int:
             if out is not None and attach:
                 if not _write_all(out, data):
                     pipes[fd] = (stream, None)
+            if attachers is not None:
+                attachers.output(stream, data)
         if status is None and pidfd < 0:
             _, status = os.waitpid(pid, 0)
     if master is not None:
@@ -690,6 +741,154 @@ def _pump(pid: int, pipes: dict, master, log, tty_sock, attach: bool) -> int:
     for fd in open_pipes:
         os.close(fd)
     return status
+
+
+ATTACH_SOCKET = "attach.sock"
+
+
+def _dir_path(fd: int, name: str) -> str:
+    """A short path to ``name`` in the directory open as ``fd``: a unix socket path has at most
+    107 bytes, a store path may be longer."""
+    return f"/proc/self/fd/{fd}/{name}"
+
+
+class _Attachers:
+    """The clients of `rootless attach` (and of `start -a` on a running container).
+
+    The monitor listens on ``containers/<id>/attach.sock`` (the container's directory is
+    0700; the peer's uid is checked too). A client sends one line of JSON (``{"stdin":
+    bool}``) with its stdout and stderr fds (SCM_RIGHTS); it gets back ``M`` with the PTY
+    master (-t: it writes the keystrokes and sets the window size itself), ``I`` with the
+    write end of the container's stdin pipe (-i without -t, when it asked for stdin), or
+    ``O`` (output only). The monitor writes the container's output to the client's fds
+    until the client closes the connection (detach), and ``X <exit code>`` when the
+    container has exited and been recorded.
+    """
+
+    def __init__(self, sock, cdir: str, master, stdin_w):
+        self.sock = sock
+        self.cdir = cdir
+        self.master = master
+        self.stdin_w = stdin_w
+        self.clients: dict[int, tuple] = {}     # socket fd -> (socket, stdout fd, stderr fd)
+
+    @classmethod
+    def listen(cls, cdir: str, master, stdin_w):
+        import socket
+
+        dfd = os.open(cdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            path = _dir_path(dfd, ATTACH_SOCKET)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(path)
+                os.chmod(path, 0o600)
+                sock.listen(8)
+            except OSError:
+                sock.close()
+                return None     # no attach for this run; the container runs anyway
+        finally:
+            os.close(dfd)
+        sock.setblocking(False)
+        return cls(sock, cdir, master, stdin_w)
+
+    def fileno(self) -> int:
+        return self.sock.fileno() if self.sock is not None else -1
+
+    def serve(self, fd: int, poller) -> bool:
+        """Handle an event of the listener or of a client; False when ``fd`` is not ours."""
+        import select
+
+        if self.sock is not None and fd == self.sock.fileno():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return True
+            client = self._handshake(conn)
+            if client is not None:
+                self.clients[conn.fileno()] = client
+                poller.register(conn.fileno(), select.POLLIN)
+            return True
+        if fd in self.clients:
+            try:
+                data = self.clients[fd][0].recv(4096)
+            except OSError:
+                data = b""
+            if not data:        # detached (or gone)
+                poller.unregister(fd)
+                self._drop(fd)
+            return True
+        return False
+
+    def _handshake(self, conn):
+        import json
+        import socket
+        import struct
+
+        fds: list[int] = []
+        try:
+            conn.settimeout(5)
+            cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            if struct.unpack("3i", cred)[1] != os.getuid():
+                raise OSError("not the container's owner")
+            msg, fds, _, _ = socket.recv_fds(conn, 4096, 2)
+            req = json.loads(msg.decode() or "{}")
+            if len(fds) != 2:
+                raise OSError("no stdout/stderr")
+            if self.master is not None:
+                socket.send_fds(conn, [b"M\n"], [self.master])
+            elif req.get("stdin") and self.stdin_w is not None:
+                socket.send_fds(conn, [b"I\n"], [self.stdin_w])
+            else:
+                conn.sendall(b"O\n")
+            conn.settimeout(None)
+            return (conn, fds[0], fds[1])
+        except (OSError, ValueError):
+            for f in fds:
+                try:
+                    os.close(f)
+                except OSError:
+                    pass
+            conn.close()
+            return None
+
+    def output(self, stream: str, data: bytes) -> None:
+        for fd, (_, out, err) in list(self.clients.items()):
+            if not _write_all(err if stream == "stderr" else out, data):
+                self._drop(fd)
+
+    def _drop(self, fd: int) -> None:
+        conn, out, err = self.clients.pop(fd)
+        for f in (out, err):
+            try:
+                os.close(f)
+            except OSError:
+                pass
+        conn.close()
+
+    def finish(self, code: int) -> None:
+        """The container exited and is recorded: tell the clients, stop listening."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+            try:
+                dfd = os.open(self.cdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.unlink(_dir_path(dfd, ATTACH_SOCKET))
+                finally:
+                    os.close(dfd)
+            except OSError:
+                pass       # (--rm: the directory is gone already)
+        for fd in list(self.clients):
+            try:
+                self.clients[fd][0].sendall(b"X %d\n" % code)
+            except OSError:
+                pass
+            self._drop(fd)
 
 
 def _release_stdio() -> None:
@@ -747,6 +946,87 @@ def remove_container(config, ctr, volumes: bool = False) -> None:
 
 
 # ---------------------------------------------------------------------------
+# attach (any CLI process): the client of _Attachers
+
+class Attached:
+    """A connection to a running container's monitor: ``master`` (-t), ``stdin`` (the write end
+    of its stdin pipe) or neither; :meth:`wait_exit` returns the exit code, None if the monitor
+    went away without one."""
+
+    def __init__(self, sock, master, stdin):
+        self.sock = sock
+        self.master = master
+        self.stdin = stdin
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def wait_exit(self) -> int | None:
+        buf = b""
+        while not buf.endswith(b"\n"):
+            try:
+                b = self.sock.recv(64)
+            except InterruptedError:
+                continue
+            except OSError:
+                b = b""
+            if not b:
+                break
+            buf += b
+        self.close()
+        line = buf.strip()
+        if line.startswith(b"X "):
+            try:
+                return int(line[2:])
+            except ValueError:
+                pass
+        return None
+
+    def close(self) -> None:
+        for fd in (self.master, self.stdin):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.master = self.stdin = None
+        self.sock.close()
+
+
+def attach(ctr, *, stdin: bool, stdout: int = 1, stderr: int = 2) -> Attached:
+    """Connect to the monitor of running container ``ctr``: it writes the output to ``stdout``
+    and ``stderr`` from now on (raises ContainerError when it does not take attaches)."""
+    import json
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        dfd = os.open(ctr.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            sock.connect(_dir_path(dfd, ATTACH_SOCKET))
+        finally:
+            os.close(dfd)
+        socket.send_fds(sock, [json.dumps({"stdin": stdin}).encode()], [stdout, stderr])
+        msg, fds, _, _ = socket.recv_fds(sock, 16, 1)
+    except OSError as e:
+        sock.close()
+        raise ContainerError(f"cannot attach to container {ctr.name}: its monitor does not answer "
+                             f"({e.strerror or e})",
+                             hint="it was started by an older rootless, in the foreground with --rm, or its "
+                                  "monitor died: `rootless logs -f` shows its output", exit_code=1) from None
+    if msg.startswith(b"M") and fds:
+        return Attached(sock, fds[0], None)
+    if msg.startswith(b"I") and fds:
+        return Attached(sock, None, fds[0])
+    for f in fds:
+        os.close(f)
+    if not msg:
+        sock.close()
+        raise ContainerError(f"cannot attach to container {ctr.name}: its monitor refused", exit_code=1)
+    return Attached(sock, None, None)
+
+
+# ---------------------------------------------------------------------------
 # stop / kill / wait (any CLI process)
 
 def wait_gone(pid: int, start: int | None, timeout: float | None) -> bool:
@@ -780,8 +1060,12 @@ def wait_gone(pid: int, start: int | None, timeout: float | None) -> bool:
 
 
 def wait_recorded(store, ctr, timeout: float = 10.0):
-    """After the process is gone: wait for the monitor to record the exit (or die)."""
+    """After the process is gone: wait for the monitor to record the exit (or die). A dead
+    monitor recorded nothing and stopped nothing: the store's reaper stops the network
+    helpers it left (pasta outlives the namespace it joined) and records the exit."""
     import time
+
+    from rootless.errors import ContainerNotFound
 
     deadline = time.monotonic() + timeout
     while True:
@@ -789,7 +1073,10 @@ def wait_recorded(store, ctr, timeout: float = 10.0):
         if st.status not in ("running", "starting", "stopping"):
             return st
         if not st.monitor_alive():
-            return st.truth()
+            try:
+                return store.load(ctr.id).state      # reaps (ContainerStore._reap) once the pid is gone
+            except ContainerNotFound:
+                return st.truth()
         if time.monotonic() > deadline:
             st = st.truth()
             from rootless.runtime.state import alive

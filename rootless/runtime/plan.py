@@ -6,9 +6,9 @@
 
 Order: rootfs (overlay) -> binfmt_misc (foreign images) -> /proc -> /dev
 (tmpfs, device binds, pts, shm, mqueue) -> /sys -> volumes, tmpfs, /etc
-files -> working dir -> masked and read-only paths -> read-only root ->
-pivot_root -> hostname -> (process: user, capabilities, no_new_privs, fds,
-exec). The user namespace, its maps and the other namespaces are created
+files (and keep-id's /etc/passwd entry) -> working dir -> masked and
+read-only paths -> read-only root -> pivot_root -> hostname -> (process:
+user, capabilities, no_new_privs, fds, exec). The user namespace, its maps and the other namespaces are created
 before the list runs (execute.py), since they need the parent's help.
 """
 
@@ -123,6 +123,36 @@ class ReadOnly(Step):
         return f"making {self.path} read-only"
 
 
+class PasswdEntry(Step):
+    """--userns=keep-id (Podman): when the image's /etc/passwd has neither the user's uid nor
+    their name, bind-mount a copy with their entry (``line``) added from ``file`` (userdata)."""
+    uid: int
+    gid: int
+    name: str
+    line: str                         # name:*:uid:gid:name:home:/bin/sh
+    file: str                         # host path of the copy (containers/<id>/userdata/passwd)
+
+    @property
+    def what(self) -> str:
+        return f"adding {self.name} (uid {self.uid}) to /etc/passwd (--userns=keep-id)"
+
+
+def passwd_line(name: str, uid: int, gid: int, home: str) -> str:
+    """Podman's keep-id entry (pure); "" when a field cannot go into a passwd line."""
+    if not name or any(c in f for f in (name, home) for c in ":\n\0"):
+        return ""
+    return f"{name}:*:{uid}:{gid}:{name}:{home or '/'}:/bin/sh"
+
+
+def passwd_has(text: str, uid: int, name: str) -> bool:
+    """Whether a passwd text has an entry for ``uid`` or ``name`` (pure)."""
+    for line in text.splitlines():
+        f = line.split(":")
+        if len(f) >= 3 and (f[0] == name or (f[2].isdigit() and int(f[2]) == uid)):
+            return True
+    return False
+
+
 class Mkdir(Step):
     path: str
 
@@ -186,6 +216,7 @@ class Host(Record):
     volume_dirs: tuple[tuple[str, str, bool], ...] = ()   # (target, host dir, created new) per volume mount
     foreign_platform: str = ""        # set when the image needs emulation
     keep_id: tuple[int, int, int] = (0, 0, 0)             # (uid, gid, total ids) with --userns=keep-id
+    keep_user: tuple = ()             # keep-id: (uid, gid, name, home) of the user, for /etc/passwd
     cgroup2_unified: bool = False     # /sys/fs/cgroup is a cgroup2 mount (pure v2 host)
     extra: dict = {}
 
@@ -268,6 +299,11 @@ def plan(spec, host: Host) -> list[Step]:
     for name in ETC_FILES:
         if f"/etc/{name}" not in targets:
             steps.append(Bind(f"{cdir}/userdata/{name}", f"/etc/{name}", kind="file", recursive=False))
+    if spec.userns == "keep-id" and host.keep_user and "/etc/passwd" not in targets:
+        uid, gid, name, home = host.keep_user
+        line = passwd_line(name, uid, gid, home)
+        if line:
+            steps.append(PasswdEntry(uid, gid, name, line, f"{cdir}/userdata/passwd"))
     if spec.working_dir and spec.working_dir != "/":
         steps.append(Mkdir(spec.working_dir))
     for p in MASKED_PATHS:

@@ -60,10 +60,13 @@ def parse_signal(s: str | int | None, default: int = 15) -> int:
         t = t[3:] if t.startswith("SIG") else t
         if t in SIGNALS:
             return SIGNALS[t]
-        m = re.fullmatch(r"RTMIN\+(\d+)", t)
+        # real-time signals as Docker names them: RTMIN (34, glibc's), RTMIN+N, RTMAX-N, RTMAX (64)
+        m = re.fullmatch(r"RTMIN(?:\+(\d+))?|RTMAX(?:-(\d+))?", t)
         if m:
-            return 34 + int(m.group(1))
-    raise UsageError(f"invalid signal: {s}", hint="use a name (SIGTERM, KILL) or a number 1-64")
+            n = 34 + int(m.group(1) or 0) if t.startswith("RTMIN") else 64 - int(m.group(2) or 0)
+            if 34 <= n <= 64:
+                return n
+    raise UsageError(f"invalid signal: {s}", hint="use a name (SIGTERM, KILL, RTMIN+3) or a number 1-64")
 
 
 def normalize_cap(name: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import stat
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
 from tests.integration.rtutil import busybox_rootfs
 
 DOCKER_DEFAULT_CAPS = 0x00000000a80425fb
@@ -170,6 +172,31 @@ def test_keep_id(rl, bbroot, tmp_path):
     assert out[0] == str(os.getuid()) and out[1] == str(os.getgid())
     assert out[2] == "1000" and out[3] == "0"   # the layers are presented with their own ids
     assert os.stat(d / "f").st_uid == os.getuid()
+
+
+@pytest.mark.parametrize("network", ["default", "slirp4netns"])
+def test_keep_id_with_a_network(rl, bbroot, tmp_path, network):
+    """keep-id makes the container's root a subordinate id: the switch to it must not make the
+    container's first process non-dumpable, or pasta and slirp4netns cannot open its namespaces.
+    The user gets an /etc/passwd entry (Podman's: their name, ids and home) and HOME."""
+    import pwd
+
+    require("tun", "network")
+    me = pwd.getpwuid(os.getuid())
+    assert not any(f.split(":")[2:3] == [str(os.getuid())] for f in Path(bbroot, "etc/passwd").read_text().split())
+    d = tmp_path / "kid"
+    d.mkdir()
+    cp = run(rl, bbroot, "--rm", "--userns", "keep-id", "--network", network, "-v", f"{d}:/data", "sh", "-c",
+             "id -un; echo $HOME; ip -o addr | grep -v ' lo ' | grep -c inet; touch /data/f; "
+             "grep -c '^root:' /etc/passwd")
+    assert cp.returncode == 0, cp.stderr
+    out = cp.stdout.split()
+    assert out[0] == me.pw_name and out[1] == me.pw_dir
+    assert int(out[2]) >= 1       # an interface besides lo
+    assert out[3] == "1"          # the image's entries are kept
+    assert os.stat(d / "f").st_uid == os.getuid()
+    # not without keep-id
+    assert me.pw_name not in run(rl, bbroot, "--rm", "cat", "/etc/passwd", check=True).stdout
 
 
 # ---------------------------------------------------------------------------
@@ -424,6 +451,35 @@ def test_exec_without_a_tty_leaves_the_callers_terminal(rl, bbroot):
         rl("rm", "-f", "sess")
 
 
+def test_top_names_users_from_the_container_passwd(rl, bbroot, tmp_path):
+    """top (default and with ps options, as docker top) shows the container's uids named from
+    its own /etc/passwd, read from the host side: a symlink there resolves inside the
+    container, a FIFO is not read (top does not hang)."""
+    run(rl, bbroot, "-d", "--name", "tp", "sleep", "60", check=True)
+    rl.ok("exec", "-d", "-u", "1000", "tp", "sleep", "61")
+    rl.ok("exec", "-d", "-u", "4321", "tp", "sleep", "62")     # (exec -d returns once it exec'ed)
+
+    def users(*ps_args):
+        out = rl.ok("top", "tp", *ps_args).splitlines()
+        col = out[0].split().index("USER" if "aux" in ps_args else "UID")
+        return {ln.split()[-1]: ln.split()[col] for ln in out[1:] if "sleep" in ln}
+
+    want = {"60": "root", "61": "tester", "62": "4321"}
+    assert users() == want
+    assert users("-ef") == want
+    assert users("aux") == want
+    out = rl.ok("top", "tp", "-eo", "pid,uid,user,args").splitlines()
+    assert any(ln.split()[1:3] == ["1000", "tester"] for ln in out), out
+    # a hostile passwd: an absolute symlink to a host file, then a FIFO
+    host = tmp_path / "hostpasswd"
+    host.write_text("HOSTLEAK:x:0:0::/:/bin/sh\ntesterleak:x:1000:1000::/:/bin/sh\n")
+    rl.ok("exec", "tp", "sh", "-c", f"rm /etc/passwd; ln -s {host} /etc/passwd")
+    assert users() == {"60": "0", "61": "1000", "62": "4321"}
+    rl.ok("exec", "tp", "sh", "-c", "rm /etc/passwd; mkfifo /etc/passwd")
+    assert users("-ef") == {"60": "0", "61": "1000", "62": "4321"}
+    rl.ok("rm", "-f", "tp")
+
+
 def test_rm_running_refused_then_forced(rl, bbroot):
     run(rl, bbroot, "-d", "--name", "busy", "sleep", "60", check=True)
     cp = rl("rm", "busy")
@@ -555,6 +611,30 @@ def test_network_helper_reaped_after_monitor_and_container_die(rl, bbroot):
     rl.ok("rm", cid)
 
 
+@pytest.mark.parametrize("how", [["rm", "-f"], ["stop", "-t", "0"]])
+def test_network_helper_stopped_by_rm_f_and_stop_after_the_monitor_died(rl, bbroot, how):
+    """The monitor was SIGKILLed while the container runs: rm -f (and stop) kill the container
+    and must stop its pasta too (the monitor that would have is gone)."""
+    from rootless.runtime.state import alive
+
+    cid = run(rl, bbroot, "-d", "--network", "pasta", "sleep", "60", check=True).stdout.strip()
+    st = json.loads((rl.root / "containers" / cid / "state.json").read_text())
+    helper, helper_start = st["network"]["helper_pid"], st["network"]["helper_start"]
+    assert "pasta" in open(f"/proc/{helper}/cmdline").read()
+    os.kill(st["monitor_pid"], signal.SIGKILL)
+    try:
+        rl.ok(*how, cid)
+        deadline = time.time() + 10
+        while alive(helper, helper_start) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not alive(helper, helper_start), "pasta leaked"
+        assert not alive(st["pid"], st["pid_start"])
+    finally:
+        rl("rm", "-f", cid)
+        if alive(helper, helper_start):
+            os.kill(helper, signal.SIGKILL)
+
+
 def test_wait_restart_rename_prune_port_create_start(rl, bbroot):
     cid = rl.ok("create", "--name", "c1", "--network", "none", "--rootfs", bbroot, "sh", "-c",
                 "echo started; exit 3").strip()
@@ -578,6 +658,83 @@ def test_wait_restart_rename_prune_port_create_start(rl, bbroot):
     assert "keep" in rl.ok("ps")
     rl.ok("stop", "-t", "1", "keep")
     assert rl.ok("wait", "keep") == "137\n"
+
+
+def test_prune_filters(rl, bbroot):
+    """container prune applies until=, label= and label!= (Docker's), and refuses every other
+    filter instead of ignoring it (which deleted every stopped container)."""
+    def create(name, *opts):
+        return rl.ok("create", "--name", name, "--network", "none", *opts, "--rootfs", bbroot, "true").strip()
+
+    create("old", "-l", "keep=yes")
+    create("mid", "-l", "tier=db")
+    create("new", "-l", "tier=web")
+
+    def names():
+        return sorted(rl.ok("ps", "-a", "--format", "{{.Names}}").split())
+
+    for bad in ("name=old", "status=exited", "until=yesterday", "labels=x"):
+        cp = rl("container", "prune", "-f", "--filter", bad)
+        assert cp.returncode == 125 and "Error:" in cp.stderr and "Traceback" not in cp.stderr, (bad, cp.stderr)
+    cp = rl("container", "prune", "-f", "--filter", "until=1h", "--filter", "until=2h")
+    assert cp.returncode == 125 and "more than one until" in cp.stderr
+    assert names() == ["mid", "new", "old"]
+    assert rl.ok("container", "prune", "-f", "--filter", "until=10m").startswith("Deleted Containers:\n\n")
+    assert names() == ["mid", "new", "old"]
+    created_mid = json.loads(rl.ok("inspect", "mid"))[0]["Created"]
+    rl.ok("container", "prune", "-f", "--filter", "label!=keep", "--filter", f"until={created_mid}")
+    assert names() == ["new", "old"]          # mid: created at the time, without keep
+    rl.ok("container", "prune", "-f", "--filter", "label=tier=web")
+    assert names() == ["old"]
+    rl.ok("container", "prune", "-f", "--filter", "label!=keep=yes")
+    assert names() == ["old"]
+    rl.ok("container", "prune", "-f", "--filter", "until=0s")
+    assert names() == []
+
+
+def test_ps_filters(rl, bbroot, tmp_path):
+    def create(name, *opts):
+        return rl.ok("create", "--name", name, *opts, "--rootfs", bbroot, "sh", "-c", "exit 3").strip()
+
+    a = create("a", "--network", "none", "-v", f"{tmp_path}:/data")
+    create("b", "--network", "slirp4netns", "-p", "127.0.0.1:18080:80", "--expose", "7000-7001/udp")
+    c = create("c", "--network", "none")
+    assert rl("start", "-a", "c").returncode == 3
+
+    def ps(*f):
+        cp = rl("ps", "-a", "--format", "{{.Names}}", *[x for v in f for x in ("--filter", v)])
+        assert cp.returncode == 0, cp.stderr
+        return sorted(cp.stdout.split())
+
+    assert ps(f"id={a[:12]}") == ["a"]
+    assert ps("network=none") == ["a", "c"] and ps("network=slirp4netns") == ["b"]
+    assert ps("publish=80") == ["b"] and ps("publish=80/tcp") == ["b"] and ps("publish=79-81") == ["b"]
+    assert ps("publish=80/udp") == [] and ps("publish=18080") == []
+    assert ps("expose=7001/udp") == ["b"] and ps("expose=80") == ["b"] and ps("expose=7001") == []
+    assert ps(f"volume={tmp_path}") == ["a"] and ps("volume=/data") == ["a"]
+    assert ps("exited=3") == ["c"] and ps("exited=0") == []
+    assert ps("before=c") == ["a", "b"] and ps("since=a") == ["b", "c"]
+    assert rl.ok("ps", "--filter", f"id={c}", "-q") == ""          # not running
+    for bad, why in (("until=10m", "invalid filter 'until'"), ("health=healthy", "not supported"),
+                     ("publish=x", "invalid filter"), ("exited=x", "invalid filter"), ("nope=1", "invalid")):
+        cp = rl("ps", "-a", "--filter", bad)
+        assert cp.returncode == 125 and why in cp.stderr and "Traceback" not in cp.stderr, (bad, cp.stderr)
+
+
+def test_format_templates(rl, bbroot, tmp_path):
+    """--format takes Go templates (range, if, with, variables, Docker's functions) and ps's
+    {{.Label "k"}}."""
+    rl.ok("create", "--name", "fmt", "--network", "none", "-l", "tier=web", "-v", f"{tmp_path}:/data:ro",
+          "--tmpfs", "/t", "--rootfs", bbroot, "true")
+    out = rl.ok("ps", "-a", "--format", '{{.Names}} {{.Label "tier"}}/{{.Label "none"}} {{.Names | upper}}')
+    assert out == "fmt web/ FMT\n"
+    out = rl.ok("inspect", "-f", "{{range .Mounts}}{{.Destination}}:{{if .RW}}rw{{else}}ro{{end}} {{end}}"
+                "{{with .State}}{{.Status}}{{end}} {{len .Config.Labels}} {{json .Config.Labels}} "
+                "{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}{{end}} {{printf \"%.3s\" .Name}}", "fmt")
+    assert out == '/data:ro created 1 {"tier":"web"} tier=web /fm\n'
+    cp = rl("inspect", "-f", "{{range .Mounts}}", "fmt")
+    assert cp.returncode == 125 and "template:" in cp.stderr and "Traceback" not in cp.stderr
+    rl.ok("rm", "fmt")
 
 
 def test_named_volume_survives_container_removal(rl, bbroot):
@@ -624,6 +781,41 @@ def test_cp_both_directions_preserving_modes(rl, bbroot, tmp_path):
     assert (dest / "again").read_text() == "from-ctr\n"
     cp = rl("cp", "cpt:/no/such", str(dest))
     assert cp.returncode == 1 and "no such" in cp.stderr.lower()
+
+
+def test_cp_refuses_what_docker_refuses(rl, bbroot, tmp_path):
+    """A directory never replaces a file (either direction); a trailing '/' needs a directory;
+    a read-only destination is one clear line, not an errno."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    run(rl, bbroot, "-d", "--name", "cpr", "-v", f"{ro}:/ro:ro", "sleep", "60", check=True)
+    rl.ok("exec", "cpr", "sh", "-c", "echo c > /tfile; mkdir -p /tdir/s; echo y > /tdir/s/y")
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    f = tmp_path / "f"
+    f.write_text("host file\n")
+
+    def refused(*args, why):
+        cp = rl("cp", *args)
+        assert cp.returncode == 1 and why in cp.stderr, (args, cp.stderr)
+        assert "Traceback" not in cp.stderr and "Errno" not in cp.stderr
+        assert len([x for x in cp.stderr.splitlines() if x.startswith("Error:")]) == 1
+
+    refused(str(d), "cpr:/tfile", why="cannot copy a directory to a file")
+    assert rl.ok("exec", "cpr", "cat", "/tfile") == "c\n"
+    refused("cpr:/tdir", str(f), why="cannot copy a directory to a file")
+    assert f.read_text() == "host file\n"
+    refused("cpr:/etc/passwd/", str(tmp_path / "pw"), why="not a directory")
+    refused(f"{f}/", "cpr:/", why="not a directory")
+    refused("cpr:/tfile", f"{f}/", why="not a directory")
+    refused(str(d), "cpr:/ro/", why="/ro/ is on a read-only file system")
+    refused(str(f), "cpr:/ro/f", why="/ro/f is on a read-only file system")
+    # what stays allowed: a file over a file, a directory to a new name
+    rl.ok("cp", "cpr:/tfile", str(f))
+    assert f.read_text() == "c\n"
+    rl.ok("cp", "cpr:/tdir", str(tmp_path / "new"))
+    assert (tmp_path / "new" / "s" / "y").read_text() == "y\n"
+    rl.ok("rm", "-f", "cpr")
 
 
 def test_networks(rl, bbroot):
@@ -692,6 +884,110 @@ def test_interactive_tty_with_pexpect(rl, bbroot):
     child.close()
     assert child.exitstatus == 6
     rl.ok("rm", "-f", "tty1")
+
+
+def test_attach_after_detach_with_pexpect(rl, bbroot):
+    """ctrl-p ctrl-q detaches from run -it; attach (and start -ai of the running container)
+    comes back: keystrokes reach the shell, its output and the terminal size come back."""
+    pexpect = pytest.importorskip("pexpect")
+
+    def cli(*args, **kw):
+        return pexpect.spawn(rl.argv0[0], [*rl.argv0[1:], *args], env=rl.env, timeout=20, **kw)
+
+    child = cli("run", "-it", "--name", "att", "--network", "none", "--rootfs", bbroot, "sh",
+                dimensions=(30, 100))
+    child.expect("# ")
+    child.sendcontrol("p")
+    child.sendcontrol("q")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and "att" in rl.ok("ps")
+    a = cli("attach", "att", dimensions=(40, 120))
+    a.sendline("echo X$((6*7))Y; echo S$(stty size)E")
+    a.expect("X42Y")
+    a.expect(r"S(\d+ \d+)E")
+    assert a.match.group(1) == b"40 120"      # the attaching terminal's size
+    a.setwinsize(25, 90)
+    a.sendline("echo W$(stty size)W")
+    a.expect(r"W(\d+ \d+)W")
+    assert a.match.group(1) == b"25 90"
+    a.sendcontrol("p")
+    a.sendcontrol("q")
+    a.expect(pexpect.EOF)
+    a.close()
+    assert a.exitstatus == 0 and "att" in rl.ok("ps")
+    # other detach keys; then start -ai on the running container attaches, and ends with its status
+    a = cli("attach", "--detach-keys", "ctrl-a,x", "att")
+    a.sendline("echo A$((1+1))A")
+    a.expect("A2A")
+    a.sendcontrol("a")
+    a.send("x")
+    a.expect(pexpect.EOF)
+    a.close()
+    assert a.exitstatus == 0
+    b = cli("start", "-ai", "att")
+    b.sendline("echo B$((2+2))B; exit 7")
+    b.expect("B4B")
+    b.expect(pexpect.EOF)
+    b.close()
+    assert b.exitstatus == 7
+    assert "Exited (7)" in rl.ok("ps", "-a")
+    cp = rl("attach", "att")
+    assert cp.returncode == 1 and "start it first" in cp.stderr
+    rl.ok("rm", "att")
+
+
+def test_attach_without_a_tty(rl, bbroot):
+    """-d -i: the container's stdin stays open; attach sends stdin and gets stdout and stderr
+    apart, detaches with the keys, and ends with the container's exit status."""
+    run(rl, bbroot, "-d", "-i", "--name", "ni", "sh", "-c",
+        "while read l; do echo out:$l; echo err:$l >&2; [ $l = quit ] && exit 9; done", check=True)
+
+    def attach(*opts):
+        return subprocess.Popen([*rl.argv0, "attach", *opts, "ni"], env=rl.env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def line(f) -> bytes:       # (a deadline, so that a regression fails instead of hanging)
+        assert select.select([f], [], [], 30)[0], "no output from attach"
+        return f.readline()
+
+    def send(p, data: bytes) -> None:
+        p.stdin.write(data)
+        p.stdin.flush()
+
+    clients = [attach()]
+    try:
+        p = clients[0]
+        send(p, b"hello\n")
+        assert line(p.stdout) == b"out:hello\n" and line(p.stderr) == b"err:hello\n"
+        send(p, b"\x10\x11")      # ctrl-p ctrl-q
+        assert p.wait(20) == 0
+        assert "ni" in rl.ok("ps")
+        p = attach()
+        q = attach("--no-stdin")        # output only, from the moment it is attached
+        clients += [p, q]
+        # q's attach has no visible moment: ping through p until q sees one
+        deadline = time.monotonic() + 30
+        while not select.select([q.stdout], [], [], 0.5)[0]:
+            assert time.monotonic() < deadline, "attach --no-stdin got no output"
+            send(p, b"ping\n")
+        got = line(q.stdout)
+        assert got == b"out:ping\n"
+        send(p, b"again\n")
+        while got == b"out:ping\n":
+            got = line(q.stdout)
+        assert got == b"out:again\n"
+        send(p, b"quit\n")
+        p.stdin.close()
+        assert p.wait(20) == 9 and q.wait(20) == 9
+        assert p.stdout.read().endswith(b"out:again\nout:quit\n") and q.stdout.read() == b"out:quit\n"
+        assert rl.ok("logs", "ni").startswith("out:hello\nout:ping\n")
+    finally:
+        for x in clients:
+            if x.poll() is None:
+                x.kill()
+                x.wait()
+        rl("rm", "-f", "ni")
 
 
 @pytest.mark.parametrize("driver,fstype", [("fuse-overlayfs", "fuse.fuse-overlayfs"), ("vfs", None),

@@ -64,8 +64,12 @@ def test_parse_env():
 def test_signals_caps_bytes():
     assert parse_signal("SIGTERM") == 15 and parse_signal("kill") == 9 and parse_signal("10") == 10
     assert parse_signal("SIGRTMIN+2") == 36
-    with pytest.raises(UsageError):
-        parse_signal("SIGNOPE")
+    # Docker's real-time names, with or without SIG
+    assert parse_signal("RTMIN") == 34 and parse_signal("SIGRTMIN") == 34 and parse_signal("rtmin+15") == 49
+    assert parse_signal("RTMAX") == 64 and parse_signal("SIGRTMAX-1") == 63 and parse_signal("RTMAX-14") == 50
+    for bad in ("SIGNOPE", "RTMIN+31", "RTMAX-31", "RTMIN-1", "RTMAX+1", "RTMIN+", "0", "65"):
+        with pytest.raises(UsageError):
+            parse_signal(bad)
     assert set(effective_caps((), ())) == set(DEFAULT_CAPS)
     caps = effective_caps(("net_admin",), ("CAP_CHOWN",))
     assert "CAP_NET_ADMIN" in caps and "CAP_CHOWN" not in caps
@@ -202,6 +206,32 @@ def test_plan_variants():
     b = next(s for s in tm if isinstance(s, P.Mount) and s.target == "/b")
     assert a.flags & (sc.MS_NOEXEC | sc.MS_NOSUID | sc.MS_NODEV) == sc.MS_NOEXEC | sc.MS_NOSUID | sc.MS_NODEV
     assert not b.flags & sc.MS_NOEXEC and b.flags & sc.MS_NOSUID and b.data == "size=1m"
+
+
+def test_plan_keep_id_passwd_entry():
+    kid = dict(fuse="/usr/bin/fuse-overlayfs", keep_id=(1001, 1001, 65537),
+               keep_user=(1001, 1001, "alice", "/home/alice"))
+    steps = P.plan(spec(userns="keep-id", user="1001:1001"), host(**kid))
+    pw = [s for s in steps if isinstance(s, P.PasswdEntry)]
+    assert len(pw) == 1 and pw[0].line == "alice:*:1001:1001:alice:/home/alice:/bin/sh"
+    assert pw[0].file == "/s/containers/c1/userdata/passwd" and pw[0].uid == 1001
+    k = kinds(steps)
+    etc = max(i for i, s in enumerate(steps) if isinstance(s, P.Bind) and "userdata" in s.source)
+    assert k.index("PasswdEntry") > etc
+    assert k.index("PasswdEntry") < k.index("PivotRoot")
+    # not without keep-id, nor over a file the user mounts, nor with a name that breaks the format
+    assert "PasswdEntry" not in kinds(P.plan(spec(), host(keep_user=(1001, 1001, "alice", "/home/alice"))))
+    mine = spec(userns="keep-id", mounts=(MountSpec("bind", "/etc/passwd", "/h/passwd"),))
+    assert "PasswdEntry" not in kinds(P.plan(mine, host(**kid)))
+    assert "PasswdEntry" not in kinds(P.plan(spec(userns="keep-id"), host(**dict(kid, keep_user=(
+        1001, 1001, "a:b", "/home/a")))))
+    assert P.passwd_line("bob", 5, 6, "") == "bob:*:5:6:bob:/:/bin/sh"
+
+
+def test_passwd_has():
+    text = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbroken\n"
+    assert P.passwd_has(text, 0, "zed") and P.passwd_has(text, 1000, "zed") and P.passwd_has(text, 7, "alice")
+    assert not P.passwd_has(text, 1001, "bob") and not P.passwd_has("", 0, "root")
 
 
 def test_storage_options():
