@@ -121,7 +121,7 @@ def test_bad_format_template_is_a_one_line_error_in_every_command(rl):
             cp = rl(*cmd, "--format", fmt)
             assert cp.returncode == 125 and cp.stdout == "", (cmd, fmt, cp.stdout, cp.stderr)
             err = cp.stderr.splitlines()
-            assert err[0] == "Error: template parsing error: unclosed action", (cmd, err)
+            assert err[0] == "Error: template: unclosed action", (cmd, err)
             assert len(err) == 2 and err[1].startswith("Hint: "), (cmd, err)
     for cmd in (["info"], ["version"]):
         cp = rl(*cmd, "--format", "{{.Nope}}")
