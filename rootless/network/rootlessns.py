@@ -529,10 +529,14 @@ class Holder:
                                    hint="give the networks distinct subnets (rootless network create --subnet)")
         bridge = "rl" + nid[:12]
         ipr = self.ipr
+        # a fixed MAC (Docker's scheme, from the gateway address): without one the bridge takes the
+        # lowest MAC of its ports, which changes as containers come and go, and the others' ARP caches
+        # point at a MAC that is gone (the gateway and its DNS server are lost for up to ~30 s)
+        mac = mac_for(nj["gateway"])
         if not ipr.link_lookup(ifname=bridge):
-            ipr.link("add", ifname=bridge, kind="bridge")
+            ipr.link("add", ifname=bridge, kind="bridge", address=mac)
         idx = ipr.link_lookup(ifname=bridge)[0]
-        ipr.link("set", index=idx, mtu=MTU)
+        ipr.link("set", index=idx, mtu=MTU, address=mac)
         try:
             ipr.addr("add", index=idx, address=nj["gateway"], prefixlen=subnet.prefixlen)
         except Exception as e:  # noqa: BLE001 - pyroute2 raises NetlinkError

@@ -378,3 +378,36 @@ def test_dns_forwards_to_a_resolver_on_the_host_loopback(tmp_path, procs, unpriv
         info = rootlessns.running(rt)
         if info is not None:
             os.kill(info.pid, 15)
+
+
+def _bridge_mac(cfg, bridge: str) -> str:
+    info = rootlessns.running(cfg.runtime_dir)
+    cp = subprocess.run(["nsenter", "-U", "-n", "-t", str(info.pid), "ip", "-o", "link", "show", bridge],
+                        capture_output=True, text=True)
+    assert cp.returncode == 0, cp
+    return cp.stdout.split("link/ether ")[1].split()[0]
+
+
+def test_gateway_keeps_its_mac_while_containers_come_and_go(cfg, procs):
+    """The bridge has a fixed MAC (from the gateway address): without one it takes the lowest MAC of its
+    ports, which changes as veths come and go, and the ARP caches of the other containers point at a MAC
+    that is gone: their DNS server (on the gateway) is lost for up to ~30 s."""
+    n = NetworkStore(cfg.data_root).create("steady")
+    asker, ep = container(cfg, procs, n, "asker")
+    want = rootlessns.mac_for(n.gateway)
+    assert _bridge_mac(cfg, n.bridge) == want
+    for i in range(6):
+        b, ep_b = container(cfg, procs, n, f"b{i}")
+        # the asker learns the gateway's MAC now, while b's veth is on the bridge
+        cp = asker.run("ip", "neigh", "flush", "dev", "eth0")
+        assert cp.returncode == 0, cp
+        assert resolve(asker, f"b{i}", n.gateway) == ep_b["ip"]
+        assert _bridge_mac(cfg, n.bridge) == want
+        b.stop()
+        for _ in range(100):
+            if f"b{i}" not in {e["name"] for e in rootlessns.endpoints(cfg.runtime_dir)[n.id].values()}:
+                break
+            time.sleep(0.05)
+        assert _bridge_mac(cfg, n.bridge) == want
+        # b's veth is gone: the gateway still answers at the MAC the asker knows
+        assert resolve(asker, "asker", n.gateway) == ep["ip"], i
