@@ -71,6 +71,12 @@ class NetworkPlan(Record):
         return self.mode not in ("host", "container")
 
     def nameservers(self) -> list[str]:
+        if self.mode == "bridge":
+            # Docker: the embedded server stays the container's resolver (or container names would stop
+            # resolving); --dns becomes its upstream for this container
+            dns_nets = [n for n in self.networks if n.dns]
+            if dns_nets:
+                return [dns_nets[0].gateway]
         if self.dns:
             return list(self.dns)
         host_ns = [line.split()[1] for line in self.host_resolv.splitlines()
@@ -79,10 +85,6 @@ class NetworkPlan(Record):
             return host_ns
         if self.mode == "slirp4netns":
             return [SLIRP_DNS]
-        if self.mode == "bridge":
-            dns_nets = [n for n in self.networks if n.dns]
-            if dns_nets:
-                return [dns_nets[0].gateway]
         usable = [n for n in host_ns if not n.startswith("127.") and n != "::1"]
         if self.mode == "pasta":
             # like Podman: pasta's forwarder first (it answers from the host's own resolver, even one on
@@ -827,7 +829,7 @@ def _start_bridge(plan: NetworkPlan, pid: int, state_dir: str, container_id: str
                                    network=n, ip=(plan.ip if i == 0 else None) or extra.get("ip") or None,
                                    aliases=tuple(plan.aliases if i == 0 else ()) + tuple(extra.get("aliases") or ()),
                                    ports=ports if i == 0 else (), ifname=f"eth{i}", default_route=True,
-                                   owner=_owner_of(plan))
+                                   owner=_owner_of(plan), dns=[(d, 53) for d in plan.dns])
             eps.append({"name": n.name, "id": n.id, **ep})
     except BaseException:
         stop(state)

@@ -274,11 +274,13 @@ def ensure_holder(config, *, reserve: str | None = None, timeout: float = 20.0) 
 
 
 def attach(config, *, container_id: str, pid: int, name: str, network, ip: str | None = None,
-           aliases=(), ports=(), ifname: str = "eth0", default_route: bool = True, owner=None) -> dict:
+           aliases=(), ports=(), ifname: str = "eth0", default_route: bool = True, owner=None,
+           dns=()) -> dict:
     """Connect the container process ``pid`` (in the holder's user namespace) to ``network``.
 
     ``ports`` are PortMappings with concrete host ports: bound here, handed
-    to the holder. Returns the endpoint: ip, mac, prefixlen, gateway, ifname,
+    to the holder. ``dns``: the container's own resolvers ((ip, port) pairs,
+    its ``--dns``): the network's DNS server forwards its queries there. Returns the endpoint: ip, mac, prefixlen, gateway, ifname,
     dns (the DNS server's address or None), endpoint_id.
     """
     from rootless.network.ports import bind_host_ports
@@ -293,7 +295,8 @@ def attach(config, *, container_id: str, pid: int, name: str, network, ip: str |
             return _request_unlocked(
                 d, "attach", [s.fileno() for s in socks], container_id=container_id, pid=pid, name=name,
                 network=network.to_json(), ip=ip, aliases=list(aliases), ifname=ifname,
-                default_route=default_route, ports=[m.to_json() for m in ports])
+                default_route=default_route, ports=[m.to_json() for m in ports],
+                dns=[[h, int(p)] for h, p in dns])
     finally:
         for s in socks:
             s.close()
@@ -458,6 +461,7 @@ class _Endpoint:
     ifname: str
     aliases: list[str]
     pid: int
+    dns: list = field(default_factory=list)    # the container's own resolvers (--dns): [(ip, port)]
 
 
 class Holder:
@@ -467,7 +471,11 @@ class Holder:
         self.backend = backend
         self.backend_path = backend_path
         self.nft = nft
-        self.up4, self.up6 = upstream4, upstream6
+        from rootless.network.dns import Forwarder
+
+        # one forwarder (one pending table) for the DNS servers of every network: they share the
+        # host-side upstream sockets, and an answer must reach the server that asked
+        self.forwarder = Forwarder(upstream4, upstream6)
         self.nets: dict[str, _Net] = {}
         self.eps: dict[tuple[str, str], _Endpoint] = {}      # (container id, net id) -> endpoint
         self.forwards: list[_Forward] = []
@@ -573,18 +581,20 @@ class Holder:
         else:
             s.bind((n.gateway, 53))
         upstreams = [] if n.internal else (_env_upstreams() or host_resolvers())
-        v4 = [u for u in upstreams if ":" not in u[0]]
-        if v4 or self.up6 is None:
-            up, upstreams = self.up4, v4
-        else:
-            up = self.up6
-        # each server gets its own handle on the host-side socket (it closes it when the network goes)
-        srv = DNSServer([s], Records(domain=DNS_DOMAIN), upstreams,
-                        upstream_socket=socket.socket(fileno=os.dup(up.fileno())),
-                        view=lambda addr, nid=n.id: self._dns_view(nid, addr))
+        srv = DNSServer([s], Records(domain=DNS_DOMAIN), upstreams, forwarder=self.forwarder,
+                        view=lambda addr, nid=n.id: self._dns_view(nid, addr),
+                        upstreams_for=lambda addr, nid=n.id: self._dns_upstreams(nid, addr))
         n.dns_server = srv
         for sock in srv.sockets():
             self.sel.register(sock, 1, ("dns", n.id))
+
+    def _dns_upstreams(self, nid: str, addr) -> list | None:
+        """The resolvers of the container at ``addr`` on network ``nid`` (its --dns; None: the network's)."""
+        n = self.nets.get(nid)
+        if n is None or n.internal:
+            return None
+        ep = next((ep for ep in self.eps.values() if ep.net_id == nid and ep.ip == addr[0]), None)
+        return [tuple(u) for u in ep.dns] if ep is not None and ep.dns else None
 
     def _dns_view(self, nid: str, addr) -> object:
         """The names a client sees: those of every network its container is on (Docker's rule)."""
@@ -715,7 +725,8 @@ class Holder:
                     if not has_default:
                         c.route("add", dst="0.0.0.0/0", gateway=n.gateway)
             ep = _Endpoint(cid, req.get("name") or cid[:12], n.id, ip, mac, host_if, ifname,
-                           list(req.get("aliases") or []), pid)
+                           list(req.get("aliases") or []), pid,
+                           [(str(h), int(p)) for h, p in req.get("dns") or []])
             self.eps[(cid, n.id)] = ep
             self.reserved.pop(cid, None)
             if n.dns_server is not None:
@@ -971,9 +982,7 @@ class Holder:
 
     def _tick(self, now: float) -> bool:
         """Housekeeping; True when the holder should exit (idle)."""
-        for n in self.nets.values():
-            if n.dns_server is not None:
-                n.dns_server.expire(now)
+        self.forwarder.expire(now)
         for fw in self.forwards:
             for addr, (s, last) in list(fw.udp_sessions.items()):
                 if now - last > 60:
@@ -1002,6 +1011,8 @@ class Holder:
 
         self.sel = selectors.DefaultSelector()
         self.sel.register(ctl, 1, ("ctl", None))
+        for s in self.forwarder.sockets():
+            self.sel.register(s, 1, ("dnsup", None))
         signal.signal(signal.SIGTERM, lambda *a: setattr(self, "_stopping", True))
         lockfd = None
         while not self._stopping:
@@ -1013,6 +1024,8 @@ class Holder:
                     n = self.nets.get(arg)
                     if n is not None and n.dns_server is not None:
                         n.dns_server.handle(key.fileobj)
+                elif kind == "dnsup":
+                    self.forwarder.handle(key.fileobj)
                 elif kind == "fwd":
                     self._on_forward(arg)
                 elif kind == "udpback":

@@ -141,6 +141,20 @@ def test_user_network_plan(cfg):
         plan_network(Opts(network="n1", userns="keep-id"), cfg)
 
 
+def test_dns_on_a_user_network_keeps_the_embedded_server(cfg):
+    """Docker: --dns does not replace the network's DNS server (container names would stop resolving):
+    the gateway stays the only nameserver and --dns becomes its upstream for this container."""
+    store = NetworkStore(cfg.data_root)
+    n1 = store.create("n1")
+    nodns = store.create("quiet", dns=False)
+    p = plan_network(Opts(network="n1", dns=("192.0.2.53",), dns_search=("a.test",)), cfg)
+    assert p.dns == ("192.0.2.53",)
+    assert p.etc_files("box")["/etc/resolv.conf"] == f"nameserver {n1.gateway}\nsearch a.test\noptions edns0\n"
+    # a network without a DNS server: --dns is the container's resolver, as on the default network
+    p = plan_network(Opts(network="quiet", dns=("192.0.2.53",)), cfg)
+    assert p.nameservers() == ["192.0.2.53"] and nodns.dns is False
+
+
 def test_connect_disconnect_overrides(cfg, tmp_path):
     assert effective_mode("n1", {}) == ("n1", {})
     assert effective_mode("n1", {"connect": {"n2": {"aliases": ["a"], "ip": ""}}}) == \
