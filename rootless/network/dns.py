@@ -37,6 +37,9 @@ RCODE_REFUSED = 5
 OPCODE_QUERY = 0
 TTL = 10  # containers come and go: short TTLs, like aardvark-dns/Docker (600 s is Docker's; 60 s aardvark)
 MAX_UDP = 512
+MAX_TCP = 65535
+TCP_IDLE = 10.0       # seconds a TCP client may stay silent
+TCP_CLIENTS = 64      # concurrent TCP connections per server
 
 
 class DNSFormatError(ValueError):
@@ -193,8 +196,9 @@ def _rdata(rr: RR) -> bytes:
 
 
 def build_response(query: Message, answers: list[RR] | tuple[RR, ...] = (), rcode: int = RCODE_OK,
-                   authoritative: bool = True, recursion_available: bool = True) -> bytes:
-    """A response to ``query``: its id, RD copied, its question echoed, our answers."""
+                   authoritative: bool = True, recursion_available: bool = True, max_size: int = MAX_UDP) -> bytes:
+    """A response to ``query``: its id, RD copied, its question echoed, our answers (TC set when they
+    do not all fit in ``max_size``: 512 over UDP, the client then asks again over TCP)."""
     flags = 0x8000 | (query.opcode << 11) | (query.flags & 0x0100) | (rcode & 0xF)
     if authoritative:
         flags |= 0x0400
@@ -208,7 +212,7 @@ def build_response(query: Message, answers: list[RR] | tuple[RR, ...] = (), rcod
     for rr in answers:
         rd = _rdata(rr)
         rec = encode_name(rr.name) + struct.pack("!HHIH", rr.rtype, CLASS_IN, rr.ttl, len(rd)) + rd
-        if 12 + len(body) + len(rec) > MAX_UDP:
+        if 12 + len(body) + len(rec) > max_size:
             flags |= 0x0200  # TC: the rest did not fit
             break
         body += rec
@@ -300,7 +304,7 @@ class Records:
         return {cid: {"names": list(n), "addresses": list(a)} for cid, (n, a) in self._by_container.items()}
 
 
-def answer_locally(q: Message, records: Records) -> bytes | None:
+def answer_locally(q: Message, records: Records, max_size: int = MAX_UDP) -> bytes | None:
     """Our answer to ``q``, or None when the query must be forwarded."""
     if q.opcode != OPCODE_QUERY:
         return build_response(q, rcode=RCODE_NOTIMP)
@@ -314,7 +318,7 @@ def answer_locally(q: Message, records: Records) -> bytes | None:
         target = records.reverse(ip) if ip else None
         if target is None:
             return None
-        return build_response(q, [RR(qq.name, TYPE_PTR, TTL, target)])
+        return build_response(q, [RR(qq.name, TYPE_PTR, TTL, target)], max_size=max_size)
     addrs = records.lookup(qq.name)
     if addrs is None:
         return None
@@ -325,7 +329,7 @@ def answer_locally(q: Message, records: Records) -> bytes | None:
         rrs = []  # a name of ours, another type (MX, TXT...): NODATA
     else:
         rrs = [RR(qq.name, qq.qtype, TTL, a) for a in addrs if (":" in a) == (want == 6)]
-    return build_response(q, rrs)
+    return build_response(q, rrs, max_size=max_size)
 
 
 # ---------------------------------------------------------------------------
@@ -462,6 +466,27 @@ def _same_host(addr, expected) -> bool:
         return False
 
 
+def _read_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        b = sock.recv(n - len(buf))
+        if not b:
+            return None
+        buf += b
+    return buf
+
+
+def _read_tcp_message(sock: socket.socket) -> bytes | None:
+    """One length-prefixed DNS message (RFC 1035 4.2.2); None at the end of the stream."""
+    head = _read_exact(sock, 2)
+    if head is None:
+        return None
+    n = struct.unpack("!H", head)[0]
+    if n == 0:
+        raise ValueError("empty DNS message")
+    return _read_exact(sock, n)
+
+
 def _send(sock: socket.socket, data: bytes, addr) -> None:
     try:
         sock.sendto(data, addr)
@@ -484,11 +509,23 @@ class DNSServer:
     on several networks finds the names of all of them);
     ``upstreams_for(client_address) -> list | None`` the resolvers of that
     client (a container's ``--dns``); None: ``records`` and ``upstreams``.
+
+    ``listen`` may hold listening TCP sockets too (RFC 7766: a client whose
+    UDP answer came truncated asks again over TCP). Each TCP client gets a
+    thread; it answers from the records (under ``lock``: the owner changes
+    them from its own thread) or relays the query upstream over TCP, on a
+    connection from ``connect_upstream((ip, port)) -> socket`` (the holder's
+    are made in the host's network namespace, like the UDP socket).
     """
 
     def __init__(self, listen: list[socket.socket], records: Records, upstreams: list[tuple[str, int]],
                  upstream_socket: socket.socket | None = None, timeout: float = 2.0, view=None,
-                 forwarder: Forwarder | None = None, upstreams_for=None):
+                 forwarder: Forwarder | None = None, upstreams_for=None, lock=None, connect_upstream=None):
+        import threading
+
+        self.lock = lock if lock is not None else threading.RLock()
+        self.connect_upstream = connect_upstream or (lambda addr: socket.create_connection(addr, timeout=timeout))
+        self._tcp_clients = 0
         self.listen = list(listen)
         self.records = records
         self.view = view
@@ -505,6 +542,7 @@ class DNSServer:
         self.forwarder = forwarder
         for s in self.listen:
             s.setblocking(False)
+        self._closed = False
 
     def sockets(self) -> list[socket.socket]:
         """The sockets to watch: the listening ones (and those of the forwarder when it is ours)."""
@@ -514,6 +552,9 @@ class DNSServer:
         """``sock`` is readable: drain it."""
         if sock in self.forwarder.sockets():
             self.forwarder.handle(sock)
+            return
+        if sock.type == socket.SOCK_STREAM:
+            self._accept(sock)
             return
         for _ in range(64):
             try:
@@ -558,12 +599,86 @@ class DNSServer:
             return
         self.forwarder.forward(sock, data, addr, q.id, upstreams)
 
+    # -- TCP
+    def _accept(self, lsock: socket.socket) -> None:
+        import threading
+
+        for _ in range(16):
+            try:
+                conn, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            with self.lock:
+                full = self._tcp_clients >= TCP_CLIENTS
+                if not full:
+                    self._tcp_clients += 1
+            if full:
+                conn.close()
+                continue
+            threading.Thread(target=self._tcp_client, args=(conn, addr), daemon=True).start()
+
+    def _tcp_client(self, conn: socket.socket, addr) -> None:
+        try:
+            with conn:
+                conn.settimeout(TCP_IDLE)
+                while not self._closed:
+                    data = _read_tcp_message(conn)
+                    if data is None:
+                        return
+                    resp = self._answer_tcp(data, addr)
+                    if resp is None:
+                        continue
+                    conn.sendall(struct.pack("!H", len(resp)) + resp)
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self.lock:
+                self._tcp_clients -= 1
+
+    def _answer_tcp(self, data: bytes, addr) -> bytes | None:
+        try:
+            q = parse_message(data)
+        except DNSFormatError:
+            return error_response(data, RCODE_FORMERR)
+        if q.is_response:
+            return None
+        with self.lock:
+            records, upstreams = self._client(addr)
+            resp = answer_locally(q, records, max_size=MAX_TCP)
+        if resp is not None:
+            return resp
+        for up in upstreams:
+            got = self._relay_tcp(up, data)
+            if got is not None:
+                return got
+        return build_response(q, rcode=RCODE_SERVFAIL, authoritative=False, max_size=MAX_TCP)
+
+    def _relay_tcp(self, upstream, data: bytes) -> bytes | None:
+        """The answer of ``upstream`` over TCP to the query ``data`` (None: it failed)."""
+        try:
+            s = self.connect_upstream(upstream)
+        except OSError:
+            return None
+        try:
+            with s:
+                s.settimeout(self.timeout)
+                s.sendall(struct.pack("!H", len(data)) + data)
+                got = _read_tcp_message(s)
+        except (OSError, ValueError):
+            return None
+        if got is None or len(got) < 12 or got[:2] != data[:2]:
+            return None
+        return got
+
     def expire(self, now: float) -> None:
         """Retry timed-out queries (only when the forwarder is ours: else its owner does it)."""
         if self._own_forwarder:
             self.forwarder.expire(now)
 
     def close(self) -> None:
+        self._closed = True
         for s in self.sockets():
             s.close()
 

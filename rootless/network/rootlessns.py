@@ -488,6 +488,11 @@ class Holder:
         self.host_gateway = ""
         self.backend_pid = 0
         self._stopping = False
+        # held by the event loop while it handles an event: the DNS servers' TCP threads take it to read
+        # the endpoints and the names
+        self.lock = threading.RLock()
+        self.connector: socket.socket | None = None     # to the helper that connects from the host's netns
+        self._connector_lock = threading.Lock()
 
     # -- logging
     def log(self, msg: str) -> None:
@@ -568,25 +573,59 @@ class Holder:
     def _start_dns(self, n: _Net) -> None:
         from rootless.network.dns import DNSServer, Records, host_resolvers
 
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        # the gateway address may still be "tentative" for a moment: retry briefly
-        for _ in range(50):
-            try:
-                s.bind((n.gateway, 53))
-                break
-            except OSError as e:
-                if e.errno != errno.EADDRNOTAVAIL:
-                    raise
-                time.sleep(0.02)
-        else:
-            s.bind((n.gateway, 53))
+        socks = []
+        try:
+            # UDP, and TCP for the clients whose answer came truncated (RFC 7766)
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                s = socket.socket(socket.AF_INET, kind | socket.SOCK_CLOEXEC)
+                socks.append(s)
+                if kind == socket.SOCK_STREAM:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                # the gateway address may still be "tentative" for a moment: retry briefly
+                for _ in range(50):
+                    try:
+                        s.bind((n.gateway, 53))
+                        break
+                    except OSError as e:
+                        if e.errno != errno.EADDRNOTAVAIL:
+                            raise
+                        time.sleep(0.02)
+                else:
+                    s.bind((n.gateway, 53))
+                if kind == socket.SOCK_STREAM:
+                    s.listen(64)
+        except BaseException:
+            for s in socks:
+                s.close()
+            raise
         upstreams = [] if n.internal else (_env_upstreams() or host_resolvers())
-        srv = DNSServer([s], Records(domain=DNS_DOMAIN), upstreams, forwarder=self.forwarder,
+        srv = DNSServer(socks, Records(domain=DNS_DOMAIN), upstreams, forwarder=self.forwarder,
                         view=lambda addr, nid=n.id: self._dns_view(nid, addr),
-                        upstreams_for=lambda addr, nid=n.id: self._dns_upstreams(nid, addr))
+                        upstreams_for=lambda addr, nid=n.id: self._dns_upstreams(nid, addr),
+                        lock=self.lock, connect_upstream=self._connect_upstream)
         n.dns_server = srv
         for sock in srv.sockets():
             self.sel.register(sock, 1, ("dns", n.id))
+
+    def _connect_upstream(self, addr) -> socket.socket:
+        """A TCP connection to a resolver, made in the host's network namespace by the connector (a
+        resolver on the host's loopback, 127.0.0.53 with systemd-resolved, is reachable only from there)."""
+        if self.connector is None:
+            raise OSError(errno.ENETUNREACH, "no connector")
+        with self._connector_lock:
+            _send_msg(self.connector, {"host": addr[0], "port": int(addr[1])})
+            resp, fds = _recv_msg(self.connector, max_fds=1)
+        if not fds:
+            raise OSError(resp.get("errno") or errno.ECONNREFUSED, resp.get("error") or "connect failed")
+        s = socket.socket(fileno=fds[0])
+        # connect is in progress (the connector does not wait): wait here, in the caller's thread
+        _, w, _ = select.select([], [s], [], 5)
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if w else errno.ETIMEDOUT
+        if err:
+            s.close()
+            raise OSError(err, os.strerror(err))
+        s.setblocking(True)
+        return s
 
     def _dns_upstreams(self, nid: str, addr) -> list | None:
         """The resolvers of the container at ``addr`` on network ``nid`` (its --dns; None: the network's)."""
@@ -1006,6 +1045,23 @@ class Holder:
                 self.backend_pid = 0
         return bool(self.idle_since is not None and now - self.idle_since > IDLE_EXIT and not self.splicers)
 
+    def _dispatch(self, key) -> None:
+        kind, arg = key.data
+        if kind == "ctl":
+            self._on_ctl(key.fileobj)
+        elif kind == "dns":
+            n = self.nets.get(arg)
+            if n is not None and n.dns_server is not None:
+                n.dns_server.handle(key.fileobj)
+        elif kind == "dnsup":
+            self.forwarder.handle(key.fileobj)
+        elif kind == "fwd":
+            self._on_forward(arg)
+        elif kind == "udpback":
+            self._on_udp_back(arg[0], arg[1], key.fileobj)
+        elif kind == "pidfd":
+            self._on_pidfd(arg)
+
     def serve(self, ctl: socket.socket) -> None:
         import selectors
 
@@ -1017,22 +1073,11 @@ class Holder:
         lockfd = None
         while not self._stopping:
             for key, _ in self.sel.select(0.5):
-                kind, arg = key.data
-                if kind == "ctl":
-                    self._on_ctl(key.fileobj)
-                elif kind == "dns":
-                    n = self.nets.get(arg)
-                    if n is not None and n.dns_server is not None:
-                        n.dns_server.handle(key.fileobj)
-                elif kind == "dnsup":
-                    self.forwarder.handle(key.fileobj)
-                elif kind == "fwd":
-                    self._on_forward(arg)
-                elif kind == "udpback":
-                    self._on_udp_back(arg[0], arg[1], key.fileobj)
-                elif kind == "pidfd":
-                    self._on_pidfd(arg)
-            if self._tick(time.monotonic()):
+                with self.lock:
+                    self._dispatch(key)
+            with self.lock:
+                idle = self._tick(time.monotonic())
+            if idle:
                 # exit only while no client is talking to us
                 lockfd = os.open(self.d / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 try:
@@ -1077,6 +1122,39 @@ def _backend_argv(backend: str, path: str, pid: int, api_sock: str) -> list[str]
                 "--netns", f"/proc/{pid}/ns/net"]
     return [path, "--configure", f"--mtu={MTU}", f"--userns-path=/proc/{pid}/ns/user", "--api-socket", api_sock,
             str(pid), "tap0"]
+
+
+def _connector(sock: socket.socket) -> None:
+    """In the host's network namespace: TCP connections for the holder, handed over with SCM_RIGHTS.
+
+    One request at a time (``{"host", "port"}``); the connection is handed over
+    while it is still in progress: the holder waits for it, not us."""
+    while True:
+        try:
+            req, fds = _recv_msg(sock, max_fds=0)
+        except (OSError, ValueError, ConnectionError):
+            return
+        for fd in fds:
+            os.close(fd)
+        s = None
+        try:
+            host, port = str(req["host"]), int(req["port"])
+            ipaddress.ip_address(host)
+            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+            err = s.connect_ex((host, port))
+            if err not in (0, errno.EINPROGRESS):
+                raise OSError(err, os.strerror(err))
+            resp, fds = {"ok": True}, [s.fileno()]
+        except (KeyError, ValueError, TypeError, OSError) as e:
+            resp, fds = {"error": str(e), "errno": getattr(e, "errno", None) or errno.EINVAL}, []
+        try:
+            _send_msg(sock, resp, fds)
+        except OSError:
+            return
+        finally:
+            if s is not None:
+                s.close()
 
 
 def _wait_for_uplink(ipr, timeout: float = 10.0) -> tuple[str, str]:
@@ -1141,7 +1219,22 @@ def _main(argv: list[str]) -> int:
             except BaseException:
                 os._exit(127)
         os.close(r_b)
-        # 3. our own user + network namespace; the client maps our ids
+        # 3. the connector stays in the host's namespaces too: it makes the DNS servers' TCP connections
+        # to the resolvers (one on the host's loopback is reachable only from there); it dies with us
+        conn, conn_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        cpid = os.fork()
+        if cpid == 0:
+            try:
+                conn.close()
+                for fd in (w_b, w_status, r_go):
+                    os.close(fd)
+                syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() == me:
+                    _connector(conn_child)
+            finally:
+                os._exit(0)
+        conn_child.close()
+        # 4. our own user + network namespace; the client maps our ids
         syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNET)
         os.write(w_status, b"U")
         if os.read(r_go, 1) != b"G":
@@ -1159,6 +1252,7 @@ def _main(argv: list[str]) -> int:
         holder = Holder(d, backend, backend_path, nft, up4, up6)
         holder.ipr = ipr
         holder.backend_pid = bpid
+        holder.connector = conn
         holder._apply_nft()
         os.write(w_b, b"G")
         os.close(w_b)

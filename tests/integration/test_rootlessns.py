@@ -509,3 +509,35 @@ def test_dns_of_a_container_goes_to_its_own_resolvers(tmp_path, procs, unprivile
         info = rootlessns.running(rt)
         if info is not None:
             os.kill(info.pid, 15)
+
+
+def test_dns_over_tcp_on_the_gateway(tmp_path, procs, unprivileged, monkeypatch):
+    """The network's DNS server answers over TCP too (a client retries there when the UDP answer was
+    truncated): container names from the records, other names relayed to the upstream over TCP, from the
+    host's namespace (the upstream is on the host's 127.0.0.1)."""
+    from tests.conftest import require
+    from tests.integration.test_dns_server import Upstream
+
+    require("userns", "newuidmap", "tun", "network")
+    many = [f"192.0.2.{i}" for i in range(1, 61)]
+    up = Upstream({"big.test": many})
+    monkeypatch.setenv("ROOTLESS_NETNS_IDLE", "1")
+    monkeypatch.setenv("ROOTLESS_NETNS_DNS", f"127.0.0.1:{up.port}")
+    rt = tmp_path / "run"
+    rt.mkdir(mode=0o700)
+    c = Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg")
+    n = NetworkStore(c.data_root).create("tcpdns")
+    try:
+        a, ep_a = container(c, procs, n, "alpha", aliases=["first"])
+        b, _ = container(c, procs, n, "beta")
+        assert ask(b, "alpha", n.gateway, "tcp") == (0, [ep_a["ip"]])
+        assert ask(b, "first.dns.rootless", n.gateway, "tcp") == (0, [ep_a["ip"]])
+        assert ask(b, "big.test", n.gateway, "tcp") == (0, many)
+        assert [q.questions[0].name for q in up.seen_tcp] == ["big.test"]
+        rcode, part = ask(b, "big.test", n.gateway, "udp")
+        assert rcode == 0 and len(part) < len(many)          # UDP: truncated
+    finally:
+        up.stop()
+        info = rootlessns.running(rt)
+        if info is not None:
+            os.kill(info.pid, 15)
