@@ -606,7 +606,7 @@ def _udp_redirects(pid: int, mappings) -> None:
                            hint="apt-get install nftables, or publish UDP with the same port number on both "
                                 "sides (-p 5353:5353/udp), or use --network slirp4netns")
     rules = "".join(f"  udp dport {m.host_port} redirect to :{m.container_port}\n" for m in remap)
-    ruleset = ("table ip rootless-ports {\n chain out {\n  type nat hook output priority -100;\n" + rules +
+    ruleset = ("table inet rootless-ports {\n chain out {\n  type nat hook output priority -100;\n" + rules +
                " }\n chain pre {\n  type nat hook prerouting priority -100;\n" + rules + " }\n}\n")
     r, w = os.pipe()
     child = os.fork()

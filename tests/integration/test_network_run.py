@@ -406,6 +406,39 @@ def test_slirp4netns_publish_tcp_and_udp_and_pasta_udp(net_rl):
     assert _port_free(tport)
 
 
+UDP_ECHO6 = ("import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+             "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\ns.bind(('::', 9999))\n"
+             "while True:\n    d, a = s.recvfrom(9000)\n    s.sendto(b'%s:' + d, a)\n")
+
+
+def _udp_roundtrip6(port: int) -> bytes | None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c:
+        c.settimeout(0.5)
+        for _ in range(40):
+            c.sendto(b"hi", ("::1", port))
+            try:
+                return c.recvfrom(100)[0]
+            except socket.timeout:
+                continue
+    return None
+
+
+def test_pasta_udp_under_another_port_number_reaches_ipv6_clients(net_rl):
+    """-p HOST:CONTAINER/udp with pasta: the redirect inside the container's namespace (pasta keeps the host
+    port number) covers IPv6 as well as IPv4 (an `inet` table, not `ip`)."""
+    if not _host_has_ipv6_loopback():
+        pytest.skip("this host has no IPv6 on lo (ip -6 addr show lo)")
+    rl = net_rl
+    port = free_port()
+    rl.ok("run", "-d", "--name", "udp6", "-p", f"{port}:9999/udp", *HOST_PY, rl.image,
+          "/usr/bin/python3", "-c", UDP_ECHO6 % "six")
+    try:
+        assert _udp_roundtrip(port) == b"six:hi"
+        assert _udp_roundtrip6(port) == b"six:hi"
+    finally:
+        rl("rm", "-f", "udp6")
+
+
 def test_connect_disconnect(net_rl):
     rl = net_rl
     rl.ok("network", "create", "c1")
