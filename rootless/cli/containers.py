@@ -230,7 +230,8 @@ def _create(ctx, args):
     cid = ContainerStore.new_id()
     spec = build_spec(image_config, opts, image_id=image_id, image_ref=image_ref, platform=platform,
                       default_hostname=cid[:12])
-    plan_network(spec, config)   # bad network options fail now, before anything is created
+    for w in plan_network(spec, config).warnings:   # bad network options fail now, before anything is created
+        ctx.warn(w)
     if spec.memory or spec.cpus or spec.pids_limit:
         from rootless.runtime import cgroups
 

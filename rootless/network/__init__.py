@@ -65,6 +65,7 @@ class NetworkPlan(Record):
     map_host_loopback: bool = False             # pasta >= 2024: --map-host-loopback PASTA_HOST_LOOPBACK
     runtime_dir: str = ""
     data_root: str = ""                         # to name the container that holds a host port
+    warnings: tuple[str, ...] = ()              # for the CLI to show (the options it ignored)
 
     @property
     def new_netns(self) -> bool:
@@ -389,12 +390,16 @@ def plan_network(opts, config, container_dir=None) -> NetworkPlan:
         what = "--network-alias" if aliases else "--ip"
         raise UsageError(f"{what} works only on user-defined networks",
                          hint="create one (rootless network create NAME) and use --network NAME")
-    if mode in ("none", "host"):
+    if mode == "host":
+        # Docker and Podman: a warning, and the ports are ignored (the container's ports are the host's)
+        warn = ("Published ports are discarded when using host network mode",) if publish else ()
+        common["ports"] = ()
+        return finish(mode, "127.0.0.1", host_hosts=_read("/etc/hosts"), warnings=warn)
+    if mode == "none":
         if publish:
-            raise UsageError(f"cannot publish ports with --network {mode}",
-                             hint="with --network host the container's ports are the host's already")
-        return finish(mode, "127.0.0.1" if mode == "host" else "",
-                      host_hosts=_read("/etc/hosts") if mode == "host" else "")
+            raise UsageError("cannot publish ports with --network none",
+                             hint="the container has no network to publish from: leave out -p/-P")
+        return finish(mode, "")
     if mode.startswith("container:"):
         target = mode[len("container:"):]
         if not target:

@@ -280,6 +280,19 @@ def test_none_has_only_lo_and_container_mode_shares(net_rl):
     assert cp.returncode == 125 and "nosuch" in cp.stderr
 
 
+def test_host_network_discards_published_ports(net_rl):
+    """Docker: --network host -p ... warns on stderr, ignores the ports and runs the container."""
+    rl = net_rl
+    port = free_port()
+    cp = rl("run", "--rm", "--network", "host", "-p", f"127.0.0.1:{port}:80", rl.image, "echo", "ran")
+    assert cp.returncode == 0, cp
+    assert cp.stdout == "ran\n"
+    assert "WARNING: Published ports are discarded when using host network mode" in cp.stderr
+    assert _port_free(port)
+    cp = rl("run", "--rm", "--network", "container:nosuch", "-p", "8080:80", rl.image, "true")
+    assert cp.returncode == 125 and "publish" in cp.stderr
+
+
 def test_user_networks_names_aliases_isolation(net_rl):
     rl = net_rl
     rl.ok("network", "create", "n1")

@@ -105,7 +105,7 @@ def test_none_host_container_modes(cfg):
     assert p.mode == "host" and not p.new_netns
     p = plan_network(Opts(network="container:web"), cfg)
     assert p.mode == "container" and p.container == "web" and not p.new_netns
-    for bad in (Opts(network="none", publish=("80",)), Opts(network="host", publish=("80",)),
+    for bad in (Opts(network="none", publish=("80",)),
                 Opts(network="container:web", publish=("80",)), Opts(network="container:"),
                 Opts(network="container:web", dns=("1.1.1.1",)), Opts(network_aliases=("x",)),
                 Opts(ip="10.1.1.1"), Opts(publish=("8080:80", "8080:81"))):
@@ -153,6 +153,17 @@ def test_dns_on_a_user_network_keeps_the_embedded_server(cfg):
     # a network without a DNS server: --dns is the container's resolver, as on the default network
     p = plan_network(Opts(network="quiet", dns=("192.0.2.53",)), cfg)
     assert p.nameservers() == ["192.0.2.53"] and nodns.dns is False
+
+
+def test_host_network_discards_published_ports_with_a_warning(cfg):
+    """Docker and Podman: --network host -p ... warns and ignores the ports (not an error)."""
+    p = plan_network(Opts(network="host", publish=("8080:80",), publish_all=True, exposed=("90/tcp",)), cfg)
+    assert p.mode == "host" and p.publish == () and p.ports == ()
+    assert p.warnings == ("Published ports are discarded when using host network mode",)
+    assert plan_network(Opts(network="host"), cfg).warnings == ()
+    for mode in ("none", "container:web"):
+        with pytest.raises(UsageError, match="publish"):
+            plan_network(Opts(network=mode, publish=("8080:80",)), cfg)
 
 
 def test_connect_disconnect_overrides(cfg, tmp_path):
