@@ -39,6 +39,7 @@ def cfg(tmp_path, monkeypatch):
     from rootless.network import networks as nw
     import ipaddress
     monkeypatch.setattr(nw, "host_route_networks", lambda: [])
+    monkeypatch.setattr(nw, "host_addresses", lambda: [])
     return Config(data_root=tmp_path / "store", runtime_dir=tmp_path / "run", config_dir=tmp_path / "cfg")
 
 
