@@ -960,7 +960,11 @@ def inspect_settings(spec, state: dict, pid: int = 0, running: bool = False) -> 
                                     "Gateway": out["Gateway"], "IPAddress": out["IPAddress"],
                                     "IPPrefixLen": out["IPPrefixLen"], "MacAddress": ""}
     for i, ep in enumerate(state.get("networks") or []):
-        net = {"Aliases": list(getattr(spec, "network_aliases", ()) or ()) or None, "NetworkID": ep.get("id", ""),
+        # each endpoint's own aliases (what its network's DNS answers); a state from before they were
+        # recorded: --network-alias went to the first network only
+        aliases = ep["aliases"] if "aliases" in ep else \
+            (list(getattr(spec, "network_aliases", ()) or ()) if i == 0 else [])
+        net = {"Aliases": list(aliases) or None, "NetworkID": ep.get("id", ""),
                "EndpointID": ep.get("endpoint_id", ""), "Gateway": ep.get("gateway", ""),
                "IPAddress": ep.get("ip", ""), "IPPrefixLen": ep.get("prefixlen", 0), "MacAddress": ep.get("mac", ""),
                "DNSNames": None}

@@ -797,7 +797,7 @@ class Holder:
         self.log(f"attached {ep.name} ({cid[:12]}) to {n.name}: {ip} via {host_if}")
         return {"ip": ip, "mac": mac, "prefixlen": n.subnet.prefixlen, "gateway": n.gateway, "ifname": ifname,
                 "dns": n.gateway if n.dns else None, "endpoint_id": host_if,
-                "internal": n.internal}
+                "internal": n.internal, "aliases": list(ep.aliases)}
 
     def _add_forwards(self, ep: _Endpoint, ports: list[dict], fds: list[int]) -> None:
         if len(ports) != len(fds):

@@ -204,3 +204,9 @@ def test_inspect_shapes(cfg):
     assert s["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}], "443/tcp": None}
     assert s["Networks"]["n1"]["Aliases"] == ["web"] and s["Networks"]["n1"]["NetworkID"] == "abc"
     assert inspect_settings(Spec(), {}, running=False)["Ports"] == {}
+    # aliases per endpoint: --network-alias on the first network, `network connect --alias` on another
+    state["networks"] = [dict(state["networks"][0], aliases=["web"]),
+                         {"name": "n2", "id": "def", "ip": "10.89.2.2", "prefixlen": 24, "aliases": ["api"]},
+                         {"name": "n3", "id": "ghi", "ip": "10.89.3.2", "prefixlen": 24, "aliases": []}]
+    nets = inspect_settings(Spec(), state, pid=42, running=True)["Networks"]
+    assert [nets[n]["Aliases"] for n in ("n1", "n2", "n3")] == [["web"], ["api"], None]
