@@ -662,7 +662,9 @@ def _rename_setup(p):
 
 def cmd_rename(ctx, args) -> int:
     store = _store(ctx)
-    store.rename(store.lookup(args.container), args.new_name)
+    ctr = store.lookup(args.container)
+    store.rename(ctr, args.new_name)
+    _net().renamed(ctx.config, ctr.id, args.new_name.lstrip("/"))
     return 0
 
 

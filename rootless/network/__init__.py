@@ -846,6 +846,14 @@ def _start_bridge(plan: NetworkPlan, pid: int, state_dir: str, container_id: str
     return state
 
 
+def renamed(config, container_id: str, name: str) -> None:
+    """After ``rename``: the user-defined networks' DNS answers the new name (and no longer the old one),
+    ``network inspect`` shows it (Docker does both)."""
+    from rootless.network import rootlessns
+
+    rootlessns.rename(config, container_id, name)
+
+
 class _RuntimeOnly(Record):
     runtime_dir: str
 

@@ -311,6 +311,16 @@ def detach(config, container_id: str, network_id: str | None = None) -> list[str
         return _request_unlocked(d, "detach", container_id=container_id, network_id=network_id)["detached"]
 
 
+def rename(config, container_id: str, name: str) -> None:
+    """A container was renamed: its new name in the DNS of its networks and in ``network inspect``
+    (no-op when no holder runs or the container is attached nowhere)."""
+    d = netns_dir(config.runtime_dir)
+    with _locked(d):
+        if _read_info(d) is None:
+            return
+        _request_unlocked(d, "rename", container_id=container_id, name=name)
+
+
 def _kill_stale(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGTERM)
@@ -876,6 +886,17 @@ class Holder:
         n = self.nets[nid]
         if n.dns_server is not None:
             n.dns_server.records.set(cid, [ep.name, cid[:12], *ep.aliases], [ep.ip])
+        self._save()
+        return {}
+
+    def op_rename(self, req, fds):
+        """A container's new name (``rename``): in the records of every network it is on."""
+        cid, name = req["container_id"], str(req["name"])
+        for ep in [e for (c, _n), e in self.eps.items() if c == cid]:
+            ep.name = name
+            n = self.nets.get(ep.net_id)
+            if n is not None and n.dns_server is not None:
+                n.dns_server.records.set(cid, [ep.name, cid[:12], *ep.aliases], [ep.ip])
         self._save()
         return {}
 

@@ -501,6 +501,44 @@ def test_connect_disconnect(net_rl):
         rl("network", "rm", "c1", "c2")
 
 
+def _resolves(rl, ctr: str, name: str) -> bool:
+    out = rl("exec", ctr, "nslookup", name).stdout
+    return len(re.findall(r"^Address:", out, re.M)) >= 2    # the server's address, then the answer's
+
+
+def test_aliases_per_network_and_rename(net_rl):
+    """inspect shows each network's own aliases (those its DNS answers); rename of a running container
+    changes its name in the networks' DNS and in `network inspect` (Docker)."""
+    rl = net_rl
+    rl.ok("network", "create", "al1")
+    rl.ok("network", "create", "al2")
+    try:
+        rl.ok("run", "-d", "--name", "named", "--network", "al1", "--network-alias", "www", rl.image,
+              "sleep", "120")
+        rl.ok("run", "-d", "--name", "peer1", "--network", "al1", rl.image, "sleep", "120")
+        rl.ok("run", "-d", "--name", "peer2", "--network", "al2", rl.image, "sleep", "120")
+        rl.ok("network", "connect", "--alias", "api", "al2", "named")
+        nets = json.loads(rl.ok("inspect", "named"))[0]["NetworkSettings"]["Networks"]
+        assert nets["al1"]["Aliases"] == ["www"] and nets["al2"]["Aliases"] == ["api"], nets
+        assert _resolves(rl, "peer1", "www") and not _resolves(rl, "peer1", "api")
+        assert _resolves(rl, "peer2", "api") and not _resolves(rl, "peer2", "www")
+
+        rl.ok("rename", "named", "renamed")
+        for peer in ("peer1", "peer2"):
+            assert _resolves(rl, peer, "renamed"), peer
+            assert not _resolves(rl, peer, "named"), peer
+        for net in ("al1", "al2"):
+            names = sorted(c["Name"] for c in json.loads(rl.ok("network", "inspect", net))[0]["Containers"].values())
+            assert "renamed" in names and "named" not in names, (net, names)
+        # a restart keeps the new name
+        rl.ok("restart", "-t", "1", "renamed")
+        time.sleep(0.3)
+        assert _resolves(rl, "peer1", "renamed")
+    finally:
+        rl("rm", "-f", "named", "renamed", "peer1", "peer2")
+        rl("network", "rm", "al1", "al2")
+
+
 def _host_has_ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as s:
