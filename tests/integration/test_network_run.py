@@ -452,6 +452,31 @@ def test_pasta_udp_under_another_port_number_reaches_ipv6_clients(net_rl):
         rl("rm", "-f", "udp6")
 
 
+def test_host_port_zero_and_udp_on_both_stacks_on_a_user_network(net_rl):
+    """-p 0:80 is a free host port (Docker), not an error; -p P:C/udp on a user-defined network takes IPv6
+    clients as well as IPv4 ones (one dual-stack socket, like TCP)."""
+    rl = net_rl
+    ipv6 = _host_has_ipv6_loopback()
+    rl.ok("network", "create", "udpnet")
+    port = free_port()
+    try:
+        rl.ok("run", "-d", "--name", "zero", "-p", "127.0.0.1:0:80", rl.image, "sh", "-c",
+              "echo port-zero > /tmp/index.html; httpd -f -p 80 -h /tmp")
+        host = rl.ok("port", "zero", "80").strip()
+        assert host.startswith("127.0.0.1:") and int(host.rsplit(":", 1)[1]) > 0, host
+        assert _wait_http(f"http://{host}/") == b"port-zero\n"
+        rl.ok("run", "-d", "--name", "udpecho", "--network", "udpnet", "-p", f"{port}:9999/udp", *HOST_PY,
+              rl.image, "/usr/bin/python3", "-c", UDP_ECHO % "bridge")
+        assert _udp_roundtrip(port) == b"bridge:hi"
+        if ipv6:
+            assert _udp_roundtrip6(port) == b"bridge:hi"
+    finally:
+        rl("rm", "-f", "zero", "udpecho")
+        rl("network", "rm", "udpnet")
+    if not ipv6:
+        pytest.skip("this host has no IPv6 on lo (ip -6 addr show lo): the [::1] client was not tried")
+
+
 def test_connect_disconnect(net_rl):
     rl = net_rl
     rl.ok("network", "create", "c1")
