@@ -121,8 +121,11 @@ class NetworkPlan(Record):
         """The contents of /etc/hosts, /etc/hostname and /etc/resolv.conf for the container.
 
         ``own_ip`` (known once a user-defined network is attached) maps the
-        hostname to the container's address instead of 127.0.1.1.
+        hostname to the container's address instead of 127.0.1.1 (with
+        slirp4netns its fixed 10.0.2.100, as Podman does).
         """
+        if not own_ip and self.mode == "slirp4netns":
+            own_ip = SLIRP_ADDR
         if self.mode == "host":
             hosts = self.host_hosts or "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
             hname = os.uname().nodename
@@ -844,6 +847,23 @@ def _start_bridge(plan: NetworkPlan, pid: int, state_dir: str, container_id: str
         files = plan.etc_files(hostname, own_ip=eps[0]["ip"])
         _rewrite(os.path.join(state_dir, "hosts"), files["/etc/hosts"])
     return state
+
+
+def current_networks(network: str, container_dir) -> str:
+    """The container's networks now (``ps {{.Networks}}``): its --network after `network connect/disconnect`."""
+    return effective_mode(network or "default", read_overrides(container_dir))[0]
+
+
+def peer_hostname(config, network: str) -> str:
+    """With ``--network container:X``: X's hostname (Docker gives it to the container), else ""."""
+    if not (network or "").startswith("container:"):
+        return ""
+    from rootless.errors import RootlessError
+
+    try:
+        return _lookup(config, network[len("container:"):]).spec.hostname or ""
+    except (RootlessError, OSError, ValueError):
+        return ""     # not there (yet): `start` says so
 
 
 def renamed(config, container_id: str, name: str) -> None:

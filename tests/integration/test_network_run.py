@@ -293,6 +293,24 @@ def test_host_network_discards_published_ports(net_rl):
     assert cp.returncode == 125 and "publish" in cp.stderr
 
 
+def test_container_mode_takes_the_peers_hostname_and_inspect_exposed_ports(net_rl):
+    """Docker: --network container:X gives the container X's hostname; inspect has Config.ExposedPorts
+    (the image's EXPOSE and --expose)."""
+    rl = net_rl
+    rl.ok("run", "-d", "--name", "hostowner", "--hostname", "sharedhost", "--expose", "7000",
+          "--expose", "53/udp", rl.image, "sleep", "60")
+    try:
+        out = rl.ok("run", "--rm", "--network", "container:hostowner", rl.image, "sh", "-c",
+                    "hostname; cat /etc/hostname; echo $HOSTNAME")
+        assert out.split() == ["sharedhost"] * 3, out
+        out = rl.ok("run", "--rm", "--network", "container:hostowner", "--hostname", "mine", rl.image, "hostname")
+        assert out.strip() == "mine"
+        cfg = json.loads(rl.ok("inspect", "hostowner"))[0]["Config"]
+        assert cfg["ExposedPorts"] == {"7000/tcp": {}, "53/udp": {}}, cfg
+    finally:
+        rl("rm", "-f", "hostowner")
+
+
 def test_user_networks_names_aliases_isolation(net_rl):
     rl = net_rl
     rl.ok("network", "create", "n1")
@@ -542,13 +560,18 @@ def test_aliases_per_network_and_rename(net_rl):
               "sleep", "120")
         rl.ok("run", "-d", "--name", "peer1", "--network", "al1", rl.image, "sleep", "120")
         rl.ok("run", "-d", "--name", "peer2", "--network", "al2", rl.image, "sleep", "120")
+        assert rl.ok("ps", "--format", "{{.Networks}}", "--filter", "name=named").strip() == "al1"
         rl.ok("network", "connect", "--alias", "api", "al2", "named")
+        assert rl.ok("ps", "--format", "{{.Networks}}", "--filter", "name=named").strip() == "al1,al2"
         nets = json.loads(rl.ok("inspect", "named"))[0]["NetworkSettings"]["Networks"]
         assert nets["al1"]["Aliases"] == ["www"] and nets["al2"]["Aliases"] == ["api"], nets
         assert _resolves(rl, "peer1", "www") and not _resolves(rl, "peer1", "api")
         assert _resolves(rl, "peer2", "api") and not _resolves(rl, "peer2", "www")
 
         rl.ok("rename", "named", "renamed")
+        rl.ok("network", "disconnect", "al1", "peer1")
+        assert rl.ok("ps", "--format", "{{.Networks}}", "--filter", "name=peer1").strip() == "none"
+        rl.ok("network", "connect", "al1", "peer1")
         for peer in ("peer1", "peer2"):
             assert _resolves(rl, peer, "renamed"), peer
             assert not _resolves(rl, peer, "named"), peer

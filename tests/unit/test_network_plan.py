@@ -96,6 +96,9 @@ def test_slirp_plan(cfg, monkeypatch):
     p = plan_network(Opts(), cfg)
     assert p.mode == "slirp4netns" and p.host_gateway == "10.0.2.2"
     assert p.nameservers() == ["10.0.2.3"]
+    # Podman: the hostname is the container's fixed slirp4netns address, not 127.0.1.1
+    assert "10.0.2.100\tbox\n" in p.etc_files("box")["/etc/hosts"]
+    assert "127.0.1.1" not in p.etc_files("box")["/etc/hosts"]
 
 
 def test_none_host_container_modes(cfg):
