@@ -325,6 +325,12 @@ def test_user_networks_names_aliases_isolation(net_rl):
             assert out == "hello-from-web1\n", target
         # the other way round, by name too
         assert "peer" in rl.ok("exec", "web1", "nslookup", "peer")
+        # --dns keeps the network's DNS server as the resolver (Docker): names still resolve
+        out = rl.ok("run", "--rm", "--network", "n1", "--dns", "192.0.2.53", rl.image, "sh", "-c",
+                    "grep nameserver /etc/resolv.conf; nslookup web1", timeout=60)
+        gw = json.loads(rl.ok("network", "inspect", "n1"))[0]["IPAM"]["Config"][0]["Gateway"]
+        assert out.splitlines()[0] == f"nameserver {gw}" and "192.0.2.53" not in out, out
+        assert len(re.findall(r"^Address:", out, re.M)) >= 2, out
         # network inspect lists both
         ins = json.loads(rl.ok("network", "inspect", "n1"))[0]
         assert sorted(c["Name"] for c in ins["Containers"].values()) == ["peer", "web1"]
