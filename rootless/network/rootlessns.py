@@ -492,6 +492,7 @@ class Holder:
         self.pidfds: dict[str, int] = {}                       # container id -> pidfd
         self.reserved: dict[str, float] = {}                   # container id -> deadline
         self.splicers: set = set()
+        self._splicers_lock = threading.Lock()
         self.idle_since = time.monotonic()
         self.sel = None
         self.ipr = None
@@ -1025,8 +1026,16 @@ class Holder:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         from rootless.network.relay import Splicer
 
-        sp = Splicer(client, up, self.splicers.discard)
-        self.splicers.add(sp)
+        # recorded before it starts: a short connection may end (and call back) before start() returns,
+        # and one recorded after that would stay for ever (the holder would never go idle)
+        sp = Splicer(client, up, self._splice_done, start=False)
+        with self._splicers_lock:
+            self.splicers.add(sp)
+        sp.start()
+
+    def _splice_done(self, sp) -> None:
+        with self._splicers_lock:
+            self.splicers.discard(sp)
 
     def _on_pidfd(self, cid: str) -> None:
         for ep in [e for (c, _n), e in list(self.eps.items()) if c == cid]:

@@ -541,3 +541,30 @@ def test_dns_over_tcp_on_the_gateway(tmp_path, procs, unprivileged, monkeypatch)
         info = rootlessns.running(rt)
         if info is not None:
             os.kill(info.pid, 15)
+
+
+def test_a_connection_that_ends_at_once_does_not_keep_the_holder(tmp_path, monkeypatch):
+    """A published port's connection may end before the holder has recorded it (a Splicer that finishes
+    while it is being made): it must not stay recorded, or the holder never goes idle. Real sockets on
+    127.0.0.1; the Splicer is one that finishes at once."""
+    from rootless.network import relay
+
+    class Instant(relay.Splicer):
+        def start(self):
+            self.a.close()
+            self.b.close()
+            self.on_done(self)
+
+    monkeypatch.setattr(relay, "Splicer", Instant)
+    h = rootlessns.Holder(tmp_path, "pasta", "/bin/false", "/bin/false", socket.socket(socket.AF_INET,
+                                                                                     socket.SOCK_DGRAM), None)
+    with socket.socket() as srv, socket.socket() as pub:
+        srv.bind(("127.0.0.1", 0))       # the container's server
+        srv.listen(1)
+        pub.bind(("127.0.0.1", 0))       # the published port
+        pub.listen(1)
+        with socket.create_connection(pub.getsockname()):
+            client, _ = pub.accept()
+            h._connect_and_splice(client, srv.getsockname())
+    assert h.splicers == set()
+    h.forwarder.close()
