@@ -229,8 +229,9 @@ def _create(ctx, args):
 
     cid = ContainerStore.new_id()
     spec = build_spec(image_config, opts, image_id=image_id, image_ref=image_ref, platform=platform,
-                      default_hostname=cid[:12])
-    plan_network(spec, config)   # bad network options fail now, before anything is created
+                      default_hostname=_net().peer_hostname(config, opts.network) or cid[:12])
+    for w in plan_network(spec, config).warnings:   # bad network options fail now, before anything is created
+        ctx.warn(w)
     if spec.memory or spec.cpus or spec.pids_limit:
         from rootless.runtime import cgroups
 
@@ -756,7 +757,9 @@ def _rename_setup(p):
 
 def cmd_rename(ctx, args) -> int:
     store = _store(ctx)
-    store.rename(store.lookup(args.container), args.new_name)
+    ctr = store.lookup(args.container)
+    store.rename(ctr, args.new_name)
+    _net().renamed(ctx.config, ctr.id, args.new_name.lstrip("/"))
     return 0
 
 
@@ -856,7 +859,7 @@ def _ps_item(c, trunc: bool, now: float) -> dict:
         "Names": c.name,
         "Labels": ",".join(f"{k}={v}" for k, v in c.spec.labels),
         "Mounts": ",".join(m.source or m.target for m in c.spec.mounts),
-        "Networks": c.spec.network,
+        "Networks": _net().current_networks(c.spec.network, c.dir),
         "Size": "0B",
         "Pid": c.state.pid,
         "ExitCode": c.state.exit_code,
@@ -1313,7 +1316,8 @@ def _inspect_json(c, config=None) -> dict:
                    "Image": c.image_ref, "WorkingDir": spec.working_dir, "Labels": dict(spec.labels),
                    "Tty": spec.tty, "OpenStdin": spec.interactive, "AttachStdin": spec.interactive,
                    "StopSignal": _signame(spec.stop_signal), "StopTimeout": spec.stop_timeout,
-                   "Volumes": {v: {} for v in spec.image_volumes} or None},
+                   "Volumes": {v: {} for v in spec.image_volumes} or None,
+                   **({"ExposedPorts": {p: {} for p in spec.exposed}} if getattr(spec, "exposed", ()) else {})},
         "HostConfig": {"Binds": binds or None, "AutoRemove": spec.auto_remove, "ReadonlyRootfs": spec.read_only,
                        "CapAdd": list(spec.cap_add) or None, "CapDrop": list(spec.cap_drop) or None,
                        "Init": spec.init, "NetworkMode": spec.network, "Memory": spec.memory,

@@ -65,12 +65,19 @@ class NetworkPlan(Record):
     map_host_loopback: bool = False             # pasta >= 2024: --map-host-loopback PASTA_HOST_LOOPBACK
     runtime_dir: str = ""
     data_root: str = ""                         # to name the container that holds a host port
+    warnings: tuple[str, ...] = ()              # for the CLI to show (the options it ignored)
 
     @property
     def new_netns(self) -> bool:
         return self.mode not in ("host", "container")
 
     def nameservers(self) -> list[str]:
+        if self.mode == "bridge":
+            # Docker: the embedded server stays the container's resolver (or container names would stop
+            # resolving); --dns becomes its upstream for this container
+            dns_nets = [n for n in self.networks if n.dns]
+            if dns_nets:
+                return [dns_nets[0].gateway]
         if self.dns:
             return list(self.dns)
         host_ns = [line.split()[1] for line in self.host_resolv.splitlines()
@@ -79,10 +86,6 @@ class NetworkPlan(Record):
             return host_ns
         if self.mode == "slirp4netns":
             return [SLIRP_DNS]
-        if self.mode == "bridge":
-            dns_nets = [n for n in self.networks if n.dns]
-            if dns_nets:
-                return [dns_nets[0].gateway]
         usable = [n for n in host_ns if not n.startswith("127.") and n != "::1"]
         if self.mode == "pasta":
             # like Podman: pasta's forwarder first (it answers from the host's own resolver, even one on
@@ -118,8 +121,11 @@ class NetworkPlan(Record):
         """The contents of /etc/hosts, /etc/hostname and /etc/resolv.conf for the container.
 
         ``own_ip`` (known once a user-defined network is attached) maps the
-        hostname to the container's address instead of 127.0.1.1.
+        hostname to the container's address instead of 127.0.1.1 (with
+        slirp4netns its fixed 10.0.2.100, as Podman does).
         """
+        if not own_ip and self.mode == "slirp4netns":
+            own_ip = SLIRP_ADDR
         if self.mode == "host":
             hosts = self.host_hosts or "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
             hname = os.uname().nodename
@@ -387,12 +393,16 @@ def plan_network(opts, config, container_dir=None) -> NetworkPlan:
         what = "--network-alias" if aliases else "--ip"
         raise UsageError(f"{what} works only on user-defined networks",
                          hint="create one (rootless network create NAME) and use --network NAME")
-    if mode in ("none", "host"):
+    if mode == "host":
+        # Docker and Podman: a warning, and the ports are ignored (the container's ports are the host's)
+        warn = ("Published ports are discarded when using host network mode",) if publish else ()
+        common["ports"] = ()
+        return finish(mode, "127.0.0.1", host_hosts=_read("/etc/hosts"), warnings=warn)
+    if mode == "none":
         if publish:
-            raise UsageError(f"cannot publish ports with --network {mode}",
-                             hint="with --network host the container's ports are the host's already")
-        return finish(mode, "127.0.0.1" if mode == "host" else "",
-                      host_hosts=_read("/etc/hosts") if mode == "host" else "")
+            raise UsageError("cannot publish ports with --network none",
+                             hint="the container has no network to publish from: leave out -p/-P")
+        return finish(mode, "")
     if mode.startswith("container:"):
         target = mode[len("container:"):]
         if not target:
@@ -604,7 +614,7 @@ def _udp_redirects(pid: int, mappings) -> None:
                            hint="apt-get install nftables, or publish UDP with the same port number on both "
                                 "sides (-p 5353:5353/udp), or use --network slirp4netns")
     rules = "".join(f"  udp dport {m.host_port} redirect to :{m.container_port}\n" for m in remap)
-    ruleset = ("table ip rootless-ports {\n chain out {\n  type nat hook output priority -100;\n" + rules +
+    ruleset = ("table inet rootless-ports {\n chain out {\n  type nat hook output priority -100;\n" + rules +
                " }\n chain pre {\n  type nat hook prerouting priority -100;\n" + rules + " }\n}\n")
     r, w = os.pipe()
     child = os.fork()
@@ -827,7 +837,7 @@ def _start_bridge(plan: NetworkPlan, pid: int, state_dir: str, container_id: str
                                    network=n, ip=(plan.ip if i == 0 else None) or extra.get("ip") or None,
                                    aliases=tuple(plan.aliases if i == 0 else ()) + tuple(extra.get("aliases") or ()),
                                    ports=ports if i == 0 else (), ifname=f"eth{i}", default_route=True,
-                                   owner=_owner_of(plan))
+                                   owner=_owner_of(plan), dns=[(d, 53) for d in plan.dns])
             eps.append({"name": n.name, "id": n.id, **ep})
     except BaseException:
         stop(state)
@@ -837,6 +847,31 @@ def _start_bridge(plan: NetworkPlan, pid: int, state_dir: str, container_id: str
         files = plan.etc_files(hostname, own_ip=eps[0]["ip"])
         _rewrite(os.path.join(state_dir, "hosts"), files["/etc/hosts"])
     return state
+
+
+def current_networks(network: str, container_dir) -> str:
+    """The container's networks now (``ps {{.Networks}}``): its --network after `network connect/disconnect`."""
+    return effective_mode(network or "default", read_overrides(container_dir))[0]
+
+
+def peer_hostname(config, network: str) -> str:
+    """With ``--network container:X``: X's hostname (Docker gives it to the container), else ""."""
+    if not (network or "").startswith("container:"):
+        return ""
+    from rootless.errors import RootlessError
+
+    try:
+        return _lookup(config, network[len("container:"):]).spec.hostname or ""
+    except (RootlessError, OSError, ValueError):
+        return ""     # not there (yet): `start` says so
+
+
+def renamed(config, container_id: str, name: str) -> None:
+    """After ``rename``: the user-defined networks' DNS answers the new name (and no longer the old one),
+    ``network inspect`` shows it (Docker does both)."""
+    from rootless.network import rootlessns
+
+    rootlessns.rename(config, container_id, name)
 
 
 class _RuntimeOnly(Record):
@@ -953,7 +988,11 @@ def inspect_settings(spec, state: dict, pid: int = 0, running: bool = False) -> 
                                     "Gateway": out["Gateway"], "IPAddress": out["IPAddress"],
                                     "IPPrefixLen": out["IPPrefixLen"], "MacAddress": ""}
     for i, ep in enumerate(state.get("networks") or []):
-        net = {"Aliases": list(getattr(spec, "network_aliases", ()) or ()) or None, "NetworkID": ep.get("id", ""),
+        # each endpoint's own aliases (what its network's DNS answers); a state from before they were
+        # recorded: --network-alias went to the first network only
+        aliases = ep["aliases"] if "aliases" in ep else \
+            (list(getattr(spec, "network_aliases", ()) or ()) if i == 0 else [])
+        net = {"Aliases": list(aliases) or None, "NetworkID": ep.get("id", ""),
                "EndpointID": ep.get("endpoint_id", ""), "Gateway": ep.get("gateway", ""),
                "IPAddress": ep.get("ip", ""), "IPPrefixLen": ep.get("prefixlen", 0), "MacAddress": ep.get("mac", ""),
                "DNSNames": None}

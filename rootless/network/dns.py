@@ -37,6 +37,9 @@ RCODE_REFUSED = 5
 OPCODE_QUERY = 0
 TTL = 10  # containers come and go: short TTLs, like aardvark-dns/Docker (600 s is Docker's; 60 s aardvark)
 MAX_UDP = 512
+MAX_TCP = 65535
+TCP_IDLE = 10.0       # seconds a TCP client may stay silent
+TCP_CLIENTS = 64      # concurrent TCP connections per server
 
 
 class DNSFormatError(ValueError):
@@ -193,8 +196,9 @@ def _rdata(rr: RR) -> bytes:
 
 
 def build_response(query: Message, answers: list[RR] | tuple[RR, ...] = (), rcode: int = RCODE_OK,
-                   authoritative: bool = True, recursion_available: bool = True) -> bytes:
-    """A response to ``query``: its id, RD copied, its question echoed, our answers."""
+                   authoritative: bool = True, recursion_available: bool = True, max_size: int = MAX_UDP) -> bytes:
+    """A response to ``query``: its id, RD copied, its question echoed, our answers (TC set when they
+    do not all fit in ``max_size``: 512 over UDP, the client then asks again over TCP)."""
     flags = 0x8000 | (query.opcode << 11) | (query.flags & 0x0100) | (rcode & 0xF)
     if authoritative:
         flags |= 0x0400
@@ -208,7 +212,7 @@ def build_response(query: Message, answers: list[RR] | tuple[RR, ...] = (), rcod
     for rr in answers:
         rd = _rdata(rr)
         rec = encode_name(rr.name) + struct.pack("!HHIH", rr.rtype, CLASS_IN, rr.ttl, len(rd)) + rd
-        if 12 + len(body) + len(rec) > MAX_UDP:
+        if 12 + len(body) + len(rec) > max_size:
             flags |= 0x0200  # TC: the rest did not fit
             break
         body += rec
@@ -300,7 +304,7 @@ class Records:
         return {cid: {"names": list(n), "addresses": list(a)} for cid, (n, a) in self._by_container.items()}
 
 
-def answer_locally(q: Message, records: Records) -> bytes | None:
+def answer_locally(q: Message, records: Records, max_size: int = MAX_UDP) -> bytes | None:
     """Our answer to ``q``, or None when the query must be forwarded."""
     if q.opcode != OPCODE_QUERY:
         return build_response(q, rcode=RCODE_NOTIMP)
@@ -314,7 +318,7 @@ def answer_locally(q: Message, records: Records) -> bytes | None:
         target = records.reverse(ip) if ip else None
         if target is None:
             return None
-        return build_response(q, [RR(qq.name, TYPE_PTR, TTL, target)])
+        return build_response(q, [RR(qq.name, TYPE_PTR, TTL, target)], max_size=max_size)
     addrs = records.lookup(qq.name)
     if addrs is None:
         return None
@@ -325,7 +329,7 @@ def answer_locally(q: Message, records: Records) -> bytes | None:
         rrs = []  # a name of ours, another type (MX, TXT...): NODATA
     else:
         rrs = [RR(qq.name, qq.qtype, TTL, a) for a in addrs if (":" in a) == (want == 6)]
-    return build_response(q, rrs)
+    return build_response(q, rrs, max_size=max_size)
 
 
 # ---------------------------------------------------------------------------
@@ -355,8 +359,139 @@ class _Pending:
     client_id: int
     sock: socket.socket
     query: bytes
+    upstreams: tuple            # the resolvers of this query (the client's own with --dns)
     tried: int
     deadline: float
+
+
+class Forwarder:
+    """Sends queries to upstream resolvers and relays their answers back to the clients.
+
+    One pending table for every server that uses it: the holder has one
+    forwarder for all its networks (an answer read from the shared upstream
+    socket finds its client whichever network asked), and each query carries
+    its own upstreams (a container's ``--dns``). ``up4``/``up6`` are where
+    queries leave from (the holder makes them in the host's network namespace
+    before it leaves it: resolvers on the host's loopback stay reachable).
+    """
+
+    def __init__(self, up4: socket.socket | None = None, up6: socket.socket | None = None, timeout: float = 2.0):
+        self.up4, self.up6 = up4, up6
+        for s in self.sockets():
+            s.setblocking(False)
+        self.timeout = timeout
+        self._pending: dict[int, _Pending] = {}
+
+    def sockets(self) -> list[socket.socket]:
+        return [s for s in (self.up4, self.up6) if s is not None]
+
+    def _sock_for(self, upstream) -> socket.socket | None:
+        return self.up6 if ":" in upstream[0] else self.up4
+
+    def _new_id(self) -> int:
+        while True:
+            i = struct.unpack("!H", os.urandom(2))[0]
+            if i not in self._pending:
+                return i
+
+    def forward(self, sock: socket.socket, data: bytes, client, client_id: int, upstreams, tried: int = 0) -> None:
+        """Send the query ``data`` (from ``client`` on ``sock``) to ``upstreams[tried]``."""
+        upstreams = tuple(upstreams)
+        if len(self._pending) >= 4096:  # a flood: forget the oldest query
+            oldest = min(self._pending, key=lambda k: self._pending[k].deadline)
+            del self._pending[oldest]
+        uid = self._new_id()
+        q = struct.pack("!H", uid) + data[2:]
+        self._pending[uid] = _Pending(client, client_id, sock, q, upstreams, tried, time.monotonic() + self.timeout)
+        up = upstreams[tried % len(upstreams)]
+        out = self._sock_for(up)
+        if out is None:
+            self._pending[uid].deadline = 0.0     # no socket of that family: the next upstream at once
+            return
+        try:
+            out.sendto(q, up)
+        except OSError:
+            pass  # the deadline retries the next upstream
+
+    def handle(self, sock: socket.socket) -> None:
+        """An upstream socket is readable: drain it."""
+        for _ in range(64):
+            try:
+                data, addr = sock.recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self._from_upstream(data, addr)
+
+    def _from_upstream(self, data: bytes, addr) -> None:
+        if len(data) < 12:
+            return
+        uid = struct.unpack("!H", data[:2])[0]
+        p = self._pending.get(uid)
+        if p is None:
+            return
+        expected = p.upstreams[p.tried % len(p.upstreams)]
+        if (addr[0], addr[1]) != (expected[0], expected[1]) and not _same_host(addr, expected):
+            return  # not from the server we asked: ignore (spoofing)
+        del self._pending[uid]
+        _send(p.sock, struct.pack("!H", p.client_id) + data[2:], p.client)
+
+    def expire(self, now: float) -> None:
+        """Retry timed-out queries on the next upstream; SERVFAIL after all were tried."""
+        for uid, p in list(self._pending.items()):
+            if p.deadline > now:
+                continue
+            del self._pending[uid]
+            data = struct.pack("!H", p.client_id) + p.query[2:]
+            if p.tried + 1 < len(p.upstreams):
+                self.forward(p.sock, data, p.client, p.client_id, p.upstreams, p.tried + 1)
+                continue
+            try:
+                _send(p.sock, build_response(parse_message(data), rcode=RCODE_SERVFAIL, authoritative=False),
+                      p.client)
+            except DNSFormatError:
+                pass
+
+    def close(self) -> None:
+        for s in self.sockets():
+            s.close()
+
+
+def _same_host(addr, expected) -> bool:
+    try:
+        return ipaddress.ip_address(addr[0].split("%")[0]) == ipaddress.ip_address(expected[0]) \
+            and addr[1] == expected[1]
+    except ValueError:
+        return False
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        b = sock.recv(n - len(buf))
+        if not b:
+            return None
+        buf += b
+    return buf
+
+
+def _read_tcp_message(sock: socket.socket) -> bytes | None:
+    """One length-prefixed DNS message (RFC 1035 4.2.2); None at the end of the stream."""
+    head = _read_exact(sock, 2)
+    if head is None:
+        return None
+    n = struct.unpack("!H", head)[0]
+    if n == 0:
+        raise ValueError("empty DNS message")
+    return _read_exact(sock, n)
+
+
+def _send(sock: socket.socket, data: bytes, addr) -> None:
+    try:
+        sock.sendto(data, addr)
+    except OSError:
+        pass
 
 
 class DNSServer:
@@ -367,35 +502,60 @@ class DNSServer:
     so one selector in the holder serves every network. ``serve`` runs a
     private loop (for tests and a standalone forwarder).
 
-    ``upstream_socket`` is where forwarded queries leave from: the holder
-    creates it in the host's network namespace before it unshares its own,
-    so the host's resolvers are reachable even when they are on the host's
-    loopback (127.0.0.53 with systemd-resolved).
+    ``forwarder`` sends what is not ours upstream; the holder passes one
+    :class:`Forwarder` to all its servers (and watches its sockets itself).
+    Without one the server makes its own, from ``upstream_socket`` if given.
+    ``view(client_address) -> Records`` is what a client may see (a container
+    on several networks finds the names of all of them);
+    ``upstreams_for(client_address) -> list | None`` the resolvers of that
+    client (a container's ``--dns``); None: ``records`` and ``upstreams``.
+
+    ``listen`` may hold listening TCP sockets too (RFC 7766: a client whose
+    UDP answer came truncated asks again over TCP). Each TCP client gets a
+    thread; it answers from the records (under ``lock``: the owner changes
+    them from its own thread) or relays the query upstream over TCP, on a
+    connection from ``connect_upstream((ip, port)) -> socket`` (the holder's
+    are made in the host's network namespace, like the UDP socket).
     """
 
     def __init__(self, listen: list[socket.socket], records: Records, upstreams: list[tuple[str, int]],
-                 upstream_socket: socket.socket | None = None, timeout: float = 2.0, view=None):
+                 upstream_socket: socket.socket | None = None, timeout: float = 2.0, view=None,
+                 forwarder: Forwarder | None = None, upstreams_for=None, lock=None, connect_upstream=None):
+        import threading
+
+        self.lock = lock if lock is not None else threading.RLock()
+        self.connect_upstream = connect_upstream or (lambda addr: socket.create_connection(addr, timeout=timeout))
+        self._tcp_clients = 0
         self.listen = list(listen)
         self.records = records
-        # view(client_address) -> Records: what this client may see (a container on several
-        # networks finds the names of all of them); None: ``records`` for everyone
         self.view = view
+        self.upstreams_for = upstreams_for
         self.upstreams = list(upstreams)
         self.timeout = timeout
-        if upstream_socket is None:
-            fam = socket.AF_INET6 if upstreams and ":" in upstreams[0][0] else socket.AF_INET
-            upstream_socket = socket.socket(fam, socket.SOCK_DGRAM)
-        self.up = upstream_socket
-        self.up.setblocking(False)
+        self._own_forwarder = forwarder is None
+        if forwarder is None:
+            if upstream_socket is None:
+                fam = socket.AF_INET6 if upstreams and ":" in upstreams[0][0] else socket.AF_INET
+                upstream_socket = socket.socket(fam, socket.SOCK_DGRAM)
+            six = upstream_socket.family == socket.AF_INET6
+            forwarder = Forwarder(None if six else upstream_socket, upstream_socket if six else None, timeout)
+        self.forwarder = forwarder
         for s in self.listen:
             s.setblocking(False)
-        self._pending: dict[int, _Pending] = {}
+        self._closed = False
 
     def sockets(self) -> list[socket.socket]:
-        return [*self.listen, self.up]
+        """The sockets to watch: the listening ones (and those of the forwarder when it is ours)."""
+        return [*self.listen, *(self.forwarder.sockets() if self._own_forwarder else ())]
 
     def handle(self, sock: socket.socket) -> None:
         """``sock`` is readable: drain it."""
+        if sock in self.forwarder.sockets():
+            self.forwarder.handle(sock)
+            return
+        if sock.type == socket.SOCK_STREAM:
+            self._accept(sock)
+            return
         for _ in range(64):
             try:
                 data, addr = sock.recvfrom(4096)
@@ -403,10 +563,21 @@ class DNSServer:
                 return
             except OSError:
                 return
-            if sock is self.up:
-                self._from_upstream(data, addr)
-            else:
-                self._from_client(sock, data, addr)
+            self._from_client(sock, data, addr)
+
+    def _client(self, addr) -> tuple[Records, list]:
+        """The records and the upstreams of the client at ``addr``."""
+        records, upstreams = self.records, self.upstreams
+        try:
+            if self.view is not None:
+                records = self.view(addr) or self.records
+            if self.upstreams_for is not None:
+                mine = self.upstreams_for(addr)
+                if mine is not None:
+                    upstreams = list(mine)
+        except Exception:  # noqa: BLE001 - a bad callback must not kill the server
+            pass
+        return records, upstreams
 
     def _from_client(self, sock: socket.socket, data: bytes, addr) -> None:
         try:
@@ -414,88 +585,100 @@ class DNSServer:
         except DNSFormatError:
             resp = error_response(data, RCODE_FORMERR)
             if resp:
-                self._send(sock, resp, addr)
+                _send(sock, resp, addr)
             return
         if q.is_response:
             return
-        records = self.records
-        if self.view is not None:
-            try:
-                records = self.view(addr) or self.records
-            except Exception:  # noqa: BLE001 - a bad view must not kill the server
-                records = self.records
+        records, upstreams = self._client(addr)
         resp = answer_locally(q, records)
         if resp is not None:
-            self._send(sock, resp, addr)
+            _send(sock, resp, addr)
             return
-        if not self.upstreams:
-            self._send(sock, build_response(q, rcode=RCODE_SERVFAIL, authoritative=False), addr)
+        if not upstreams:
+            _send(sock, build_response(q, rcode=RCODE_SERVFAIL, authoritative=False), addr)
             return
-        self._forward(sock, data, addr, q.id)
+        self.forwarder.forward(sock, data, addr, q.id, upstreams)
 
-    def _new_id(self) -> int:
-        while True:
-            i = struct.unpack("!H", os.urandom(2))[0]
-            if i not in self._pending:
-                return i
+    # -- TCP
+    def _accept(self, lsock: socket.socket) -> None:
+        import threading
 
-    def _forward(self, sock, data: bytes, addr, client_id: int, tried: int = 0) -> None:
-        if len(self._pending) >= 4096:  # a flood: forget the oldest query
-            oldest = min(self._pending, key=lambda k: self._pending[k].deadline)
-            del self._pending[oldest]
-        uid = self._new_id()
-        q = struct.pack("!H", uid) + data[2:]
-        self._pending[uid] = _Pending(addr, client_id, sock, q, tried, time.monotonic() + self.timeout)
+        for _ in range(16):
+            try:
+                conn, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            with self.lock:
+                full = self._tcp_clients >= TCP_CLIENTS
+                if not full:
+                    self._tcp_clients += 1
+            if full:
+                conn.close()
+                continue
+            threading.Thread(target=self._tcp_client, args=(conn, addr), daemon=True).start()
+
+    def _tcp_client(self, conn: socket.socket, addr) -> None:
         try:
-            self.up.sendto(q, self.upstreams[tried % len(self.upstreams)])
+            with conn:
+                conn.settimeout(TCP_IDLE)
+                while not self._closed:
+                    data = _read_tcp_message(conn)
+                    if data is None:
+                        return
+                    resp = self._answer_tcp(data, addr)
+                    if resp is None:
+                        continue
+                    conn.sendall(struct.pack("!H", len(resp)) + resp)
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self.lock:
+                self._tcp_clients -= 1
+
+    def _answer_tcp(self, data: bytes, addr) -> bytes | None:
+        try:
+            q = parse_message(data)
+        except DNSFormatError:
+            return error_response(data, RCODE_FORMERR)
+        if q.is_response:
+            return None
+        with self.lock:
+            records, upstreams = self._client(addr)
+            resp = answer_locally(q, records, max_size=MAX_TCP)
+        if resp is not None:
+            return resp
+        for up in upstreams:
+            got = self._relay_tcp(up, data)
+            if got is not None:
+                return got
+        return build_response(q, rcode=RCODE_SERVFAIL, authoritative=False, max_size=MAX_TCP)
+
+    def _relay_tcp(self, upstream, data: bytes) -> bytes | None:
+        """The answer of ``upstream`` over TCP to the query ``data`` (None: it failed)."""
+        try:
+            s = self.connect_upstream(upstream)
         except OSError:
-            pass  # the deadline retries the next upstream
-
-    def _from_upstream(self, data: bytes, addr) -> None:
-        if len(data) < 12:
-            return
-        uid = struct.unpack("!H", data[:2])[0]
-        p = self._pending.get(uid)
-        if p is None:
-            return
-        expected = self.upstreams[p.tried % len(self.upstreams)]
-        if (addr[0], addr[1]) != (expected[0], expected[1]) and not self._same_host(addr, expected):
-            return  # not from the server we asked: ignore (spoofing)
-        del self._pending[uid]
-        self._send(p.sock, struct.pack("!H", p.client_id) + data[2:], p.client)
-
-    @staticmethod
-    def _same_host(addr, expected) -> bool:
+            return None
         try:
-            return ipaddress.ip_address(addr[0].split("%")[0]) == ipaddress.ip_address(expected[0]) \
-                and addr[1] == expected[1]
-        except ValueError:
-            return False
+            with s:
+                s.settimeout(self.timeout)
+                s.sendall(struct.pack("!H", len(data)) + data)
+                got = _read_tcp_message(s)
+        except (OSError, ValueError):
+            return None
+        if got is None or len(got) < 12 or got[:2] != data[:2]:
+            return None
+        return got
 
     def expire(self, now: float) -> None:
-        """Retry timed-out queries on the next upstream; SERVFAIL after all were tried."""
-        for uid, p in list(self._pending.items()):
-            if p.deadline > now:
-                continue
-            del self._pending[uid]
-            data = struct.pack("!H", p.client_id) + p.query[2:]
-            if p.tried + 1 < len(self.upstreams):
-                self._forward(p.sock, data, p.client, p.client_id, p.tried + 1)
-                continue
-            try:
-                self._send(p.sock, build_response(parse_message(data), rcode=RCODE_SERVFAIL,
-                                                  authoritative=False), p.client)
-            except DNSFormatError:
-                pass
-
-    @staticmethod
-    def _send(sock: socket.socket, data: bytes, addr) -> None:
-        try:
-            sock.sendto(data, addr)
-        except OSError:
-            pass
+        """Retry timed-out queries (only when the forwarder is ours: else its owner does it)."""
+        if self._own_forwarder:
+            self.forwarder.expire(now)
 
     def close(self) -> None:
+        self._closed = True
         for s in self.sockets():
             s.close()
 

@@ -156,6 +156,39 @@ def host_route_networks() -> list[ipaddress.IPv4Network]:
     return out
 
 
+def host_addresses(path: str = "/proc/net/fib_trie") -> list[ipaddress.IPv4Address]:
+    """The host's own IPv4 addresses but loopback (the ``/32 host LOCAL`` entries of the FIB)."""
+    out: list[ipaddress.IPv4Address] = []
+    last = None
+    try:
+        with open(path) as f:
+            for line in f:
+                t = line.strip()
+                if t.startswith("|-- "):
+                    last = t[4:]
+                elif t == "/32 host LOCAL" and last:
+                    try:
+                        a = ipaddress.IPv4Address(last)
+                    except ValueError:
+                        continue
+                    if not a.is_loopback and a not in out:
+                        out.append(a)
+    except OSError:
+        pass
+    return out
+
+
+def host_overlap(net: ipaddress.IPv4Network, routes, addresses) -> str | None:
+    """What of the host's ``net`` overlaps (a route's network or an address of the host), else None."""
+    for r in routes:
+        if net.overlaps(r):
+            return f"the host's network {r} (a route of the host)"
+    for a in addresses:
+        if a in net:
+            return f"the host's address {a}"
+    return None
+
+
 def parse_subnet(subnet: str, gateway: str | None) -> tuple[str, str]:
     try:
         net = ipaddress.ip_network(subnet, strict=False)
@@ -271,8 +304,16 @@ class NetworkStore:
                     if net.overlaps(o.net):
                         raise NetworkError(f"subnet {net} overlaps network {o.name} ({o.subnet})",
                                            hint="choose a subnet that no other network uses")
+                # Podman refuses too: the per-user namespace (pasta copies the host's addresses and
+                # routes into it) and the containers could no longer reach that part of the host's network
+                clash = host_overlap(net, host_route_networks(), host_addresses())
+                if clash:
+                    raise NetworkError(f"subnet {net} overlaps {clash}",
+                                       hint="choose a subnet the host does not use (see ip route and ip addr), "
+                                            "or leave out --subnet to get a free one")
             else:
-                net = self._pick_subnet([o.net for o in others] + host_route_networks())
+                net = self._pick_subnet([o.net for o in others] + host_route_networks()
+                                        + [ipaddress.IPv4Network(a) for a in host_addresses()])
                 net_s, gw = str(net), str(next(net.hosts()))
             n = Network(name=name, id=os.urandom(32).hex(), subnet=net_s, gateway=gw, internal=internal, dns=dns,
                         created=now_rfc3339(), labels=tuple(sorted((labels or {}).items())))

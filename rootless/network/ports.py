@@ -7,6 +7,7 @@ Docker's syntax, one ``-p`` value::
     127.0.0.1:8080:80  only on the host's loopback
     127.0.0.1::80      a free host port on 127.0.0.1
     80                 a free host port on every address
+    0:80               the same (Docker: host port 0 is a free one)
     [::1]:8080:80      IPv6 host address (brackets)
     8000-8009:80-89    a range (same length on both sides)
     8000-8009:80       the first free host port of the range for container port 80
@@ -142,6 +143,8 @@ def parse_publish(spec: str) -> list[PortMapping]:
     if not cont_s:
         raise _bad(spec, "no container port")
     clo, chi = _range(spec, cont_s, "container port")
+    if host_s.isdigit() and int(host_s) == 0:
+        host_s = ""     # Docker: host port 0 is a free one
     if not host_s:
         return [PortMapping(p, proto, ip, 0) for p in range(clo, chi + 1)]
     hlo, hhi = _range(spec, host_s, "host port")
@@ -210,17 +213,17 @@ def check_conflicts(mappings: list[PortMapping]) -> None:
 def host_socket(ip: str, port: int, proto: str):
     """A socket bound to the host side of a published port (TCP: listening).
 
-    ``ip`` "" (every address): for TCP one dual-stack socket on ``::``
-    (IPV6_V6ONLY off: IPv4 clients arrive as ``::ffff:a.b.c.d``, like
-    Docker's two sockets on 0.0.0.0 and ::), or 0.0.0.0 where the host has
-    no IPv6; for UDP 0.0.0.0. A specific IPv6 address (also ``::``) takes
-    IPv6 clients only, 0.0.0.0 IPv4 ones. Raises OSError (see :func:`port_error`).
+    ``ip`` "" (every address): one dual-stack socket on ``::`` (IPV6_V6ONLY
+    off: IPv4 clients arrive as ``::ffff:a.b.c.d``, like Docker's two sockets
+    on 0.0.0.0 and ::), TCP and UDP alike, or 0.0.0.0 where the host has no
+    IPv6. A specific IPv6 address (also ``::``) takes IPv6 clients only,
+    0.0.0.0 IPv4 ones. Raises OSError (see :func:`port_error`).
     """
     import socket
 
     kind = (socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM) | socket.SOCK_CLOEXEC
     s = None
-    if not ip and proto == "tcp":
+    if not ip:
         try:
             s = socket.socket(socket.AF_INET6, kind)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

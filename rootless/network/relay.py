@@ -48,12 +48,17 @@ PIPE_SIZE = 1 << 20
 class Splicer:
     """Bidirectional TCP relay between two connected sockets, one thread per direction (no copies)."""
 
-    def __init__(self, a, b, on_done=None):
+    def __init__(self, a, b, on_done=None, start: bool = True):
         self.a, self.b = a, b
         self.on_done = on_done
         self._left = 2
         self._lock = threading.Lock()
-        for src, dst in ((a, b), (b, a)):
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the two pumps (``on_done`` may be called from them as soon as this returns, or before)."""
+        for src, dst in ((self.a, self.b), (self.b, self.a)):
             threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
     def _pump(self, src, dst) -> None:

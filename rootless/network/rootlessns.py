@@ -274,11 +274,13 @@ def ensure_holder(config, *, reserve: str | None = None, timeout: float = 20.0) 
 
 
 def attach(config, *, container_id: str, pid: int, name: str, network, ip: str | None = None,
-           aliases=(), ports=(), ifname: str = "eth0", default_route: bool = True, owner=None) -> dict:
+           aliases=(), ports=(), ifname: str = "eth0", default_route: bool = True, owner=None,
+           dns=()) -> dict:
     """Connect the container process ``pid`` (in the holder's user namespace) to ``network``.
 
     ``ports`` are PortMappings with concrete host ports: bound here, handed
-    to the holder. Returns the endpoint: ip, mac, prefixlen, gateway, ifname,
+    to the holder. ``dns``: the container's own resolvers ((ip, port) pairs,
+    its ``--dns``): the network's DNS server forwards its queries there. Returns the endpoint: ip, mac, prefixlen, gateway, ifname,
     dns (the DNS server's address or None), endpoint_id.
     """
     from rootless.network.ports import bind_host_ports
@@ -293,7 +295,8 @@ def attach(config, *, container_id: str, pid: int, name: str, network, ip: str |
             return _request_unlocked(
                 d, "attach", [s.fileno() for s in socks], container_id=container_id, pid=pid, name=name,
                 network=network.to_json(), ip=ip, aliases=list(aliases), ifname=ifname,
-                default_route=default_route, ports=[m.to_json() for m in ports])
+                default_route=default_route, ports=[m.to_json() for m in ports],
+                dns=[[h, int(p)] for h, p in dns])
     finally:
         for s in socks:
             s.close()
@@ -306,6 +309,16 @@ def detach(config, container_id: str, network_id: str | None = None) -> list[str
         if _read_info(d) is None:
             return []
         return _request_unlocked(d, "detach", container_id=container_id, network_id=network_id)["detached"]
+
+
+def rename(config, container_id: str, name: str) -> None:
+    """A container was renamed: its new name in the DNS of its networks and in ``network inspect``
+    (no-op when no holder runs or the container is attached nowhere)."""
+    d = netns_dir(config.runtime_dir)
+    with _locked(d):
+        if _read_info(d) is None:
+            return
+        _request_unlocked(d, "rename", container_id=container_id, name=name)
 
 
 def _kill_stale(pid: int) -> None:
@@ -458,6 +471,7 @@ class _Endpoint:
     ifname: str
     aliases: list[str]
     pid: int
+    dns: list = field(default_factory=list)    # the container's own resolvers (--dns): [(ip, port)]
 
 
 class Holder:
@@ -467,19 +481,29 @@ class Holder:
         self.backend = backend
         self.backend_path = backend_path
         self.nft = nft
-        self.up4, self.up6 = upstream4, upstream6
+        from rootless.network.dns import Forwarder
+
+        # one forwarder (one pending table) for the DNS servers of every network: they share the
+        # host-side upstream sockets, and an answer must reach the server that asked
+        self.forwarder = Forwarder(upstream4, upstream6)
         self.nets: dict[str, _Net] = {}
         self.eps: dict[tuple[str, str], _Endpoint] = {}      # (container id, net id) -> endpoint
         self.forwards: list[_Forward] = []
         self.pidfds: dict[str, int] = {}                       # container id -> pidfd
         self.reserved: dict[str, float] = {}                   # container id -> deadline
         self.splicers: set = set()
+        self._splicers_lock = threading.Lock()
         self.idle_since = time.monotonic()
         self.sel = None
         self.ipr = None
         self.host_gateway = ""
         self.backend_pid = 0
         self._stopping = False
+        # held by the event loop while it handles an event: the DNS servers' TCP threads take it to read
+        # the endpoints and the names
+        self.lock = threading.RLock()
+        self.connector: socket.socket | None = None     # to the helper that connects from the host's netns
+        self._connector_lock = threading.Lock()
 
     # -- logging
     def log(self, msg: str) -> None:
@@ -529,10 +553,14 @@ class Holder:
                                    hint="give the networks distinct subnets (rootless network create --subnet)")
         bridge = "rl" + nid[:12]
         ipr = self.ipr
+        # a fixed MAC (Docker's scheme, from the gateway address): without one the bridge takes the
+        # lowest MAC of its ports, which changes as containers come and go, and the others' ARP caches
+        # point at a MAC that is gone (the gateway and its DNS server are lost for up to ~30 s)
+        mac = mac_for(nj["gateway"])
         if not ipr.link_lookup(ifname=bridge):
-            ipr.link("add", ifname=bridge, kind="bridge")
+            ipr.link("add", ifname=bridge, kind="bridge", address=mac)
         idx = ipr.link_lookup(ifname=bridge)[0]
-        ipr.link("set", index=idx, mtu=MTU)
+        ipr.link("set", index=idx, mtu=MTU, address=mac)
         try:
             ipr.addr("add", index=idx, address=nj["gateway"], prefixlen=subnet.prefixlen)
         except Exception as e:  # noqa: BLE001 - pyroute2 raises NetlinkError
@@ -556,31 +584,67 @@ class Holder:
     def _start_dns(self, n: _Net) -> None:
         from rootless.network.dns import DNSServer, Records, host_resolvers
 
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        # the gateway address may still be "tentative" for a moment: retry briefly
-        for _ in range(50):
-            try:
-                s.bind((n.gateway, 53))
-                break
-            except OSError as e:
-                if e.errno != errno.EADDRNOTAVAIL:
-                    raise
-                time.sleep(0.02)
-        else:
-            s.bind((n.gateway, 53))
+        socks = []
+        try:
+            # UDP, and TCP for the clients whose answer came truncated (RFC 7766)
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                s = socket.socket(socket.AF_INET, kind | socket.SOCK_CLOEXEC)
+                socks.append(s)
+                if kind == socket.SOCK_STREAM:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                # the gateway address may still be "tentative" for a moment: retry briefly
+                for _ in range(50):
+                    try:
+                        s.bind((n.gateway, 53))
+                        break
+                    except OSError as e:
+                        if e.errno != errno.EADDRNOTAVAIL:
+                            raise
+                        time.sleep(0.02)
+                else:
+                    s.bind((n.gateway, 53))
+                if kind == socket.SOCK_STREAM:
+                    s.listen(64)
+        except BaseException:
+            for s in socks:
+                s.close()
+            raise
         upstreams = [] if n.internal else (_env_upstreams() or host_resolvers())
-        v4 = [u for u in upstreams if ":" not in u[0]]
-        if v4 or self.up6 is None:
-            up, upstreams = self.up4, v4
-        else:
-            up = self.up6
-        # each server gets its own handle on the host-side socket (it closes it when the network goes)
-        srv = DNSServer([s], Records(domain=DNS_DOMAIN), upstreams,
-                        upstream_socket=socket.socket(fileno=os.dup(up.fileno())),
-                        view=lambda addr, nid=n.id: self._dns_view(nid, addr))
+        srv = DNSServer(socks, Records(domain=DNS_DOMAIN), upstreams, forwarder=self.forwarder,
+                        view=lambda addr, nid=n.id: self._dns_view(nid, addr),
+                        upstreams_for=lambda addr, nid=n.id: self._dns_upstreams(nid, addr),
+                        lock=self.lock, connect_upstream=self._connect_upstream)
         n.dns_server = srv
         for sock in srv.sockets():
             self.sel.register(sock, 1, ("dns", n.id))
+
+    def _connect_upstream(self, addr) -> socket.socket:
+        """A TCP connection to a resolver, made in the host's network namespace by the connector (a
+        resolver on the host's loopback, 127.0.0.53 with systemd-resolved, is reachable only from there)."""
+        if self.connector is None:
+            raise OSError(errno.ENETUNREACH, "no connector")
+        with self._connector_lock:
+            _send_msg(self.connector, {"host": addr[0], "port": int(addr[1])})
+            resp, fds = _recv_msg(self.connector, max_fds=1)
+        if not fds:
+            raise OSError(resp.get("errno") or errno.ECONNREFUSED, resp.get("error") or "connect failed")
+        s = socket.socket(fileno=fds[0])
+        # connect is in progress (the connector does not wait): wait here, in the caller's thread
+        _, w, _ = select.select([], [s], [], 5)
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if w else errno.ETIMEDOUT
+        if err:
+            s.close()
+            raise OSError(err, os.strerror(err))
+        s.setblocking(True)
+        return s
+
+    def _dns_upstreams(self, nid: str, addr) -> list | None:
+        """The resolvers of the container at ``addr`` on network ``nid`` (its --dns; None: the network's)."""
+        n = self.nets.get(nid)
+        if n is None or n.internal:
+            return None
+        ep = next((ep for ep in self.eps.values() if ep.net_id == nid and ep.ip == addr[0]), None)
+        return [tuple(u) for u in ep.dns] if ep is not None and ep.dns else None
 
     def _dns_view(self, nid: str, addr) -> object:
         """The names a client sees: those of every network its container is on (Docker's rule)."""
@@ -711,7 +775,8 @@ class Holder:
                     if not has_default:
                         c.route("add", dst="0.0.0.0/0", gateway=n.gateway)
             ep = _Endpoint(cid, req.get("name") or cid[:12], n.id, ip, mac, host_if, ifname,
-                           list(req.get("aliases") or []), pid)
+                           list(req.get("aliases") or []), pid,
+                           [(str(h), int(p)) for h, p in req.get("dns") or []])
             self.eps[(cid, n.id)] = ep
             self.reserved.pop(cid, None)
             if n.dns_server is not None:
@@ -743,7 +808,7 @@ class Holder:
         self.log(f"attached {ep.name} ({cid[:12]}) to {n.name}: {ip} via {host_if}")
         return {"ip": ip, "mac": mac, "prefixlen": n.subnet.prefixlen, "gateway": n.gateway, "ifname": ifname,
                 "dns": n.gateway if n.dns else None, "endpoint_id": host_if,
-                "internal": n.internal}
+                "internal": n.internal, "aliases": list(ep.aliases)}
 
     def _add_forwards(self, ep: _Endpoint, ports: list[dict], fds: list[int]) -> None:
         if len(ports) != len(fds):
@@ -822,6 +887,17 @@ class Holder:
         n = self.nets[nid]
         if n.dns_server is not None:
             n.dns_server.records.set(cid, [ep.name, cid[:12], *ep.aliases], [ep.ip])
+        self._save()
+        return {}
+
+    def op_rename(self, req, fds):
+        """A container's new name (``rename``): in the records of every network it is on."""
+        cid, name = req["container_id"], str(req["name"])
+        for ep in [e for (c, _n), e in self.eps.items() if c == cid]:
+            ep.name = name
+            n = self.nets.get(ep.net_id)
+            if n is not None and n.dns_server is not None:
+                n.dns_server.records.set(cid, [ep.name, cid[:12], *ep.aliases], [ep.ip])
         self._save()
         return {}
 
@@ -950,8 +1026,16 @@ class Holder:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         from rootless.network.relay import Splicer
 
-        sp = Splicer(client, up, self.splicers.discard)
-        self.splicers.add(sp)
+        # recorded before it starts: a short connection may end (and call back) before start() returns,
+        # and one recorded after that would stay for ever (the holder would never go idle)
+        sp = Splicer(client, up, self._splice_done, start=False)
+        with self._splicers_lock:
+            self.splicers.add(sp)
+        sp.start()
+
+    def _splice_done(self, sp) -> None:
+        with self._splicers_lock:
+            self.splicers.discard(sp)
 
     def _on_pidfd(self, cid: str) -> None:
         for ep in [e for (c, _n), e in list(self.eps.items()) if c == cid]:
@@ -967,9 +1051,7 @@ class Holder:
 
     def _tick(self, now: float) -> bool:
         """Housekeeping; True when the holder should exit (idle)."""
-        for n in self.nets.values():
-            if n.dns_server is not None:
-                n.dns_server.expire(now)
+        self.forwarder.expire(now)
         for fw in self.forwards:
             for addr, (s, last) in list(fw.udp_sessions.items()):
                 if now - last > 60:
@@ -993,29 +1075,39 @@ class Holder:
                 self.backend_pid = 0
         return bool(self.idle_since is not None and now - self.idle_since > IDLE_EXIT and not self.splicers)
 
+    def _dispatch(self, key) -> None:
+        kind, arg = key.data
+        if kind == "ctl":
+            self._on_ctl(key.fileobj)
+        elif kind == "dns":
+            n = self.nets.get(arg)
+            if n is not None and n.dns_server is not None:
+                n.dns_server.handle(key.fileobj)
+        elif kind == "dnsup":
+            self.forwarder.handle(key.fileobj)
+        elif kind == "fwd":
+            self._on_forward(arg)
+        elif kind == "udpback":
+            self._on_udp_back(arg[0], arg[1], key.fileobj)
+        elif kind == "pidfd":
+            self._on_pidfd(arg)
+
     def serve(self, ctl: socket.socket) -> None:
         import selectors
 
         self.sel = selectors.DefaultSelector()
         self.sel.register(ctl, 1, ("ctl", None))
+        for s in self.forwarder.sockets():
+            self.sel.register(s, 1, ("dnsup", None))
         signal.signal(signal.SIGTERM, lambda *a: setattr(self, "_stopping", True))
         lockfd = None
         while not self._stopping:
             for key, _ in self.sel.select(0.5):
-                kind, arg = key.data
-                if kind == "ctl":
-                    self._on_ctl(key.fileobj)
-                elif kind == "dns":
-                    n = self.nets.get(arg)
-                    if n is not None and n.dns_server is not None:
-                        n.dns_server.handle(key.fileobj)
-                elif kind == "fwd":
-                    self._on_forward(arg)
-                elif kind == "udpback":
-                    self._on_udp_back(arg[0], arg[1], key.fileobj)
-                elif kind == "pidfd":
-                    self._on_pidfd(arg)
-            if self._tick(time.monotonic()):
+                with self.lock:
+                    self._dispatch(key)
+            with self.lock:
+                idle = self._tick(time.monotonic())
+            if idle:
                 # exit only while no client is talking to us
                 lockfd = os.open(self.d / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 try:
@@ -1060,6 +1152,39 @@ def _backend_argv(backend: str, path: str, pid: int, api_sock: str) -> list[str]
                 "--netns", f"/proc/{pid}/ns/net"]
     return [path, "--configure", f"--mtu={MTU}", f"--userns-path=/proc/{pid}/ns/user", "--api-socket", api_sock,
             str(pid), "tap0"]
+
+
+def _connector(sock: socket.socket) -> None:
+    """In the host's network namespace: TCP connections for the holder, handed over with SCM_RIGHTS.
+
+    One request at a time (``{"host", "port"}``); the connection is handed over
+    while it is still in progress: the holder waits for it, not us."""
+    while True:
+        try:
+            req, fds = _recv_msg(sock, max_fds=0)
+        except (OSError, ValueError, ConnectionError):
+            return
+        for fd in fds:
+            os.close(fd)
+        s = None
+        try:
+            host, port = str(req["host"]), int(req["port"])
+            ipaddress.ip_address(host)
+            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+            err = s.connect_ex((host, port))
+            if err not in (0, errno.EINPROGRESS):
+                raise OSError(err, os.strerror(err))
+            resp, fds = {"ok": True}, [s.fileno()]
+        except (KeyError, ValueError, TypeError, OSError) as e:
+            resp, fds = {"error": str(e), "errno": getattr(e, "errno", None) or errno.EINVAL}, []
+        try:
+            _send_msg(sock, resp, fds)
+        except OSError:
+            return
+        finally:
+            if s is not None:
+                s.close()
 
 
 def _wait_for_uplink(ipr, timeout: float = 10.0) -> tuple[str, str]:
@@ -1124,7 +1249,22 @@ def _main(argv: list[str]) -> int:
             except BaseException:
                 os._exit(127)
         os.close(r_b)
-        # 3. our own user + network namespace; the client maps our ids
+        # 3. the connector stays in the host's namespaces too: it makes the DNS servers' TCP connections
+        # to the resolvers (one on the host's loopback is reachable only from there); it dies with us
+        conn, conn_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        cpid = os.fork()
+        if cpid == 0:
+            try:
+                conn.close()
+                for fd in (w_b, w_status, r_go):
+                    os.close(fd)
+                syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() == me:
+                    _connector(conn_child)
+            finally:
+                os._exit(0)
+        conn_child.close()
+        # 4. our own user + network namespace; the client maps our ids
         syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNET)
         os.write(w_status, b"U")
         if os.read(r_go, 1) != b"G":
@@ -1142,6 +1282,7 @@ def _main(argv: list[str]) -> int:
         holder = Holder(d, backend, backend_path, nft, up4, up6)
         holder.ipr = ipr
         holder.backend_pid = bpid
+        holder.connector = conn
         holder._apply_nft()
         os.write(w_b, b"G")
         os.close(w_b)

@@ -7,6 +7,7 @@ resolver.
 
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -37,17 +38,41 @@ class Running:
 
 
 class Upstream:
-    """A minimal authoritative server: known names answer, the rest NXDOMAIN."""
+    """A minimal authoritative server on UDP and TCP (one port number): known names answer (a name may have
+    several addresses), the rest NXDOMAIN. ``seen`` has the queries, ``seen_tcp`` those that came over TCP."""
 
     def __init__(self, names):
-        self.sock = udp()
-        self.port = self.sock.getsockname()[1]
+        for _ in range(50):
+            self.sock = udp()
+            self.port = self.sock.getsockname()[1]
+            self.tcp = socket.socket()
+            try:
+                self.tcp.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                self.sock.close()
+                self.tcp.close()
+        self.tcp.listen(8)
+        self.tcp.settimeout(0.2)
         self.names = names
         self.seen = []
+        self.seen_tcp = []
         self.sock.settimeout(0.2)
         self.stopped = False
         self.thread = threading.Thread(target=self.loop, daemon=True)
         self.thread.start()
+        self.tcp_thread = threading.Thread(target=self.tcp_loop, daemon=True)
+        self.tcp_thread.start()
+
+    def answer(self, data, max_size=512):
+        q = parse_message(data)
+        self.seen.append(q)
+        name = q.questions[0].name
+        if name in self.names:
+            addrs = self.names[name]
+            addrs = [addrs] if isinstance(addrs, str) else addrs
+            return build_response(q, [RR(name, TYPE_A, 30, a) for a in addrs], max_size=max_size)
+        return build_response(q, rcode=RCODE_NXDOMAIN)
 
     def loop(self):
         while not self.stopped:
@@ -55,19 +80,33 @@ class Upstream:
                 data, addr = self.sock.recvfrom(4096)
             except socket.timeout:
                 continue
-            q = parse_message(data)
-            self.seen.append(q)
-            name = q.questions[0].name
-            if name in self.names:
-                r = build_response(q, [RR(name, TYPE_A, 30, self.names[name])])
-            else:
-                r = build_response(q, rcode=RCODE_NXDOMAIN)
-            self.sock.sendto(r, addr)
+            self.sock.sendto(self.answer(data), addr)
+
+    def tcp_loop(self):
+        while not self.stopped:
+            try:
+                c, _ = self.tcp.accept()
+            except socket.timeout:
+                continue
+            with c:
+                c.settimeout(5)
+                try:
+                    n = struct.unpack("!H", c.recv(2))[0]
+                    data = b""
+                    while len(data) < n:
+                        data += c.recv(n - len(data))
+                    self.seen_tcp.append(parse_message(data))
+                    r = self.answer(data, max_size=65535)
+                    c.sendall(struct.pack("!H", len(r)) + r)
+                except (OSError, struct.error):
+                    pass
 
     def stop(self):
         self.stopped = True
         self.thread.join(5)
+        self.tcp_thread.join(5)
         self.sock.close()
+        self.tcp.close()
 
 
 def ask(port, name, qtype=TYPE_A, mid=4242, timeout=5.0):
@@ -197,3 +236,78 @@ def test_garbage_gets_formerr_and_the_server_survives():
         assert ask(port, "web").answers[0].data == "10.89.0.2"
     finally:
         srv.stop()
+
+
+def udp_and_tcp():
+    """A UDP socket and a listening TCP socket on one port of 127.0.0.1."""
+    for _ in range(50):
+        u, t = udp(), socket.socket()
+        try:
+            t.bind(("127.0.0.1", u.getsockname()[1]))
+            t.listen(8)
+            return u, t
+        except OSError:
+            u.close()
+            t.close()
+    raise AssertionError("no port free for both UDP and TCP")
+
+
+def ask_tcp(port, name, qtype=TYPE_A, mid=4343):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        q = build_query(name, qtype, mid=mid)
+        c.sendall(struct.pack("!H", len(q)) + q)
+        buf = b""
+        while len(buf) < 2 or len(buf) < 2 + struct.unpack("!H", buf[:2])[0]:
+            b = c.recv(65535)
+            assert b, "the server closed the connection"
+            buf += b
+        # a second query on the same connection (RFC 7766: connections are reused)
+        c.sendall(struct.pack("!H", len(q)) + q)
+        n = struct.unpack("!H", c.recv(2))[0]
+        again = b""
+        while len(again) < n:
+            again += c.recv(n - len(again))
+    first = parse_message(buf[2:])
+    assert parse_message(again) == first
+    return first
+
+
+def test_tcp_answers_what_udp_truncates_and_relays_upstream_over_tcp():
+    """RFC 7766: an answer too big for UDP comes with TC set; the client asks again over TCP and gets it
+    whole, from the records or from the upstream (over TCP: its UDP answer would be truncated too)."""
+    many = [f"10.89.{i // 200}.{i % 200 + 2}" for i in range(60)]
+    up = Upstream({"big.test": many, "example.test": "192.0.2.80"})
+    listen, tcp = udp_and_tcp()
+    port = listen.getsockname()[1]
+    rec = Records()
+    rec.set("c1", ["web"], ["10.89.0.2"])
+    rec.set("c2", ["replicas"], many)
+    srv = Running(DNSServer([listen, tcp], rec, [("127.0.0.1", up.port)]))
+    try:
+        r = ask(port, "replicas")
+        assert r.flags & 0x0200 and len(r.answers) < len(many)        # UDP: truncated
+        r = ask_tcp(port, "replicas", mid=0x7777)
+        assert r.id == 0x7777 and not r.flags & 0x0200 and [a.data for a in r.answers] == many
+        assert [a.data for a in ask_tcp(port, "web").answers] == ["10.89.0.2"]
+        assert not up.seen                                           # ours: never forwarded
+        r = ask(port, "big.test")
+        assert r.flags & 0x0200 and len(r.answers) < len(many)
+        r = ask_tcp(port, "big.test", mid=0x1234)
+        assert r.id == 0x1234 and [a.data for a in r.answers] == many
+        assert [q.questions[0].name for q in up.seen_tcp][-1] == "big.test"
+        assert ask_tcp(port, "nothing.test").rcode == RCODE_NXDOMAIN
+    finally:
+        srv.stop()
+        up.stop()
+    # no upstream answers over TCP: SERVFAIL, and the server stays up
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))          # bound, not listening: connection refused
+    listen, tcp = udp_and_tcp()
+    port = listen.getsockname()[1]
+    srv = Running(DNSServer([listen, tcp], Records(), [("127.0.0.1", silent.getsockname()[1])], timeout=0.5))
+    try:
+        assert ask_tcp(port, "example.test").rcode == RCODE_SERVFAIL
+        assert ask_tcp(port, "example.test").rcode == RCODE_SERVFAIL
+    finally:
+        srv.stop()
+        silent.close()

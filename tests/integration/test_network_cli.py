@@ -70,3 +70,23 @@ def test_prune(rl, unprivileged):
     out = rl.ok("network", "prune", input="y\n")
     assert out.splitlines()[-1] == "a"
     assert rl.ok("network", "ls", "-q", "--filter", "type=custom").strip() == ""
+
+
+def test_create_refuses_a_subnet_of_the_host(rl, unprivileged):
+    """Podman: an explicit --subnet that overlaps the host's own networks (its routes, its addresses) is
+    refused, naming the overlap (the containers could no longer reach that part of the host's network)."""
+    from rootless.network.networks import host_addresses, host_route_networks
+
+    routes = host_route_networks()
+    addrs = host_addresses()
+    if not routes and not addrs:
+        pytest.skip("this host has no IPv4 route but the default one and no IPv4 address but loopback")
+    if routes:
+        cp = rl("network", "create", "--subnet", str(routes[0]), "onhost")
+        assert cp.returncode == 125, cp
+        assert f"overlaps the host's network {routes[0]}" in cp.stderr and "Traceback" not in cp.stderr
+    if addrs:
+        cp = rl("network", "create", "--subnet", f"{addrs[0]}/29", "onhost")
+        assert cp.returncode == 125, cp
+        assert "overlaps the host's" in cp.stderr
+    assert rl.ok("network", "ls", "-q", "--filter", "type=custom").strip() == ""

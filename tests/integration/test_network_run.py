@@ -280,6 +280,37 @@ def test_none_has_only_lo_and_container_mode_shares(net_rl):
     assert cp.returncode == 125 and "nosuch" in cp.stderr
 
 
+def test_host_network_discards_published_ports(net_rl):
+    """Docker: --network host -p ... warns on stderr, ignores the ports and runs the container."""
+    rl = net_rl
+    port = free_port()
+    cp = rl("run", "--rm", "--network", "host", "-p", f"127.0.0.1:{port}:80", rl.image, "echo", "ran")
+    assert cp.returncode == 0, cp
+    assert cp.stdout == "ran\n"
+    assert "WARNING: Published ports are discarded when using host network mode" in cp.stderr
+    assert _port_free(port)
+    cp = rl("run", "--rm", "--network", "container:nosuch", "-p", "8080:80", rl.image, "true")
+    assert cp.returncode == 125 and "publish" in cp.stderr
+
+
+def test_container_mode_takes_the_peers_hostname_and_inspect_exposed_ports(net_rl):
+    """Docker: --network container:X gives the container X's hostname; inspect has Config.ExposedPorts
+    (the image's EXPOSE and --expose)."""
+    rl = net_rl
+    rl.ok("run", "-d", "--name", "hostowner", "--hostname", "sharedhost", "--expose", "7000",
+          "--expose", "53/udp", rl.image, "sleep", "60")
+    try:
+        out = rl.ok("run", "--rm", "--network", "container:hostowner", rl.image, "sh", "-c",
+                    "hostname; cat /etc/hostname; echo $HOSTNAME")
+        assert out.split() == ["sharedhost"] * 3, out
+        out = rl.ok("run", "--rm", "--network", "container:hostowner", "--hostname", "mine", rl.image, "hostname")
+        assert out.strip() == "mine"
+        cfg = json.loads(rl.ok("inspect", "hostowner"))[0]["Config"]
+        assert cfg["ExposedPorts"] == {"7000/tcp": {}, "53/udp": {}}, cfg
+    finally:
+        rl("rm", "-f", "hostowner")
+
+
 def test_user_networks_names_aliases_isolation(net_rl):
     rl = net_rl
     rl.ok("network", "create", "n1")
@@ -294,6 +325,12 @@ def test_user_networks_names_aliases_isolation(net_rl):
             assert out == "hello-from-web1\n", target
         # the other way round, by name too
         assert "peer" in rl.ok("exec", "web1", "nslookup", "peer")
+        # --dns keeps the network's DNS server as the resolver (Docker): names still resolve
+        out = rl.ok("run", "--rm", "--network", "n1", "--dns", "192.0.2.53", rl.image, "sh", "-c",
+                    "grep nameserver /etc/resolv.conf; nslookup web1", timeout=60)
+        gw = json.loads(rl.ok("network", "inspect", "n1"))[0]["IPAM"]["Config"][0]["Gateway"]
+        assert out.splitlines()[0] == f"nameserver {gw}" and "192.0.2.53" not in out, out
+        assert len(re.findall(r"^Address:", out, re.M)) >= 2, out
         # network inspect lists both
         ins = json.loads(rl.ok("network", "inspect", "n1"))[0]
         assert sorted(c["Name"] for c in ins["Containers"].values()) == ["peer", "web1"]
@@ -406,6 +443,64 @@ def test_slirp4netns_publish_tcp_and_udp_and_pasta_udp(net_rl):
     assert _port_free(tport)
 
 
+UDP_ECHO6 = ("import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+             "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\ns.bind(('::', 9999))\n"
+             "while True:\n    d, a = s.recvfrom(9000)\n    s.sendto(b'%s:' + d, a)\n")
+
+
+def _udp_roundtrip6(port: int) -> bytes | None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c:
+        c.settimeout(0.5)
+        for _ in range(40):
+            c.sendto(b"hi", ("::1", port))
+            try:
+                return c.recvfrom(100)[0]
+            except socket.timeout:
+                continue
+    return None
+
+
+def test_pasta_udp_under_another_port_number_reaches_ipv6_clients(net_rl):
+    """-p HOST:CONTAINER/udp with pasta: the redirect inside the container's namespace (pasta keeps the host
+    port number) covers IPv6 as well as IPv4 (an `inet` table, not `ip`)."""
+    if not _host_has_ipv6_loopback():
+        pytest.skip("this host has no IPv6 on lo (ip -6 addr show lo)")
+    rl = net_rl
+    port = free_port()
+    rl.ok("run", "-d", "--name", "udp6", "-p", f"{port}:9999/udp", *HOST_PY, rl.image,
+          "/usr/bin/python3", "-c", UDP_ECHO6 % "six")
+    try:
+        assert _udp_roundtrip(port) == b"six:hi"
+        assert _udp_roundtrip6(port) == b"six:hi"
+    finally:
+        rl("rm", "-f", "udp6")
+
+
+def test_host_port_zero_and_udp_on_both_stacks_on_a_user_network(net_rl):
+    """-p 0:80 is a free host port (Docker), not an error; -p P:C/udp on a user-defined network takes IPv6
+    clients as well as IPv4 ones (one dual-stack socket, like TCP)."""
+    rl = net_rl
+    ipv6 = _host_has_ipv6_loopback()
+    rl.ok("network", "create", "udpnet")
+    port = free_port()
+    try:
+        rl.ok("run", "-d", "--name", "zero", "-p", "127.0.0.1:0:80", rl.image, "sh", "-c",
+              "echo port-zero > /tmp/index.html; httpd -f -p 80 -h /tmp")
+        host = rl.ok("port", "zero", "80").strip()
+        assert host.startswith("127.0.0.1:") and int(host.rsplit(":", 1)[1]) > 0, host
+        assert _wait_http(f"http://{host}/") == b"port-zero\n"
+        rl.ok("run", "-d", "--name", "udpecho", "--network", "udpnet", "-p", f"{port}:9999/udp", *HOST_PY,
+              rl.image, "/usr/bin/python3", "-c", UDP_ECHO % "bridge")
+        assert _udp_roundtrip(port) == b"bridge:hi"
+        if ipv6:
+            assert _udp_roundtrip6(port) == b"bridge:hi"
+    finally:
+        rl("rm", "-f", "zero", "udpecho")
+        rl("network", "rm", "udpnet")
+    if not ipv6:
+        pytest.skip("this host has no IPv6 on lo (ip -6 addr show lo): the [::1] client was not tried")
+
+
 def test_connect_disconnect(net_rl):
     rl = net_rl
     rl.ok("network", "create", "c1")
@@ -453,6 +548,49 @@ def test_connect_disconnect(net_rl):
     finally:
         rl("rm", "-f", "srv", "cli", "plain")
         rl("network", "rm", "c1", "c2")
+
+
+def _resolves(rl, ctr: str, name: str) -> bool:
+    out = rl("exec", ctr, "nslookup", name).stdout
+    return len(re.findall(r"^Address:", out, re.M)) >= 2    # the server's address, then the answer's
+
+
+def test_aliases_per_network_and_rename(net_rl):
+    """inspect shows each network's own aliases (those its DNS answers); rename of a running container
+    changes its name in the networks' DNS and in `network inspect` (Docker)."""
+    rl = net_rl
+    rl.ok("network", "create", "al1")
+    rl.ok("network", "create", "al2")
+    try:
+        rl.ok("run", "-d", "--name", "named", "--network", "al1", "--network-alias", "www", rl.image,
+              "sleep", "120")
+        rl.ok("run", "-d", "--name", "peer1", "--network", "al1", rl.image, "sleep", "120")
+        rl.ok("run", "-d", "--name", "peer2", "--network", "al2", rl.image, "sleep", "120")
+        assert rl.ok("ps", "--format", "{{.Networks}}", "--filter", "name=named").strip() == "al1"
+        rl.ok("network", "connect", "--alias", "api", "al2", "named")
+        assert rl.ok("ps", "--format", "{{.Networks}}", "--filter", "name=named").strip() == "al1,al2"
+        nets = json.loads(rl.ok("inspect", "named"))[0]["NetworkSettings"]["Networks"]
+        assert nets["al1"]["Aliases"] == ["www"] and nets["al2"]["Aliases"] == ["api"], nets
+        assert _resolves(rl, "peer1", "www") and not _resolves(rl, "peer1", "api")
+        assert _resolves(rl, "peer2", "api") and not _resolves(rl, "peer2", "www")
+
+        rl.ok("rename", "named", "renamed")
+        rl.ok("network", "disconnect", "al1", "peer1")
+        assert rl.ok("ps", "--format", "{{.Networks}}", "--filter", "name=peer1").strip() == "none"
+        rl.ok("network", "connect", "al1", "peer1")
+        for peer in ("peer1", "peer2"):
+            assert _resolves(rl, peer, "renamed"), peer
+            assert not _resolves(rl, peer, "named"), peer
+        for net in ("al1", "al2"):
+            names = sorted(c["Name"] for c in json.loads(rl.ok("network", "inspect", net))[0]["Containers"].values())
+            assert "renamed" in names and "named" not in names, (net, names)
+        # a restart keeps the new name
+        rl.ok("restart", "-t", "1", "renamed")
+        time.sleep(0.3)
+        assert _resolves(rl, "peer1", "renamed")
+    finally:
+        rl("rm", "-f", "named", "renamed", "peer1", "peer2")
+        rl("network", "rm", "al1", "al2")
 
 
 def _host_has_ipv6_loopback() -> bool:

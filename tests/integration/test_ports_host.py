@@ -66,11 +66,20 @@ def test_every_address_is_one_dual_stack_socket():
                 seen.append(addr[0])
                 conn.close()
         assert seen == ["::ffff:127.0.0.1", "::1"]
-    # an explicit [::] is IPv6 only (as Docker binds it), 0.0.0.0 IPv4 only; UDP on every address: 0.0.0.0
+    # an explicit [::] is IPv6 only (as Docker binds it), 0.0.0.0 IPv4 only
     with host_socket("::", 0, "tcp") as s:
         assert s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+    # UDP on every address: dual-stack as well (it was 0.0.0.0: IPv6 clients were never answered)
     with host_socket("", 0, "udp") as s:
-        assert s.family == socket.AF_INET
+        assert s.family == socket.AF_INET6 and s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+        port = s.getsockname()[1]
+        for fam, dst in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(fam, socket.SOCK_DGRAM) as c:
+                c.settimeout(5)
+                c.sendto(b"hi", (dst, port))
+                data, addr = s.recvfrom(10)
+                s.sendto(b"back", addr)
+                assert data == b"hi" and c.recv(10) == b"back"
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen(1)

@@ -112,6 +112,41 @@ def resolve(p: Proc, name: str, server: str) -> str | None:
     return None
 
 
+ASK = """
+import socket, struct, sys
+from rootless.network.dns import build_query, parse_message
+name, server, proto, qtype = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+q = build_query(name, qtype, mid=0x4d2)
+if proto == "udp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(q, (server, 53))      # once: no retry hides a lost answer
+    data = s.recv(65535)
+else:
+    s = socket.create_connection((server, 53), timeout=5)
+    s.sendall(struct.pack("!H", len(q)) + q)
+    buf = b""
+    while len(buf) < 2 or len(buf) < 2 + struct.unpack("!H", buf[:2])[0]:
+        b = s.recv(65535)
+        if not b:
+            sys.exit("connection closed")
+        buf += b
+    data = buf[2:]
+m = parse_message(data)
+print(m.id, m.rcode, " ".join(str(a.data) for a in m.answers), m.flags & 0x200 and "TC" or "")
+"""
+
+
+def ask(p: Proc, name: str, server: str, proto: str = "udp", qtype: int = 1) -> tuple[int, list[str]] | None:
+    """One query (no retries) from inside ``p``: (rcode, answers), None when nothing came back."""
+    cp = p.run(sys.executable, "-c", ASK, name, server, proto, str(qtype))
+    if cp.returncode != 0:
+        return None
+    mid, rcode, *answers = cp.stdout.split()
+    assert mid == str(0x4d2)
+    return int(rcode), [a for a in answers if a != "TC"]
+
+
 def wait_listen(p: Proc, port: int):
     for _ in range(100):
         cp = p.run(BUSYBOX, "netstat", "-ltn")
@@ -378,3 +413,158 @@ def test_dns_forwards_to_a_resolver_on_the_host_loopback(tmp_path, procs, unpriv
         info = rootlessns.running(rt)
         if info is not None:
             os.kill(info.pid, 15)
+
+
+def _bridge_mac(cfg, bridge: str) -> str:
+    info = rootlessns.running(cfg.runtime_dir)
+    cp = subprocess.run(["nsenter", "-U", "-n", "-t", str(info.pid), "ip", "-o", "link", "show", bridge],
+                        capture_output=True, text=True)
+    assert cp.returncode == 0, cp
+    return cp.stdout.split("link/ether ")[1].split()[0]
+
+
+def test_gateway_keeps_its_mac_while_containers_come_and_go(cfg, procs):
+    """The bridge has a fixed MAC (from the gateway address): without one it takes the lowest MAC of its
+    ports, which changes as veths come and go, and the ARP caches of the other containers point at a MAC
+    that is gone: their DNS server (on the gateway) is lost for up to ~30 s."""
+    n = NetworkStore(cfg.data_root).create("steady")
+    asker, ep = container(cfg, procs, n, "asker")
+    want = rootlessns.mac_for(n.gateway)
+    assert _bridge_mac(cfg, n.bridge) == want
+    for i in range(6):
+        b, ep_b = container(cfg, procs, n, f"b{i}")
+        # the asker learns the gateway's MAC now, while b's veth is on the bridge
+        cp = asker.run("ip", "neigh", "flush", "dev", "eth0")
+        assert cp.returncode == 0, cp
+        assert resolve(asker, f"b{i}", n.gateway) == ep_b["ip"]
+        assert _bridge_mac(cfg, n.bridge) == want
+        b.stop()
+        for _ in range(100):
+            if f"b{i}" not in {e["name"] for e in rootlessns.endpoints(cfg.runtime_dir)[n.id].values()}:
+                break
+            time.sleep(0.05)
+        assert _bridge_mac(cfg, n.bridge) == want
+        # b's veth is gone: the gateway still answers at the MAC the asker knows
+        assert resolve(asker, "asker", n.gateway) == ep["ip"], i
+
+
+def test_dns_forwarding_works_on_every_network(tmp_path, procs, unprivileged, monkeypatch):
+    """Two networks up: each one's DNS server forwards outside names and gets its answers (they used to
+    share one upstream socket, and a server dropped the answers to the other's queries)."""
+    from tests.conftest import require
+    from tests.integration.test_dns_server import Upstream
+
+    require("userns", "newuidmap", "tun", "network")
+    up = Upstream({"outside.test": "192.0.2.99"})
+    monkeypatch.setenv("ROOTLESS_NETNS_IDLE", "1")
+    monkeypatch.setenv("ROOTLESS_NETNS_DNS", f"127.0.0.1:{up.port}")
+    rt = tmp_path / "run"
+    rt.mkdir(mode=0o700)
+    c = Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg")
+    store = NetworkStore(c.data_root)
+    n1, n2, n3 = store.create("f1"), store.create("f2"), store.create("f3")
+    try:
+        askers = [(container(c, procs, n, f"asker{i}")[0], n) for i, n in enumerate((n1, n2, n3))]
+        for _ in range(4):
+            for p, n in askers:
+                assert ask(p, "outside.test", n.gateway) == (0, ["192.0.2.99"]), n.name
+                assert ask(p, "nothing.test", n.gateway) == (3, []), n.name
+    finally:
+        up.stop()
+        info = rootlessns.running(rt)
+        if info is not None:
+            os.kill(info.pid, 15)
+
+
+def test_dns_of_a_container_goes_to_its_own_resolvers(tmp_path, procs, unprivileged, monkeypatch):
+    """--dns on a user-defined network (Docker): the container keeps the network's DNS server (its
+    neighbours' names resolve) and the server forwards that container's other queries to its --dns."""
+    from tests.conftest import require
+    from tests.integration.test_dns_server import Upstream
+
+    require("userns", "newuidmap", "tun", "network")
+    net_up = Upstream({"outside.test": "192.0.2.1"})
+    own_up = Upstream({"outside.test": "192.0.2.2"})
+    monkeypatch.setenv("ROOTLESS_NETNS_IDLE", "1")
+    monkeypatch.setenv("ROOTLESS_NETNS_DNS", f"127.0.0.1:{net_up.port}")
+    rt = tmp_path / "run"
+    rt.mkdir(mode=0o700)
+    c = Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg")
+    n = NetworkStore(c.data_root).create("own")
+    try:
+        plain, ep_plain = container(c, procs, n, "plain")
+        cid = "own".encode().hex().ljust(64, "0")
+        info = rootlessns.ensure_holder(c, reserve=cid)
+        mine = procs(info.userns, ["sleep", "300"])
+        rootlessns.attach(c, container_id=cid, pid=mine.pid, name="mine", network=n,
+                          dns=[("127.0.0.1", own_up.port)])
+        mine.go()
+        assert ask(mine, "outside.test", n.gateway) == (0, ["192.0.2.2"])
+        assert ask(plain, "outside.test", n.gateway) == (0, ["192.0.2.1"])
+        assert ask(mine, "plain", n.gateway) == (0, [ep_plain["ip"]])     # the network's names still resolve
+        assert [q.questions[0].name for q in own_up.seen] == ["outside.test"]
+    finally:
+        net_up.stop()
+        own_up.stop()
+        info = rootlessns.running(rt)
+        if info is not None:
+            os.kill(info.pid, 15)
+
+
+def test_dns_over_tcp_on_the_gateway(tmp_path, procs, unprivileged, monkeypatch):
+    """The network's DNS server answers over TCP too (a client retries there when the UDP answer was
+    truncated): container names from the records, other names relayed to the upstream over TCP, from the
+    host's namespace (the upstream is on the host's 127.0.0.1)."""
+    from tests.conftest import require
+    from tests.integration.test_dns_server import Upstream
+
+    require("userns", "newuidmap", "tun", "network")
+    many = [f"192.0.2.{i}" for i in range(1, 61)]
+    up = Upstream({"big.test": many})
+    monkeypatch.setenv("ROOTLESS_NETNS_IDLE", "1")
+    monkeypatch.setenv("ROOTLESS_NETNS_DNS", f"127.0.0.1:{up.port}")
+    rt = tmp_path / "run"
+    rt.mkdir(mode=0o700)
+    c = Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg")
+    n = NetworkStore(c.data_root).create("tcpdns")
+    try:
+        a, ep_a = container(c, procs, n, "alpha", aliases=["first"])
+        b, _ = container(c, procs, n, "beta")
+        assert ask(b, "alpha", n.gateway, "tcp") == (0, [ep_a["ip"]])
+        assert ask(b, "first.dns.rootless", n.gateway, "tcp") == (0, [ep_a["ip"]])
+        assert ask(b, "big.test", n.gateway, "tcp") == (0, many)
+        assert [q.questions[0].name for q in up.seen_tcp] == ["big.test"]
+        rcode, part = ask(b, "big.test", n.gateway, "udp")
+        assert rcode == 0 and len(part) < len(many)          # UDP: truncated
+    finally:
+        up.stop()
+        info = rootlessns.running(rt)
+        if info is not None:
+            os.kill(info.pid, 15)
+
+
+def test_a_connection_that_ends_at_once_does_not_keep_the_holder(tmp_path, monkeypatch):
+    """A published port's connection may end before the holder has recorded it (a Splicer that finishes
+    while it is being made): it must not stay recorded, or the holder never goes idle. Real sockets on
+    127.0.0.1; the Splicer is one that finishes at once."""
+    from rootless.network import relay
+
+    class Instant(relay.Splicer):
+        def start(self):
+            self.a.close()
+            self.b.close()
+            self.on_done(self)
+
+    monkeypatch.setattr(relay, "Splicer", Instant)
+    h = rootlessns.Holder(tmp_path, "pasta", "/bin/false", "/bin/false", socket.socket(socket.AF_INET,
+                                                                                     socket.SOCK_DGRAM), None)
+    with socket.socket() as srv, socket.socket() as pub:
+        srv.bind(("127.0.0.1", 0))       # the container's server
+        srv.listen(1)
+        pub.bind(("127.0.0.1", 0))       # the published port
+        pub.listen(1)
+        with socket.create_connection(pub.getsockname()):
+            client, _ = pub.accept()
+            h._connect_and_splice(client, srv.getsockname())
+    assert h.splicers == set()
+    h.forwarder.close()

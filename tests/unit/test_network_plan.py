@@ -39,6 +39,7 @@ def cfg(tmp_path, monkeypatch):
     from rootless.network import networks as nw
     import ipaddress
     monkeypatch.setattr(nw, "host_route_networks", lambda: [])
+    monkeypatch.setattr(nw, "host_addresses", lambda: [])
     return Config(data_root=tmp_path / "store", runtime_dir=tmp_path / "run", config_dir=tmp_path / "cfg")
 
 
@@ -95,6 +96,9 @@ def test_slirp_plan(cfg, monkeypatch):
     p = plan_network(Opts(), cfg)
     assert p.mode == "slirp4netns" and p.host_gateway == "10.0.2.2"
     assert p.nameservers() == ["10.0.2.3"]
+    # Podman: the hostname is the container's fixed slirp4netns address, not 127.0.1.1
+    assert "10.0.2.100\tbox\n" in p.etc_files("box")["/etc/hosts"]
+    assert "127.0.1.1" not in p.etc_files("box")["/etc/hosts"]
 
 
 def test_none_host_container_modes(cfg):
@@ -105,7 +109,7 @@ def test_none_host_container_modes(cfg):
     assert p.mode == "host" and not p.new_netns
     p = plan_network(Opts(network="container:web"), cfg)
     assert p.mode == "container" and p.container == "web" and not p.new_netns
-    for bad in (Opts(network="none", publish=("80",)), Opts(network="host", publish=("80",)),
+    for bad in (Opts(network="none", publish=("80",)),
                 Opts(network="container:web", publish=("80",)), Opts(network="container:"),
                 Opts(network="container:web", dns=("1.1.1.1",)), Opts(network_aliases=("x",)),
                 Opts(ip="10.1.1.1"), Opts(publish=("8080:80", "8080:81"))):
@@ -139,6 +143,31 @@ def test_user_network_plan(cfg):
         plan_network(Opts(network="n1", ip="10.200.0.5"), cfg)
     with pytest.raises(UsageError, match="keep-id"):
         plan_network(Opts(network="n1", userns="keep-id"), cfg)
+
+
+def test_dns_on_a_user_network_keeps_the_embedded_server(cfg):
+    """Docker: --dns does not replace the network's DNS server (container names would stop resolving):
+    the gateway stays the only nameserver and --dns becomes its upstream for this container."""
+    store = NetworkStore(cfg.data_root)
+    n1 = store.create("n1")
+    nodns = store.create("quiet", dns=False)
+    p = plan_network(Opts(network="n1", dns=("192.0.2.53",), dns_search=("a.test",)), cfg)
+    assert p.dns == ("192.0.2.53",)
+    assert p.etc_files("box")["/etc/resolv.conf"] == f"nameserver {n1.gateway}\nsearch a.test\noptions edns0\n"
+    # a network without a DNS server: --dns is the container's resolver, as on the default network
+    p = plan_network(Opts(network="quiet", dns=("192.0.2.53",)), cfg)
+    assert p.nameservers() == ["192.0.2.53"] and nodns.dns is False
+
+
+def test_host_network_discards_published_ports_with_a_warning(cfg):
+    """Docker and Podman: --network host -p ... warns and ignores the ports (not an error)."""
+    p = plan_network(Opts(network="host", publish=("8080:80",), publish_all=True, exposed=("90/tcp",)), cfg)
+    assert p.mode == "host" and p.publish == () and p.ports == ()
+    assert p.warnings == ("Published ports are discarded when using host network mode",)
+    assert plan_network(Opts(network="host"), cfg).warnings == ()
+    for mode in ("none", "container:web"):
+        with pytest.raises(UsageError, match="publish"):
+            plan_network(Opts(network=mode, publish=("8080:80",)), cfg)
 
 
 def test_connect_disconnect_overrides(cfg, tmp_path):
@@ -178,3 +207,9 @@ def test_inspect_shapes(cfg):
     assert s["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}], "443/tcp": None}
     assert s["Networks"]["n1"]["Aliases"] == ["web"] and s["Networks"]["n1"]["NetworkID"] == "abc"
     assert inspect_settings(Spec(), {}, running=False)["Ports"] == {}
+    # aliases per endpoint: --network-alias on the first network, `network connect --alias` on another
+    state["networks"] = [dict(state["networks"][0], aliases=["web"]),
+                         {"name": "n2", "id": "def", "ip": "10.89.2.2", "prefixlen": 24, "aliases": ["api"]},
+                         {"name": "n3", "id": "ghi", "ip": "10.89.3.2", "prefixlen": 24, "aliases": []}]
+    nets = inspect_settings(Spec(), state, pid=42, running=True)["Networks"]
+    assert [nets[n]["Aliases"] for n in ("n1", "n2", "n3")] == [["web"], ["api"], None]

@@ -14,7 +14,32 @@ from rootless.network.networks import (Network, NetworkExists, NetworkInUse, Net
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     monkeypatch.setattr(nw, "host_route_networks", lambda: [ipaddress.IPv4Network("10.89.1.0/24")])
+    monkeypatch.setattr(nw, "host_addresses", lambda: [ipaddress.IPv4Address("10.89.4.7")])
     return NetworkStore(tmp_path)
+
+
+def test_explicit_subnet_must_not_overlap_the_hosts_networks(store):
+    """Podman refuses a --subnet that overlaps a route or an address of the host: 125, naming it."""
+    with pytest.raises(NetworkError) as ei:
+        store.create("clash", subnet="10.89.0.0/16")
+    assert ei.value.exit_code == 125
+    assert "subnet 10.89.0.0/16 overlaps the host's network 10.89.1.0/24" in ei.value.message
+    with pytest.raises(NetworkError, match="overlaps the host's address 10.89.4.7"):
+        store.create("clash", subnet="10.89.4.0/29")
+    assert store.list() == []
+    assert store.create("fine", subnet="10.89.5.0/24").subnet == "10.89.5.0/24"
+    # the automatic choice skips both
+    assert [store.create(f"a{i}").subnet for i in range(3)] == ["10.89.2.0/24", "10.89.3.0/24", "10.89.6.0/24"]
+
+
+def test_host_addresses_from_the_fib(tmp_path):
+    fib = tmp_path / "fib_trie"
+    fib.write_text("Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 127.0.0.1\n        /32 host LOCAL\n"
+                   "     |-- 192.0.2.0\n        /24 link UNICAST\n     |-- 192.0.2.2\n        /32 host LOCAL\n"
+                   "     |-- 192.0.2.255\n        /32 link BROADCAST\nLocal:\n     |-- 192.0.2.2\n"
+                   "        /32 host LOCAL\n")
+    assert nw.host_addresses(str(fib)) == [ipaddress.IPv4Address("192.0.2.2")]
+    assert nw.host_addresses(str(tmp_path / "missing")) == []
 
 
 def test_create_get_list_remove(store, tmp_path):

@@ -12,6 +12,8 @@ from rootless.network.ports import (PortMapping, check_conflicts, format_port_li
     ("8080:80/TCP", [PortMapping(80, "tcp", "", 8080)]),
     ("127.0.0.1:8080:80", [PortMapping(80, "tcp", "127.0.0.1", 8080)]),
     ("127.0.0.1::80", [PortMapping(80, "tcp", "127.0.0.1", 0)]),
+    ("0:80", [PortMapping(80, "tcp", "", 0)]),                           # Docker: host port 0 = a free one
+    ("127.0.0.1:0:53/udp", [PortMapping(53, "udp", "127.0.0.1", 0)]),
     ("[::1]:8080:80/udp", [PortMapping(80, "udp", "::1", 8080)]),
     ("[::]::53", [PortMapping(53, "tcp", "::", 0)]),
     ("8000-8002:80-82", [PortMapping(80, "tcp", "", 8000), PortMapping(81, "tcp", "", 8001),
