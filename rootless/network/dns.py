@@ -42,6 +42,16 @@ TCP_IDLE = 10.0       # seconds a TCP client may stay silent
 TCP_CLIENTS = 64      # concurrent TCP connections per server
 
 
+
+def drain(sock: socket.socket, handle) -> None:
+    """Read what a readable datagram socket holds (at most 64 datagrams a turn): ``handle(data, addr)``."""
+    for _ in range(64):
+        try:
+            data, addr = sock.recvfrom(4096)
+        except OSError:        # BlockingIOError, InterruptedError: nothing more now
+            return
+        handle(data, addr)
+
 class DNSFormatError(ValueError):
     pass
 
@@ -415,14 +425,7 @@ class Forwarder:
 
     def handle(self, sock: socket.socket) -> None:
         """An upstream socket is readable: drain it."""
-        for _ in range(64):
-            try:
-                data, addr = sock.recvfrom(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            self._from_upstream(data, addr)
+        drain(sock, self._from_upstream)
 
     def _from_upstream(self, data: bytes, addr) -> None:
         if len(data) < 12:
@@ -556,14 +559,7 @@ class DNSServer:
         if sock.type == socket.SOCK_STREAM:
             self._accept(sock)
             return
-        for _ in range(64):
-            try:
-                data, addr = sock.recvfrom(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            self._from_client(sock, data, addr)
+        drain(sock, lambda data, addr: self._from_client(sock, data, addr))
 
     def _client(self, addr) -> tuple[Records, list]:
         """The records and the upstreams of the client at ``addr``."""
