@@ -266,14 +266,8 @@ class _Members:
 
 
 def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                break
-            h.update(b)
-    return "sha256:" + h.hexdigest()
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _diff_digest(path: str) -> str:
