@@ -355,3 +355,15 @@ def tls_registry(images, tmp_path_factory) -> Registry:
         yield reg
     finally:
         reg.stop()
+
+
+def has_ipv6_loopback() -> bool:
+    """Can this host bind ::1 (IPv6 on lo)?"""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, require
+from tests.conftest import free_port, has_ipv6_loopback, require
 
 
 @pytest.fixture(scope="module")
@@ -373,7 +373,7 @@ def test_publish_on_a_user_network(net_rl):
     rl = net_rl
     rl.ok("network", "create", "pubnet")
     port, port2 = free_port(), free_port()
-    ipv6 = _host_has_ipv6_loopback()
+    ipv6 = has_ipv6_loopback()
     try:
         rl.ok("run", "-d", "--name", "pubweb", "--network", "pubnet", "-p", f"127.0.0.1:{port}:80", rl.image,
               "sh", "-c", "echo via-bridge > /tmp/index.html; httpd -f -p 80 -h /tmp")
@@ -463,7 +463,7 @@ def _udp_roundtrip6(port: int) -> bytes | None:
 def test_pasta_udp_under_another_port_number_reaches_ipv6_clients(net_rl):
     """-p HOST:CONTAINER/udp with pasta: the redirect inside the container's namespace (pasta keeps the host
     port number) covers IPv6 as well as IPv4 (an `inet` table, not `ip`)."""
-    if not _host_has_ipv6_loopback():
+    if not has_ipv6_loopback():
         pytest.skip("this host has no IPv6 on lo (ip -6 addr show lo)")
     rl = net_rl
     port = free_port()
@@ -480,7 +480,7 @@ def test_host_port_zero_and_udp_on_both_stacks_on_a_user_network(net_rl):
     """-p 0:80 is a free host port (Docker), not an error; -p P:C/udp on a user-defined network takes IPv6
     clients as well as IPv4 ones (one dual-stack socket, like TCP)."""
     rl = net_rl
-    ipv6 = _host_has_ipv6_loopback()
+    ipv6 = has_ipv6_loopback()
     rl.ok("network", "create", "udpnet")
     port = free_port()
     try:
@@ -593,15 +593,6 @@ def test_aliases_per_network_and_rename(net_rl):
         rl("network", "rm", "al1", "al2")
 
 
-def _host_has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 def _get6(port: int) -> bytes:
     """GET http://[::1]:PORT/."""
     c = http.client.HTTPConnection("::1", port, timeout=30)
@@ -618,7 +609,7 @@ def test_relay_on_all_addresses(net_rl, www):
     rl = net_rl
     d, digest = www
     port = free_port()
-    ipv6 = _host_has_ipv6_loopback()
+    ipv6 = has_ipv6_loopback()
     port6 = free_port()     # [::]:PORT6:80: IPv6 clients only
     rl.ok("run", "-d", "--name", "allweb", "-p", f"{port}:80", *(("-p", f"[::]:{port6}:80") if ipv6 else ()),
           "-v", f"{d}:/www:ro", rl.image, "httpd", "-f", "-vv", "-p", "80", "-h", "/www")

@@ -8,6 +8,7 @@ import pytest
 from rootless.errors import PortInUse, UsageError
 from rootless.network.ports import (PortMapping, allocate, bind_host_ports, host_socket, parse_publish,
                                     port_holder)
+from tests.conftest import has_ipv6_loopback
 
 
 # The functions below touch only the loopback of this host (bind/close).
@@ -37,19 +38,10 @@ def test_allocate_bad_address():
         allocate(parse_publish("198.51.100.254:8080:80"))
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 def test_every_address_is_one_dual_stack_socket():
     """-p PORT:80 binds [::] with IPV6_V6ONLY off: IPv4 clients arrive IPv4-mapped, IPv6 ones as they are;
     a port held on 127.0.0.1 is taken for it too (125 naming the holder)."""
-    if not _has_ipv6_loopback():
+    if not has_ipv6_loopback():
         s = host_socket("", 0, "tcp")
         assert s.family == socket.AF_INET and s.getsockname()[0] == "0.0.0.0"
         s.close()

@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -388,6 +387,16 @@ def test_long_runtime_dir(tmp_path, procs, unprivileged, monkeypatch):
             os.kill(info.pid, 15)
 
 
+def _dns_config(tmp_path, monkeypatch, upstream) -> Config:
+    """A store and a private runtime dir whose per-user namespace forwards outside names to
+    ``upstream`` (a test resolver on 127.0.0.1) and ends as soon as it is idle."""
+    monkeypatch.setenv("ROOTLESS_NETNS_IDLE", "1")
+    monkeypatch.setenv("ROOTLESS_NETNS_DNS", f"127.0.0.1:{upstream.port}")
+    rt = tmp_path / "run"
+    rt.mkdir(mode=0o700)
+    return Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg")
+
+
 def test_dns_forwards_to_a_resolver_on_the_host_loopback(tmp_path, procs, unprivileged, monkeypatch):
     """Other names go to the host's resolver, even one on the host's 127.0.0.1 (systemd-resolved style):
     the holder forwards from a socket it made in the host's namespace before leaving it."""
@@ -396,11 +405,8 @@ def test_dns_forwards_to_a_resolver_on_the_host_loopback(tmp_path, procs, unpriv
 
     require("userns", "newuidmap", "tun", "network")
     up = Upstream({"outside.test": "192.0.2.99"})
-    monkeypatch.setenv("ROOTLESS_NETNS_IDLE", "1")
-    monkeypatch.setenv("ROOTLESS_NETNS_DNS", f"127.0.0.1:{up.port}")
-    rt = tmp_path / "run"
-    rt.mkdir(mode=0o700)
-    c = Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg")
+    c = _dns_config(tmp_path, monkeypatch, up)
+    rt = c.runtime_dir
     n = NetworkStore(c.data_root).create("fwd")
     try:
         p, ep = container(c, procs, n, "asker")
@@ -456,11 +462,8 @@ def test_dns_forwarding_works_on_every_network(tmp_path, procs, unprivileged, mo
 
     require("userns", "newuidmap", "tun", "network")
     up = Upstream({"outside.test": "192.0.2.99"})
-    monkeypatch.setenv("ROOTLESS_NETNS_IDLE", "1")
-    monkeypatch.setenv("ROOTLESS_NETNS_DNS", f"127.0.0.1:{up.port}")
-    rt = tmp_path / "run"
-    rt.mkdir(mode=0o700)
-    c = Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg")
+    c = _dns_config(tmp_path, monkeypatch, up)
+    rt = c.runtime_dir
     store = NetworkStore(c.data_root)
     n1, n2, n3 = store.create("f1"), store.create("f2"), store.create("f3")
     try:
@@ -485,11 +488,8 @@ def test_dns_of_a_container_goes_to_its_own_resolvers(tmp_path, procs, unprivile
     require("userns", "newuidmap", "tun", "network")
     net_up = Upstream({"outside.test": "192.0.2.1"})
     own_up = Upstream({"outside.test": "192.0.2.2"})
-    monkeypatch.setenv("ROOTLESS_NETNS_IDLE", "1")
-    monkeypatch.setenv("ROOTLESS_NETNS_DNS", f"127.0.0.1:{net_up.port}")
-    rt = tmp_path / "run"
-    rt.mkdir(mode=0o700)
-    c = Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg")
+    c = _dns_config(tmp_path, monkeypatch, net_up)
+    rt = c.runtime_dir
     n = NetworkStore(c.data_root).create("own")
     try:
         plain, ep_plain = container(c, procs, n, "plain")
@@ -521,11 +521,8 @@ def test_dns_over_tcp_on_the_gateway(tmp_path, procs, unprivileged, monkeypatch)
     require("userns", "newuidmap", "tun", "network")
     many = [f"192.0.2.{i}" for i in range(1, 61)]
     up = Upstream({"big.test": many})
-    monkeypatch.setenv("ROOTLESS_NETNS_IDLE", "1")
-    monkeypatch.setenv("ROOTLESS_NETNS_DNS", f"127.0.0.1:{up.port}")
-    rt = tmp_path / "run"
-    rt.mkdir(mode=0o700)
-    c = Config(data_root=tmp_path / "store", runtime_dir=rt, config_dir=tmp_path / "cfg")
+    c = _dns_config(tmp_path, monkeypatch, up)
+    rt = c.runtime_dir
     n = NetworkStore(c.data_root).create("tcpdns")
     try:
         a, ep_a = container(c, procs, n, "alpha", aliases=["first"])
